@@ -1,0 +1,196 @@
+"""The HTTP layer: Label Studio 1.23's ML protocol on Flask, plus status endpoints.
+
+    GET  /health     liveness (Label Studio calls it before everything else)
+    POST /setup      {"project", "schema"} -> {"model_version"}
+    POST /predict    {"tasks", "label_config", "project"} -> {"results": [...]}
+    POST /webhook    START_TRAINING and ANNOTATION_* events -> training triggers
+    GET  /versions   the project's model versions
+    GET  /training   the project's training status
+    GET  /queue      the review queue (JSON, or CSV with ?format=csv)
+    GET  /metrics    LLM calls, cache hits and token usage
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend import ls_client
+from backend.config import Settings, load_settings
+from backend.jobs import JobState, start_runner
+from backend.llm import from_settings as labeler_from_settings
+from backend.predictor import Predictor, project_id
+from backend.taxonomy import TaxonomyError, parse_taxonomy
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED",
+                     "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def required_project(data: dict | None = None) -> int:
+    value = (data or {}).get("project", request.args.get("project"))
+    project = project_id(value)
+    if project is None:
+        raise ApiError(400, "a 'project' (Label Studio project id) is required")
+    return project
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("takemeter")
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024 * 1024
+    predictor = Predictor(settings, labeler_from_settings(settings))
+    jobs = JobState(settings.model_dir)
+    wired: set[int] = set()
+
+    @app.before_request
+    def check_auth():
+        if settings.basic_auth is None:
+            return None
+        auth = request.authorization
+        if auth is None or (auth.username, auth.password) != settings.basic_auth:
+            return Response(json.dumps({"error": "basic auth required"}), 401,
+                            {"WWW-Authenticate": 'Basic realm="takemeter"'},
+                            mimetype="application/json")
+        return None
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error=exc.description or exc.name), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error=f"internal error: {type(exc).__name__}"), 500
+
+    def wire_project(project: int) -> None:
+        """Once per worker and project, in the background: webhook auth and the tab."""
+        if project in wired or not settings.label_studio_url:
+            return
+        wired.add(project)
+
+        def work() -> None:
+            try:
+                client = ls_client.connect(settings)
+                ls_client.ensure_webhook_auth(client, project, None, settings.basic_auth)
+                ls_client.ensure_review_tab(client, project)
+                ls_client.set_model_version(client, project, predictor.model_version(project))
+            except Exception as exc:
+                wired.discard(project)
+                log.warning("could not set up project %d in Label Studio: %s", project, exc)
+
+        threading.Thread(target=work, daemon=True).start()
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="UP", model_class="TakeMeter", llm=predictor.labeler.model)
+
+    @app.post("/setup")
+    def setup():
+        data = body()
+        try:
+            parse_taxonomy(data.get("schema") or "")
+        except TaxonomyError as exc:
+            raise ApiError(400, f"unsupported label config: {exc}") from None
+        project = project_id(data.get("project"))
+        if project is not None:
+            wire_project(project)
+        return jsonify(model_version=predictor.model_version(project))
+
+    @app.post("/predict")
+    def predict():
+        data = body()
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise ApiError(400, "'tasks' must be a non-empty list of Label Studio tasks")
+        try:
+            taxonomy = parse_taxonomy(data.get("label_config") or "")
+        except TaxonomyError as exc:
+            raise ApiError(400, f"unsupported label config: {exc}") from None
+        project = project_id(data.get("project"))
+        version, results = predictor.predict(project, taxonomy, tasks)
+        return jsonify(results=results, model_version=version)
+
+    @app.post("/webhook")
+    def webhook():
+        data = body()
+        action = data.get("action")
+        if not isinstance(action, str):
+            raise ApiError(400, "'action' is required")
+        if action != "START_TRAINING" and action not in ANNOTATION_EVENTS:
+            return jsonify(status="ignored", action=action)
+        project = required_project(data)
+        if action == "START_TRAINING":
+            jobs.request(project, "Start Training")
+        elif not jobs.count_annotation(project, settings.train_after_annotations):
+            return jsonify(status="counted", action=action)
+        else:
+            jobs.request(project, f"{settings.train_after_annotations} annotations")
+        start_runner(settings, jobs, project)
+        return jsonify(status="training requested", action=action, project=project), 201
+
+    @app.get("/versions")
+    def versions():
+        project = required_project(request.get_json(silent=True) or {})
+        registry = predictor.registry(project)
+        found = registry.versions()
+        return jsonify(versions=[m["version"] for m in found],
+                       serving=predictor.model_version(project),
+                       details=[{k: m.get(k) for k in ("version", "created", "promoted",
+                                                       "validation", "data", "base_model")}
+                                for m in found])
+
+    @app.get("/training")
+    def training():
+        return jsonify(project=(project := required_project()), **jobs.status(project))
+
+    @app.get("/queue")
+    def queue():
+        project = required_project()
+        path = predictor.registry(project).root / "queue.json"
+        if not path.is_file():
+            raise ApiError(404, "no review queue yet: it is built after the first promoted "
+                                "training run")
+        summary = json.loads(path.read_text())
+        if request.args.get("format") != "csv":
+            return jsonify(summary)
+        out = io.StringIO()
+        fields = ["task", "priority", "in_queue", "disagree", "shown_label", "shown_from",
+                  "llm_label", "llm_confidence", "model_label", "model_probabilities", "text"]
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in summary["rows"]:
+            writer.writerow({**row, "model_probabilities": json.dumps(
+                row["model_probabilities"])})
+        return Response(out.getvalue(), mimetype="text/csv")
+
+    @app.get("/metrics")
+    def metrics():
+        return jsonify(llm_model=predictor.labeler.model, **predictor.labeler.cache.usage())
+
+    return app

@@ -1,0 +1,152 @@
+"""All configuration, read from the environment in one place.
+
+Names follow the Label Studio ML-backend conventions (LABEL_STUDIO_URL, MODEL_DIR,
+BASIC_AUTH_USER, ...) and the OpenAI ones for the LLM. A wrong value fails at start with
+a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    label_studio_url: str | None
+    label_studio_api_key: str | None
+    basic_auth_user: str | None
+    basic_auth_pass: str | None
+    webhook_token: str | None
+    log_level: str
+    port: int
+    workers: int
+    threads: int
+    # The zero-shot LLM (any OpenAI-compatible endpoint).
+    llm_base_url: str | None
+    llm_api_key: str
+    llm_model: str
+    llm_concurrency: int
+    llm_timeout: float
+    llm_max_retries: int
+    llm_max_chars: int
+    predict_deadline: float
+    # The fine-tuned classifier.
+    base_model: str
+    train_epochs: int
+    train_learning_rate: float
+    train_batch_size: int
+    train_max_length: int
+    train_min_per_label: int
+    train_after_annotations: int
+    train_debounce: float
+    train_seed: int
+    holdout_percent: int
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        if self.basic_auth_user and self.basic_auth_pass:
+            return self.basic_auth_user, self.basic_auth_pass
+        return None
+
+    def public(self) -> dict[str, object]:
+        """Settings safe to log or show: secrets masked."""
+        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key", "webhook_token"}
+        return {
+            f.name: ("***" if f.name in secret and getattr(self, f.name) else
+                     str(getattr(self, f.name)))
+            for f in fields(self)
+        }
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the bad one."""
+    env = os.environ if env is None else env
+    log_level = (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    user, password = _str(env, "BASIC_AUTH_USER"), _str(env, "BASIC_AUTH_PASS")
+    if bool(user) != bool(password):
+        raise ConfigError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
+    holdout = _int(env, "HOLDOUT_PERCENT", 20)
+    if holdout > 90:
+        raise ConfigError(f"HOLDOUT_PERCENT must be between 0 and 90, got {holdout}")
+    return Settings(
+        model_dir=Path(_str(env, "MODEL_DIR", "./model_data") or ".").resolve(),
+        label_studio_url=_url(env, "LABEL_STUDIO_URL"),
+        label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
+        basic_auth_user=user,
+        basic_auth_pass=password,
+        webhook_token=_str(env, "WEBHOOK_TOKEN"),
+        log_level=log_level,
+        port=_int(env, "PORT", 9090, minimum=1),
+        workers=_int(env, "WORKERS", 2, minimum=1),
+        threads=_int(env, "THREADS", 8, minimum=1),
+        llm_base_url=_url(env, "LLM_BASE_URL"),
+        llm_api_key=_str(env, "LLM_API_KEY", "not-needed") or "",
+        llm_model=_str(env, "LLM_MODEL", "smollm2-135m-instruct") or "",
+        llm_concurrency=_int(env, "LLM_CONCURRENCY", 8, minimum=1),
+        llm_timeout=_float(env, "LLM_TIMEOUT", 30.0, minimum=0.1),
+        llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
+        llm_max_chars=_int(env, "LLM_MAX_CHARS", 4000, minimum=100),
+        predict_deadline=_float(env, "PREDICT_DEADLINE", 80.0, minimum=1.0),
+        base_model=_str(env, "BASE_MODEL", "distilbert-base-uncased") or "",
+        train_epochs=_int(env, "TRAIN_EPOCHS", 4, minimum=1),
+        train_learning_rate=_float(env, "TRAIN_LEARNING_RATE", 5e-5, minimum=1e-9),
+        train_batch_size=_int(env, "TRAIN_BATCH_SIZE", 16, minimum=1),
+        train_max_length=_int(env, "TRAIN_MAX_LENGTH", 256, minimum=8),
+        train_min_per_label=_int(env, "TRAIN_MIN_PER_LABEL", 3, minimum=1),
+        train_after_annotations=_int(env, "TRAIN_AFTER_ANNOTATIONS", 20, minimum=1),
+        train_debounce=_float(env, "TRAIN_DEBOUNCE", 3.0),
+        train_seed=_int(env, "TRAIN_SEED", 42),
+        holdout_percent=holdout,
+    )

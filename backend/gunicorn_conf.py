@@ -1,0 +1,56 @@
+"""gunicorn settings: `gunicorn -c backend/gunicorn_conf.py 'backend.wsgi:app'`.
+
+Reads the same Settings as the app, so a wrong setting stops the start with its name.
+When no LLM_BASE_URL is set, the master starts the embedded llama.cpp server before the
+workers fork, and the workers (and the training runners they start) use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from backend.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _exc:
+    sys.stderr.write(f"configuration error: {_exc}\n")
+    sys.exit(2)
+
+bind = os.environ.get("BIND", f"0.0.0.0:{_settings.port}")
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"
+# A bulk /predict answers by PREDICT_DEADLINE; leave room beyond it.
+timeout = int(_settings.predict_deadline) + 60
+graceful_timeout = 10
+loglevel = _settings.log_level.lower()
+accesslog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: "
+                                       "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "stream": "ext://sys.stderr"}},
+    "root": {"level": _settings.log_level, "handlers": ["console"]},
+    "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+}
+
+
+def on_starting(server) -> None:
+    if _settings.llm_base_url:
+        return
+    from backend import local_llm
+
+    port = int(os.environ.get("LOCAL_LLM_PORT", "8081"))
+    server.local_llm = local_llm.start_server(port=port)
+    local_llm.wait_ready(f"http://127.0.0.1:{port}")
+    os.environ["LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+    os.environ.setdefault("LLM_MODEL", local_llm.MODEL_NAME)
+    logging.getLogger("gunicorn.error").warning(
+        "LLM_BASE_URL is not set: serving the embedded %s on port %d. It is a tiny model "
+        "for trying the tool; set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL for real "
+        "pre-labels.", local_llm.MODEL_NAME, port)
