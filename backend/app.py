@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import threading
+import time
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024 * 1024
     predictor = Predictor(settings, labeler_from_settings(settings))
     jobs = JobState(settings.model_dir)
-    wired: set[int] = set()
+    last_sync: dict[int, float] = {}
 
     @app.before_request
     def check_auth():
@@ -88,21 +89,27 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return jsonify(error=f"internal error: {type(exc).__name__}"), 500
 
-    def wire_project(project: int) -> None:
-        """Once per worker and project, in the background: webhook auth and the tab."""
-        if project in wired or not settings.label_studio_url:
+    def sync_project(project: int) -> None:
+        """In the background, at most every few seconds per project: keep Label Studio's
+        side right (webhook auth, review tab, project model_version). Label Studio calls
+        /setup before every prediction, so a change there is picked up soon."""
+        now = time.monotonic()
+        if not settings.label_studio_url or now - last_sync.get(project, -60.0) < 5.0:
             return
-        wired.add(project)
+        last_sync[project] = now
 
         def work() -> None:
             try:
                 client = ls_client.connect(settings)
                 ls_client.ensure_webhook_auth(client, project, None, settings.basic_auth)
                 ls_client.ensure_review_tab(client, project)
-                ls_client.set_model_version(client, project, predictor.model_version(project))
+                version = predictor.model_version(project)
+                if client.projects.get(id=project).model_version != version:
+                    ls_client.set_model_version(client, project, version)
             except Exception as exc:
-                wired.discard(project)
-                log.warning("could not set up project %d in Label Studio: %s", project, exc)
+                last_sync.pop(project, None)
+                log.warning("could not update project %d in Label Studio: %s", project,
+                            ls_client.describe_error(exc))
 
         threading.Thread(target=work, daemon=True).start()
 
@@ -119,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             raise ApiError(400, f"unsupported label config: {exc}") from None
         project = project_id(data.get("project"))
         if project is not None:
-            wire_project(project)
+            sync_project(project)
         return jsonify(model_version=predictor.model_version(project))
 
     @app.post("/predict")

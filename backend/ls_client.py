@@ -40,6 +40,14 @@ def all_tasks(client: LabelStudio, project: int) -> list[dict]:
     return json.loads(b"".join(chunks))
 
 
+def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]]:
+    """The model versions of the predictions each task holds (exports list only ids)."""
+    found: dict[int, set[str]] = {}
+    for prediction in client.predictions.list(project=project):
+        found.setdefault(prediction.task, set()).add(prediction.model_version or "")
+    return found
+
+
 def set_model_version(client: LabelStudio, project: int, version: str) -> bool:
     """Score columns and filters in the Data Manager follow project.model_version.
     Label Studio refuses a version that no prediction or live backend carries yet."""
@@ -100,3 +108,49 @@ def ensure_webhook_auth(client: LabelStudio, project: int, backend_url_prefix: s
         if (hook.headers or {}).get("Authorization") != header:
             client.webhooks.update(id=hook.id, url=hook.url,
                                    headers={**(hook.headers or {}), "Authorization": header})
+
+
+def ensure_project(client: LabelStudio, *, title: str, label_config: str,
+                   instructions: str = ""):
+    """The project with this title, created or brought up to date with the config."""
+    extra = {"expert_instruction": instructions, "show_instruction": True} if instructions else {}
+    for project in client.projects.list(title=title):
+        if project.title != title:
+            continue
+        if project.label_config != label_config or (
+                instructions and project.expert_instruction != instructions):
+            client.projects.update(id=project.id, label_config=label_config, **extra)
+        return client.projects.get(id=project.id)
+    return client.projects.create(title=title, label_config=label_config, **extra)
+
+
+def import_posts(client: LabelStudio, project: int, rows: list[dict], *,
+                 key_field: str = "ref_id") -> list[int]:
+    """Import task data rows, skipping those whose `key_field` is already in the project."""
+    present = {str((t.get("data") or {}).get(key_field)) for t in all_tasks(client, project)}
+    new = [row for row in rows if str(row.get(key_field)) not in present]
+    ids: list[int] = []
+    for start in range(0, len(new), 500):
+        response = client.projects.import_tasks(id=project, request=new[start:start + 500],
+                                                return_task_ids=True)
+        ids += list(response.task_ids or [])
+    return ids
+
+
+def connect_backend(client: LabelStudio, project: int, *, url: str, title: str,
+                    auth: tuple[str, str] | None = None) -> int:
+    """Connect the backend at `url` to the project once; return the connection id."""
+    for backend in client.ml.list(project=project):
+        if backend.url.rstrip("/") == url.rstrip("/"):
+            return backend.id
+    options: dict = {"project": project, "url": url, "title": title}
+    if auth:
+        options.update(auth_method="BASIC_AUTH", basic_auth_user=auth[0],
+                       basic_auth_pass=auth[1])
+    return client.ml.create(**options).id
+
+
+def retrieve_predictions(client: LabelStudio, project: int) -> None:
+    """What the Data Manager's "Retrieve Predictions" does, for all tasks."""
+    client.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})

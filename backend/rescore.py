@@ -58,7 +58,7 @@ def disagreement_summary(rows: list[dict], *, examples: int = 3) -> list[dict]:
 def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
             tasks: list[dict], out: Path) -> dict:
     """Refresh the predictions of every unlabeled task; write and return the summary."""
-    from backend.ls_client import import_predictions
+    from backend.ls_client import import_predictions, prediction_versions
 
     unlabeled = [t for t in tasks if dataset.latest_annotation(t) is None
                  and isinstance((t.get("data") or {}).get(taxonomy.text_field), str)
@@ -66,6 +66,7 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
     texts = [t["data"][taxonomy.text_field] for t in unlabeled]
     version, opinions = predictor.opinions(project, taxonomy, texts)
     llm_version = predictor.llm_version()
+    existing = prediction_versions(client, project)
     predictions = []
     for task, item in zip(unlabeled, opinions, strict=True):
         if item.decision is None:
@@ -75,7 +76,7 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
                             "result": taxonomy.result(item.decision.label)})
         if not item.decision.disagree:
             continue
-        versions = {p.get("model_version") for p in task.get("predictions") or []}
+        versions = existing.get(task["id"], set())
         if llm_version not in versions:
             predictions.append({"task": task["id"], "model_version": llm_version,
                                 "score": item.llm.confidence,

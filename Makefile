@@ -1,0 +1,34 @@
+# The two commands: `make up` (the whole stack, locally) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-ls
+
+.PHONY: up test install lint bench clean
+
+$(VENV)/.installed: requirements.txt requirements-offline.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-offline.txt
+	touch $@
+
+$(LS_VENV)/.installed: requirements-label-studio.txt
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-label-studio.txt
+	touch $@
+
+install: $(VENV)/.installed $(LS_VENV)/.installed
+
+## Label Studio + the local LLM + the backend + a demo project with pre-labels.
+up: install
+	$(VENV)/bin/python scripts/local_stack.py
+
+## Lint, then every test (unit, integration, end-to-end with a real Label Studio).
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .stack

@@ -1,0 +1,146 @@
+"""Real parts for the tests: a Label Studio, the local llama.cpp LLM, the backend under
+gunicorn, and a tiny DistilBERT to train. Each starts once per session."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from backend import stack
+from backend.offline_models import build_distilbert
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND_AUTH = ("takemeter", "backend-secret")
+
+
+def load_posts() -> list[dict]:
+    lines = (ROOT / "data" / "demo_posts.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "text" in row]
+
+
+@pytest.fixture(scope="session")
+def posts() -> list[dict]:
+    return load_posts()
+
+
+@pytest.fixture(scope="session")
+def label_config() -> str:
+    return (ROOT / "label_config.xml").read_text()
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_distilbert(tmp_path_factory.mktemp("models") / "tiny-distilbert", tiny=True)
+
+
+@pytest.fixture(scope="session")
+def llm_url(logs) -> str:
+    port = stack.free_port()
+    process = stack.start_local_llm(port=port, log_path=logs / "llm.log")
+    yield f"http://127.0.0.1:{port}/v1"
+    stack.stop(process)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory, logs) -> stack.LabelStudioLogin:
+    port = stack.free_port()
+    login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{port}", email="test@example.com",
+                                   password="test-password-1", token="test-token-12345")
+    process = stack.start_label_studio(data_dir=tmp_path_factory.mktemp("label-studio"),
+                                       port=port, login=login, log_path=logs / "ls.log")
+    yield login
+    stack.stop(process)
+
+
+@pytest.fixture(scope="session")
+def ls(label_studio):
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=label_studio.url, api_key=label_studio.token, timeout=120)
+
+
+class Backend:
+    def __init__(self, url: str, model_dir: Path, auth: tuple[str, str] | None) -> None:
+        self.url = url
+        self.model_dir = model_dir
+        self.auth = auth
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, auth=self.auth, timeout=120, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, auth=self.auth, timeout=120, **kwargs)
+
+    def metrics(self) -> dict:
+        return self.get("/metrics").json()
+
+    def wait_training(self, project: int, *, since: float, timeout: float = 240) -> dict:
+        """Wait for a run requested after `since` to end; return its status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.get(f"/training?project={project}").json()
+            if (status.get("state") in ("finished", "failed", "skipped")
+                    and status.get("finished", 0) > since and not status.get("pending")):
+                return status
+            time.sleep(0.5)
+        raise TimeoutError(f"training of project {project} did not end: {status}")
+
+
+@pytest.fixture(scope="session")
+def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., Backend]:
+    """Start a backend under gunicorn with overrides of the test settings."""
+    started = []
+
+    def start(auth: tuple[str, str] | None = None, **env: str) -> Backend:
+        port = stack.free_port()
+        model_dir = tmp_path_factory.mktemp("model-dir")
+        settings = {
+            "MODEL_DIR": str(model_dir), "LLM_BASE_URL": llm_url,
+            "LLM_MODEL": "smollm2-135m-instruct", "BASE_MODEL": str(tiny_model),
+            "WORKERS": "2", "THREADS": "4", "TRAIN_EPOCHS": "3", "TRAIN_DEBOUNCE": "0.5",
+            "TRAIN_MIN_PER_LABEL": "2", "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128",
+            "TRAIN_LEARNING_RATE": "1e-3", "LOG_LEVEL": "INFO", **env,
+        }
+        if auth:
+            settings.update(BASIC_AUTH_USER=auth[0], BASIC_AUTH_PASS=auth[1])
+        process = stack.start_backend(env=settings, port=port,
+                                      log_path=logs / f"backend-{port}.log")
+        started.append(process)
+        return Backend(f"http://127.0.0.1:{port}", model_dir, auth)
+
+    yield start
+    for process in started:
+        stack.stop(process)
+
+
+@pytest.fixture(scope="session")
+def backend(start_backend, label_studio) -> Backend:
+    """The shared backend: basic auth on, connected to the session's Label Studio."""
+    return start_backend(auth=BACKEND_AUTH, LABEL_STUDIO_URL=label_studio.url,
+                         LABEL_STUDIO_API_KEY=label_studio.token,
+                         TRAIN_AFTER_ANNOTATIONS="6")
+
+
+def basic_auth_header(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+
+def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")

@@ -1,0 +1,105 @@
+"""Unit tests for backend.llm_cache: the SQLite answer cache and its usage counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.llm_cache import COUNTERS, AnswerCache, CachedAnswer
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return AnswerCache(tmp_path / "sub" / "cache.sqlite")
+
+
+def test_creates_parent_folder(tmp_path):
+    path = tmp_path / "a" / "b" / "cache.sqlite"
+    AnswerCache(path)
+    assert path.is_file()
+
+
+def test_put_get_round_trip(cache):
+    answer = CachedAnswer("health_claim", 0.75, '{"label": "health_claim"}')
+    cache.put("k1", answer, model="m")
+    assert cache.get_many(["k1"]) == {"k1": answer}
+
+
+def test_get_many_returns_only_found_keys(cache):
+    cache.put("a", CachedAnswer("x", 0.5, "x"), model="m")
+    cache.put("b", CachedAnswer("y", 0.25, "y"), model="m")
+    found = cache.get_many(["a", "missing", "b", "a"])
+    assert set(found) == {"a", "b"}
+    assert found["b"] == CachedAnswer("y", 0.25, "y")
+    assert cache.get_many([]) == {}
+    assert cache.get_many(iter(["a"])) == {"a": CachedAnswer("x", 0.5, "x")}
+
+
+def test_none_label_and_confidence_are_stored(cache):
+    cache.put("off-list", CachedAnswer(None, None, "banana"), model="m")
+    cache.put("no-logprobs", CachedAnswer("health_claim", None, "health_claim"), model="m")
+    found = cache.get_many(["off-list", "no-logprobs"])
+    assert found["off-list"] == CachedAnswer(None, None, "banana")
+    assert found["no-logprobs"].label == "health_claim"
+    assert found["no-logprobs"].confidence is None
+
+
+def test_put_replaces_existing_key(cache):
+    cache.put("k", CachedAnswer(None, None, "bad"), model="m")
+    cache.put("k", CachedAnswer("ok", 0.9, "good"), model="m")
+    assert cache.get_many(["k"]) == {"k": CachedAnswer("ok", 0.9, "good")}
+    assert cache.usage()["cached_answers"] == 1
+
+
+def test_persists_across_instances(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    first = AnswerCache(path)
+    first.put("k", CachedAnswer("personal_experience", 0.125, "raw"), model="m")
+    first.count(llm_calls=3)
+    second = AnswerCache(path)  # re-running the schema setup must not reset anything
+    assert second.get_many(["k"]) == {"k": CachedAnswer("personal_experience", 0.125, "raw")}
+    assert second.usage()["llm_calls"] == 3
+    assert second.usage()["cached_answers"] == 1
+
+
+def test_get_many_more_than_500_keys(cache):
+    # 302 stored keys, spread over all three chunks, including each chunk's last key
+    stored = sorted({*range(0, 1200, 4), 499, 999})
+    for i in stored:
+        cache.put(f"key-{i}", CachedAnswer(f"L{i}", i / 1200, f"raw{i}"), model="m")
+    keys = [f"key-{i}" for i in range(1200)]  # 1200 keys: chunks of 500, 500 and 200
+    found = cache.get_many(keys)
+    assert set(found) == {f"key-{i}" for i in stored}
+    assert len(found) == 302
+    assert found["key-499"].raw == "raw499"
+    assert found["key-999"].raw == "raw999"
+    assert found["key-1196"] == CachedAnswer("L1196", 1196 / 1200, "raw1196")  # third chunk
+    assert found["key-500"].label == "L500"  # first key of the second chunk
+    assert "key-501" not in found
+
+
+def test_usage_starts_at_zero(cache):
+    usage = cache.usage()
+    assert set(usage) == {*COUNTERS, "cached_answers"}
+    assert all(value == 0 for value in usage.values())
+
+
+def test_count_adds_up(cache):
+    cache.count(llm_calls=1, prompt_tokens=120, completion_tokens=7)
+    cache.count(llm_calls=2, cache_hits=5, cache_misses=3, prompt_tokens=80)
+    cache.count(llm_failures=1, completion_tokens=0)
+    cache.count()
+    usage = cache.usage()
+    assert usage["llm_calls"] == 3
+    assert usage["prompt_tokens"] == 200
+    assert usage["completion_tokens"] == 7
+    assert usage["cache_hits"] == 5
+    assert usage["cache_misses"] == 3
+    assert usage["llm_failures"] == 1
+    assert usage["cached_answers"] == 0
+
+
+def test_cached_answers_counts_rows(cache):
+    for i in range(7):
+        cache.put(f"k{i}", CachedAnswer("x", None, ""), model="m")
+    cache.put("k0", CachedAnswer("y", None, ""), model="other")  # replaces, no new row
+    assert cache.usage()["cached_answers"] == 7

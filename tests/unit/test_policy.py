@@ -1,0 +1,139 @@
+"""Unit tests for backend.policy: which pre-label is shown and its review priority."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from backend.policy import QUEUE_BELOW, Decision, ModelOpinion, decide, model_opinion
+
+SS, HC, PE = "seeking_support", "health_claim", "personal_experience"
+
+
+def opinion(label: str, **probabilities: float) -> ModelOpinion:
+    return ModelOpinion(label, probabilities)
+
+
+# --- ModelOpinion and model_opinion -------------------------------------------------
+
+
+def test_margin_is_top_two_difference():
+    assert opinion(HC, a=0.7, b=0.2, c=0.1).margin == pytest.approx(0.5)
+    assert opinion(HC, a=0.1, b=0.3, c=0.6).margin == pytest.approx(0.3)
+    assert opinion(HC, a=0.5, b=0.5).margin == 0.0
+    assert opinion(HC, a=1.0).margin == 1.0  # a single label: second best counts as 0
+
+
+def test_model_opinion_picks_argmax():
+    result = model_opinion([SS, HC, PE], np.array([0.2, 0.5, 0.3], dtype=np.float32))
+    assert result.label == HC
+    assert list(result.probabilities) == [SS, HC, PE]
+    assert result.probabilities[PE] == pytest.approx(0.3)
+    assert all(type(p) is float for p in result.probabilities.values())
+    assert result.margin == pytest.approx(0.2)
+
+
+def test_model_opinion_length_mismatch_raises():
+    with pytest.raises(ValueError):
+        model_opinion([SS, HC], np.array([0.2, 0.5, 0.3]))
+
+
+# --- decide: every branch -------------------------------------------------------------
+
+
+def test_no_opinion_gives_none():
+    assert decide(None, None, None, prefer_model=False) is None
+    assert decide(None, 0.9, None, prefer_model=True) is None
+
+
+def test_llm_only():
+    assert decide(HC, 0.8, None, prefer_model=False) == Decision(HC, 0.8, "llm", False)
+    # prefer_model does not matter when there is no model
+    assert decide(HC, 0.8, None, prefer_model=True) == Decision(HC, 0.8, "llm", False)
+
+
+def test_llm_only_unknown_confidence_scores_half():
+    assert decide(HC, None, None, prefer_model=False) == Decision(HC, 0.5, "llm", False)
+
+
+def test_model_only():
+    model = opinion(PE, **{SS: 0.1, HC: 0.3, PE: 0.6})  # margin 0.3
+    decision = decide(None, None, model, prefer_model=False)
+    assert decision == Decision(PE, 0.3, "model", False)
+    # a confidence without an LLM label is ignored
+    assert decide(None, 0.05, model, prefer_model=True) == Decision(PE, 0.3, "model", False)
+
+
+def test_agree_uses_smaller_certainty():
+    model = opinion(HC, **{SS: 0.1, HC: 0.7, PE: 0.2})  # margin 0.5
+    # certainty = min(0.8, 0.5) = 0.5 -> 0.5 + 0.5 * 0.5 = 0.75
+    assert decide(HC, 0.8, model, prefer_model=False) == Decision(HC, 0.75, "llm", False)
+    assert decide(HC, 0.8, model, prefer_model=True) == Decision(HC, 0.75, "model", False)
+    # certainty = min(0.3, 0.5) = 0.3 -> 0.5 + 0.15 = 0.65
+    assert decide(HC, 0.3, model, prefer_model=False).score == pytest.approx(0.65)
+
+
+def test_disagree_scores_half_the_smaller_certainty():
+    model = opinion(PE, **{SS: 0.05, HC: 0.15, PE: 0.8})  # margin 0.65
+    # certainty = min(0.9, 0.65) = 0.65 -> 0.5 * 0.65 = 0.325
+    llm_first = decide(HC, 0.9, model, prefer_model=False)
+    assert llm_first == Decision(HC, 0.325, "llm", True)
+    model_first = decide(HC, 0.9, model, prefer_model=True)
+    assert model_first == Decision(PE, 0.325, "model", True)
+    # certainty = min(0.4, 0.65) = 0.4 -> 0.2
+    assert decide(HC, 0.4, model, prefer_model=False).score == pytest.approx(0.2)
+
+
+def test_unknown_llm_confidence_leaves_model_margin():
+    model = opinion(HC, **{SS: 0.2, HC: 0.6, PE: 0.2})  # margin 0.4
+    # agree: 0.5 + 0.5 * 0.4 = 0.7; disagree: 0.5 * 0.4 = 0.2
+    assert decide(HC, None, model, prefer_model=False) == Decision(HC, 0.7, "llm", False)
+    assert decide(SS, None, model, prefer_model=False) == Decision(SS, 0.2, "llm", True)
+    assert decide(SS, None, model, prefer_model=True) == Decision(HC, 0.2, "model", True)
+
+
+def test_scores_are_rounded_to_six_places():
+    model = opinion(HC, **{HC: 0.7, SS: 0.2})  # 0.7 - 0.2 = 0.49999999999999994 in floats
+    assert decide(HC, 0.9, model, prefer_model=False).score == 0.75
+
+
+def test_confident_agreement_is_out_of_the_queue_and_disagreement_in():
+    sure = opinion(HC, **{HC: 0.95, SS: 0.05})  # margin 0.9
+    assert decide(HC, 0.95, sure, prefer_model=False).score >= QUEUE_BELOW
+    assert decide(SS, 0.95, sure, prefer_model=False).score < QUEUE_BELOW
+
+
+# --- the ordering property ----------------------------------------------------------
+
+GRID = [i / 20 for i in range(1, 20)]  # 0.05 .. 0.95
+TOP = [0.4, 0.55, 0.7, 0.85, 0.99]  # model top probabilities (second = 1 - top, two labels)
+
+
+def _scores(agree: bool) -> list[float]:
+    scores = []
+    for llm_conf, top in itertools.product([*GRID, None], TOP):
+        model = opinion(HC if top >= 0.5 else SS, **{HC: top, SS: 1 - top})
+        llm_label = model.label if agree else (SS if model.label == HC else HC)
+        decision = decide(llm_label, llm_conf, model, prefer_model=False)
+        assert decision.disagree is (not agree)
+        scores.append(decision.score)
+    return scores
+
+
+def test_every_disagreement_scores_below_every_agreement():
+    agreements, disagreements = _scores(agree=True), _scores(agree=False)
+    assert max(disagreements) < min(agreements)
+    assert all(0.0 <= s <= 1.0 for s in agreements + disagreements)
+
+
+@pytest.mark.xfail(strict=True, reason="a fully certain disagreement ties with a fully "
+                   "uncertain agreement at 0.5 (policy.py:62-63)")
+def test_disagreement_below_agreement_at_the_extremes():
+    certain = opinion(HC, **{HC: 1.0, SS: 0.0})  # margin 1.0, e.g. a saturated softmax
+    tied = opinion(HC, **{HC: 0.5, SS: 0.5})  # margin 0.0
+    disagreement = decide(SS, 1.0, certain, prefer_model=False)
+    agreement = decide(HC, 0.9, tied, prefer_model=False)
+    assert disagreement.disagree and not agreement.disagree
+    assert disagreement.score < agreement.score

@@ -1,0 +1,190 @@
+"""Unit tests for backend.taxonomy: reading the label set from a Label Studio config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from backend.taxonomy import Label, Taxonomy, TaxonomyError, parse_taxonomy
+
+LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
+MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")
+
+SENTIMENT = """
+<View>
+  <Text name="review" value="$review"/>
+  <Choices name="sentiment" toName="review">
+    <Choice value="negative"/>
+    <Choice value="neutral"/>
+    <Choice value="positive"/>
+  </Choices>
+</View>
+"""
+
+
+def _hints(xml: str) -> dict[str, str]:
+    """The hint text of each Choice, read with a plain regex (independent of the SDK)."""
+    return {
+        value: hint.strip()
+        for value, hint in re.findall(r'<Choice value="([^"]+)"\s+hint="([^"]*)"', xml)
+    }
+
+
+@pytest.fixture(scope="module")
+def main_taxonomy() -> Taxonomy:
+    return parse_taxonomy(LABEL_CONFIG.read_text())
+
+
+# --- the project's label config ---------------------------------------------------
+
+
+def test_main_config_labels_in_order(main_taxonomy):
+    assert main_taxonomy.names == MAIN_LABELS
+    assert all(isinstance(label, Label) for label in main_taxonomy.labels)
+
+
+def test_main_config_rules_equal_hints(main_taxonomy):
+    hints = _hints(LABEL_CONFIG.read_text())
+    assert set(hints) == set(MAIN_LABELS)
+    for label in main_taxonomy.labels:
+        assert label.rule, f"{label.name} has an empty rule"
+        assert label.rule == hints[label.name]
+    assert main_taxonomy.labels[0].rule.startswith("Rule 1, checked first:")
+    assert main_taxonomy.labels[1].rule.startswith("Rule 2:")
+    assert main_taxonomy.labels[2].rule.startswith("Rule 3:")
+
+
+def test_main_config_names_and_field(main_taxonomy):
+    assert main_taxonomy.text_field == "text"
+    assert main_taxonomy.from_name == "label"
+    assert main_taxonomy.to_name == "text"
+
+
+def test_main_config_header_becomes_instructions(main_taxonomy):
+    assert main_taxonomy.instructions.startswith("Read the whole post, then check the rules")
+
+
+# --- a different taxonomy ------------------------------------------------------------
+
+
+def test_other_config_works_unchanged():
+    taxonomy = parse_taxonomy(SENTIMENT)
+    assert taxonomy.names == ("negative", "neutral", "positive")
+    assert [label.rule for label in taxonomy.labels] == ["", "", ""]
+    assert taxonomy.text_field == "review"
+    assert taxonomy.from_name == "sentiment"
+    assert taxonomy.to_name == "review"
+    assert taxonomy.instructions == ""
+
+
+def test_skips_multiple_choice_and_takes_first_single_choice():
+    config = """
+    <View>
+      <Text name="body" value="$body"/>
+      <Choices name="tags" toName="body" choice="multiple">
+        <Choice value="x"/><Choice value="y"/>
+      </Choices>
+      <Choices name="topic" toName="body" choice="single">
+        <Choice value="sport"/><Choice value="politics"/>
+      </Choices>
+    </View>
+    """
+    taxonomy = parse_taxonomy(config)
+    assert taxonomy.from_name == "topic"
+    assert taxonomy.names == ("sport", "politics")
+    assert taxonomy.text_field == "body"
+
+
+# --- unusable configs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ('<View><Text name="t" value="$text"><Choices', "cannot be parsed"),
+        (
+            '<View><Labels name="ner" toName="text"><Label value="PER"/><Label value="ORG"/>'
+            '</Labels><Text name="text" value="$text"/></View>',
+            "single-choice",
+        ),
+        (
+            '<View><Text name="text" value="$text"/><Choices name="c" toName="text" '
+            'choice="multiple"><Choice value="a"/><Choice value="b"/></Choices></View>',
+            "single-choice",
+        ),
+        (
+            '<View><Image name="img" value="$image"/><Choices name="c" toName="img">'
+            '<Choice value="a"/><Choice value="b"/></Choices></View>',
+            "single-choice",
+        ),
+        (
+            '<View><Text name="text" value="$text"/><Choices name="c" toName="text">'
+            '<Choice value="only"/></Choices></View>',
+            "at least two choices",
+        ),
+    ],
+    ids=["empty", "blank", "malformed", "ner-only", "multiple", "image", "one-choice"],
+)
+def test_unusable_configs_raise_taxonomy_error(config, message):
+    with pytest.raises(TaxonomyError, match=message):
+        parse_taxonomy(config)
+
+
+def test_taxonomy_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        parse_taxonomy("")
+
+
+# --- result() and label_of() -----------------------------------------------------------
+
+
+def test_result_shape(main_taxonomy):
+    assert main_taxonomy.result("health_claim") == [{
+        "from_name": "label",
+        "to_name": "text",
+        "type": "choices",
+        "value": {"choices": ["health_claim"]},
+    }]
+
+
+def test_result_unknown_label_raises(main_taxonomy):
+    with pytest.raises(ValueError, match="banana"):
+        main_taxonomy.result("banana")
+    with pytest.raises(ValueError):
+        main_taxonomy.result("Health_Claim")
+
+
+def test_label_of_round_trip(main_taxonomy):
+    for name in MAIN_LABELS:
+        assert main_taxonomy.label_of(main_taxonomy.result(name)) == name
+
+
+def test_label_of_ignores_other_controls(main_taxonomy):
+    result = [
+        {"from_name": "other", "to_name": "text", "type": "choices",
+         "value": {"choices": ["health_claim"]}},
+    ]
+    assert main_taxonomy.label_of(result) is None
+    result.append({"from_name": "label", "to_name": "text", "type": "choices",
+                   "value": {"choices": ["personal_experience"]}})
+    assert main_taxonomy.label_of(result) == "personal_experience"
+
+
+def test_label_of_rejects_multiple_and_unknown(main_taxonomy):
+    def region(choices):
+        return {"from_name": "label", "to_name": "text", "type": "choices",
+                "value": {"choices": choices}}
+
+    assert main_taxonomy.label_of([region(["health_claim", "seeking_support"])]) is None
+    assert main_taxonomy.label_of([region(["banana"])]) is None
+    assert main_taxonomy.label_of([region([])]) is None
+    assert main_taxonomy.label_of([{"from_name": "label", "value": None}]) is None
+    assert main_taxonomy.label_of([]) is None
+    assert main_taxonomy.label_of(None) is None
+    # A later valid region of the same control still counts.
+    assert main_taxonomy.label_of([region(["banana"]), region(["seeking_support"])]) == (
+        "seeking_support")
