@@ -113,7 +113,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     log_level = (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                          f"got {log_level!r}")
     user, password = _str(env, "BASIC_AUTH_USER"), _str(env, "BASIC_AUTH_PASS")
     if bool(user) != bool(password):
         raise ConfigError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")

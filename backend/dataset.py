@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 from backend.taxonomy import Taxonomy
 
@@ -32,8 +33,15 @@ def latest_annotation(task: dict) -> dict | None:
     kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not kept:
         return None
-    return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
+    return max(kept, key=lambda a: (_timestamp(a.get("updated_at") or a.get("created_at")),
                                     a.get("id") or 0))
+
+
+def _timestamp(value: object) -> float:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)

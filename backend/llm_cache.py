@@ -28,6 +28,17 @@ class AnswerCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
+            try:
+                self._create()
+                break
+            except sqlite3.OperationalError as exc:
+                # Workers booting together race for the one-time switch to WAL.
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
+
+    def _create(self) -> None:
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"

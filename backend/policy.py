@@ -60,4 +60,5 @@ def decide(llm_label: str | None, llm_confidence: float | None, model: ModelOpin
     label, source = (model.label, "model") if use_model else (llm_label, "llm")
     if model.label == llm_label:
         return Decision(label, round(0.5 + 0.5 * certainty, 6), source, disagree=False)
-    return Decision(label, round(0.5 * certainty, 6), source, disagree=True)
+    # Kept strictly below 0.5: a certain disagreement still sorts before any agreement.
+    return Decision(label, min(round(0.5 * certainty, 6), 0.499999), source, disagree=True)

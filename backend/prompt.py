@@ -112,10 +112,10 @@ def label_confidence(content: str, label: str, labels: tuple[str, ...],
     from that list are counted at the smallest listed probability (an upper bound), so
     the result errs low. None when the answer cannot be aligned with its tokens.
     """
-    start = content.find(json.dumps(label)[:-1])  # the opening quote and the label
+    start = content.find('"' + label)  # the value in {"label": "<label>"}
+    start = start + 1 if start >= 0 else content.find(label)  # or a bare label
     if start < 0 or not tokens:
         return None
-    start += 1
     offset = 0
     for token in tokens:
         end = offset + len(token.token)
@@ -140,7 +140,10 @@ def label_confidence(content: str, label: str, labels: tuple[str, ...],
                     shares[name] = max(shares.get(name, 0.0), math.exp(logprob))
         if label not in shares:
             return None
+        unseen = [n for n in candidates if n not in shares]
+        if unseen and not token.alternatives:
+            return None  # no alternatives listed: nothing bounds the other labels
         floor = min((math.exp(lp) for lp in token.alternatives.values()), default=0.0)
-        total = sum(shares.values()) + floor * len([n for n in candidates if n not in shares])
+        total = sum(shares.values()) + floor * len(unseen)
         return shares[label] / total if total > 0 else None
     return None

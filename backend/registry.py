@@ -68,6 +68,8 @@ class Registry:
         path = self.versions_dir / name / META
         try:
             meta = json.loads(path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("meta.json is not a JSON object")
             if not (self.versions_dir / name / "config.json").is_file():
                 raise ValueError("config.json is missing")
             return meta

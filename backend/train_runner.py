@@ -75,7 +75,7 @@ def run_once(settings: Settings, state: JobState, project: int) -> None:
     try:
         result = fine_tune([e.text for e in examples], [e.label for e in examples],
                            label_names=list(taxonomy.names), config=config, out_dir=staging,
-                           progress=progress)
+                           keys=[str(e.task_id) for e in examples], progress=progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -9,6 +9,7 @@ fixed seed, and bf16/fp16 autocast on CUDA.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import random
 import time
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 
@@ -53,17 +53,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def split_validation(texts: list[str], labels: list[str], *, share: float, seed: int
-                     ) -> tuple[list[int], list[int]]:
-    """Stratified indexes (train, validation); no validation when data is too small."""
-    indexes = list(range(len(texts)))
-    n_classes = len(set(labels))
-    n_val = math.ceil(len(texts) * share)
-    if n_val < n_classes or min(Counter(labels).values()) < 2:
-        return indexes, []
-    train, val = train_test_split(indexes, test_size=n_val, random_state=seed,
-                                  stratify=labels)
-    return list(train), list(val)
+def split_validation(keys: list[str], *, share: float) -> tuple[list[int], list[int]]:
+    """Indexes (train, validation) by a hash of each example's key (its task id): a post
+    stays on the same side in every run, so a later run can score the serving version on
+    validation posts it never trained on."""
+    cut = int(share * 10_000)
+    val = [i for i, key in enumerate(keys)
+           if int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8], 16)
+           % 10_000 < cut]
+    chosen = set(val)
+    return [i for i in range(len(keys)) if i not in chosen], val
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random
@@ -114,9 +113,10 @@ def predict_ids(model, encoded: list[list[int]], pad_id: int, device: torch.devi
 
 
 def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
-              config: TrainConfig, out_dir: Path, progress: Progress | None = None
-              ) -> TrainResult:
-    """Train on (texts, labels), save the best epoch's model and tokenizer to out_dir."""
+              config: TrainConfig, out_dir: Path, keys: list[str] | None = None,
+              progress: Progress | None = None) -> TrainResult:
+    """Train on (texts, labels), save the best epoch's model and tokenizer to out_dir.
+    `keys` (task ids) decide the validation split; the texts do when none are given."""
     started = time.monotonic()
     report = progress or (lambda _event: None)
     seed_everything(config.seed)
@@ -132,8 +132,7 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
     pad_id = tokenizer.pad_token_id or 0
     encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
 
-    train_idx, val_idx = split_validation(texts, labels, share=config.validation_share,
-                                          seed=config.seed)
+    train_idx, val_idx = split_validation(keys or texts, share=config.validation_share)
     counts = Counter(y[i] for i in train_idx)
     # Inverse-frequency class weights: a rare label costs as much as a common one.
     weights = torch.tensor([len(train_idx) / (len(label_names) * counts[c]) if counts[c]

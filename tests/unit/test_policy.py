@@ -128,8 +128,6 @@ def test_every_disagreement_scores_below_every_agreement():
     assert all(0.0 <= s <= 1.0 for s in agreements + disagreements)
 
 
-@pytest.mark.xfail(strict=True, reason="a fully certain disagreement ties with a fully "
-                   "uncertain agreement at 0.5 (policy.py:62-63)")
 def test_disagreement_below_agreement_at_the_extremes():
     certain = opinion(HC, **{HC: 1.0, SS: 0.0})  # margin 1.0, e.g. a saturated softmax
     tied = opinion(HC, **{HC: 0.5, SS: 0.5})  # margin 0.0

@@ -269,7 +269,7 @@ def test_label_confidence_none_without_tokens_or_label():
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, []) is None
     assert label_confidence(CONTENT, "personal_experience", MAIN_LABELS, tokens) is None
     assert label_confidence('{"label": "banana"}', "health_claim", MAIN_LABELS, tokens) is None
-    # A bare label has no opening quote to align on.
+    # A bare label with no alternatives listed: nothing bounds the other labels.
     assert label_confidence("health_claim", "health_claim", MAIN_LABELS,
                             [TokenLogprob("health_claim", 0.0, {})]) is None
 
