@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+import os
 import threading
 import time
 
@@ -115,7 +116,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get("/health")
     def health():
-        return jsonify(status="UP", model_class="TakeMeter", llm=predictor.labeler.model)
+        return jsonify(status="UP", model_class="TakeMeter", llm=predictor.labeler.model,
+                       pid=os.getpid())
 
     @app.post("/setup")
     def setup():

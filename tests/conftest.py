@@ -71,10 +71,12 @@ def ls(label_studio):
 
 
 class Backend:
-    def __init__(self, url: str, model_dir: Path, auth: tuple[str, str] | None) -> None:
+    def __init__(self, url: str, model_dir: Path, auth: tuple[str, str] | None,
+                 log_path: Path) -> None:
         self.url = url
         self.model_dir = model_dir
         self.auth = auth
+        self.log_path = log_path
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, auth=self.auth, timeout=120, **kwargs)
@@ -114,10 +116,10 @@ def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., 
         }
         if auth:
             settings.update(BASIC_AUTH_USER=auth[0], BASIC_AUTH_PASS=auth[1])
-        process = stack.start_backend(env=settings, port=port,
-                                      log_path=logs / f"backend-{port}.log")
+        log_path = logs / f"backend-{port}.log"
+        process = stack.start_backend(env=settings, port=port, log_path=log_path)
         started.append(process)
-        return Backend(f"http://127.0.0.1:{port}", model_dir, auth)
+        return Backend(f"http://127.0.0.1:{port}", model_dir, auth, log_path)
 
     yield start
     for process in started:

@@ -1,0 +1,50 @@
+"""An OpenAI-compatible endpoint that misbehaves on purpose, at the HTTP level: it stands
+in for a paid or remote API failing in ways the local llama.cpp server does not."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+from backend.stack import free_port
+
+
+class MisbehavingLLM:
+    """mode: "garbage" (answers outside the label set), "error" (HTTP 500), "slow"."""
+
+    def __init__(self, mode: str, *, delay: float = 5.0) -> None:
+        self.mode = mode
+        self.delay = delay
+        self.requests = 0
+        app = Flask("llm-double")
+
+        @app.post("/v1/chat/completions")
+        def complete():
+            self.requests += 1
+            request.get_json()
+            if self.mode == "error":
+                return jsonify(error={"message": "upstream exploded"}), 500
+            if self.mode == "slow":
+                time.sleep(self.delay)
+            return jsonify({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "double",
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant",
+                                         "content": '{"label": "banana"}'}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            })
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> MisbehavingLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
