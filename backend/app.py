@@ -5,6 +5,7 @@
     POST /predict    {"tasks", "label_config", "project"} -> {"results": [...]}
     POST /webhook    START_TRAINING and ANNOTATION_* events -> training triggers
     GET  /versions   the project's model versions
+    POST /versions/promote  {"project", "version"}: serve a kept or older version
     GET  /training   the project's training status
     GET  /queue      the review queue (JSON, or CSV with ?format=csv)
     GET  /metrics    LLM calls, cache hits and token usage
@@ -25,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend import ls_client
 from backend.config import Settings, load_settings
-from backend.jobs import JobState, start_runner
+from backend.jobs import RESCORE, JobState, start_runner
 from backend.llm import from_settings as labeler_from_settings
 from backend.predictor import Predictor, project_id
 from backend.taxonomy import TaxonomyError, parse_taxonomy
@@ -173,6 +174,20 @@ def create_app(settings: Settings | None = None) -> Flask:
                        details=[{k: m.get(k) for k in ("version", "created", "promoted",
                                                        "validation", "data", "base_model")}
                                 for m in found])
+
+    @app.post("/versions/promote")
+    def promote():
+        """Serve a kept version (or roll back to an older one) and re-score."""
+        data = body()
+        project = required_project(data)
+        registry = predictor.registry(project)
+        version = data.get("version")
+        if not isinstance(version, str) or registry.meta(version) is None:
+            raise ApiError(404, f"no complete model version {version!r} in project {project}")
+        registry.promote(version)
+        jobs.request(project, f"promoted {version} by hand", kind=RESCORE)
+        start_runner(settings, jobs, project)
+        return jsonify(project=project, serving=version)
 
     @app.get("/training")
     def training():

@@ -38,6 +38,7 @@ class Settings:
     llm_timeout: float
     llm_max_retries: int
     llm_max_chars: int
+    llm_cache: Path
     predict_deadline: float
     # The fine-tuned classifier.
     base_model: str
@@ -121,8 +122,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     holdout = _int(env, "HOLDOUT_PERCENT", 20)
     if holdout > 90:
         raise ConfigError(f"HOLDOUT_PERCENT must be between 0 and 90, got {holdout}")
+    model_dir = Path(_str(env, "MODEL_DIR", "./model_data") or ".").resolve()
     return Settings(
-        model_dir=Path(_str(env, "MODEL_DIR", "./model_data") or ".").resolve(),
+        model_dir=model_dir,
         label_studio_url=_url(env, "LABEL_STUDIO_URL"),
         label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
         basic_auth_user=user,
@@ -139,6 +141,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llm_timeout=_float(env, "LLM_TIMEOUT", 30.0, minimum=0.1),
         llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
         llm_max_chars=_int(env, "LLM_MAX_CHARS", 4000, minimum=100),
+        llm_cache=Path(_str(env, "LLM_CACHE") or model_dir / "llm_cache.sqlite").resolve(),
         predict_deadline=_float(env, "PREDICT_DEADLINE", 80.0, minimum=1.0),
         base_model=_str(env, "BASE_MODEL", "distilbert-base-uncased") or "",
         train_epochs=_int(env, "TRAIN_EPOCHS", 4, minimum=1),

@@ -6,6 +6,9 @@ runner unless one holds the lock; the runner trains while `pending` is set, so a
 an annotation burst during a run becomes exactly one follow-up run. The runner gives up
 its lock inside the same transaction that finds nothing pending, so no trigger is lost.
 A SIGKILLed runner drops its lock with its process.
+
+`pending` is a set of bits: TRAIN (a run was asked for) and RESCORE (a version was
+promoted by hand; re-score the unlabeled tasks). A training run re-scores by itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from backend.config import Settings
+
+TRAIN = 1
+RESCORE = 2
 
 
 class JobState:
@@ -85,7 +91,7 @@ class JobState:
                        (json.dumps(status), time.time(), project))
         return status
 
-    def request(self, project: int, reason: str) -> None:
+    def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None:
         """Ask for a run: now if no runner works on the project, else right after."""
         with self.transaction() as db:
             _, _, status = self._row(db, project)
@@ -93,8 +99,8 @@ class JobState:
             if status.get("state") != "running":
                 fields["state"] = "queued"
             status.update(fields)
-            db.execute("UPDATE projects SET pending = 1, since_run = 0, status = ? "
-                       "WHERE project = ?", (json.dumps(status), project))
+            db.execute("UPDATE projects SET pending = pending | ?, since_run = 0, status = ? "
+                       "WHERE project = ?", (kind, json.dumps(status), project))
 
     def count_annotation(self, project: int, threshold: int) -> bool:
         """Count a new, changed or deleted annotation; True when it reaches the threshold."""
@@ -104,16 +110,16 @@ class JobState:
             db.execute("UPDATE projects SET since_run = ? WHERE project = ?", (since, project))
         return since >= threshold
 
-    def take_pending(self, project: int, handle) -> bool:
-        """Runner side: clear `pending` and go on, or release the lock when there is
+    def take_pending(self, project: int, handle) -> int:
+        """Runner side: take and clear the pending bits, or release the lock when there is
         nothing to do (both inside one transaction, see the module docstring)."""
         with self.transaction() as db:
             pending, _, _ = self._row(db, project)
             if pending:
                 db.execute("UPDATE projects SET pending = 0 WHERE project = ?", (project,))
-                return True
+                return pending
             fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+            return 0
 
 
 def start_runner(settings: Settings, state: JobState, project: int) -> None:

@@ -165,6 +165,6 @@ def from_settings(settings: Settings) -> ZeroShotLabeler:
                           "(the local stack starts one)")
     return ZeroShotLabeler(
         base_url=settings.llm_base_url, api_key=settings.llm_api_key, model=settings.llm_model,
-        cache=AnswerCache(settings.model_dir / "llm_cache.sqlite"),
+        cache=AnswerCache(settings.llm_cache),
         concurrency=settings.llm_concurrency, timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries, max_chars=settings.llm_max_chars)

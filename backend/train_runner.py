@@ -16,7 +16,7 @@ import time
 
 from backend import dataset, ls_client
 from backend.config import Settings, load_settings
-from backend.jobs import JobState, acquire_runner_lock
+from backend.jobs import TRAIN, JobState, acquire_runner_lock
 from backend.llm import from_settings as labeler_from_settings
 from backend.predictor import Predictor
 from backend.registry import Registry
@@ -132,14 +132,35 @@ def run_once(settings: Settings, state: JobState, project: int) -> None:
     log.info("project %d: promoted %s (validation macro-F1 %s, LLM accuracy %s)", project,
              name, new_f1, llm_accuracy)
     state.set_status(project, phase="re-scoring unlabeled tasks", version=name, promoted=True)
-    rescore(client, predictor, project, taxonomy, tasks, registry.root / "queue.json")
-    # After the import: Label Studio accepts a project model_version only once
-    # predictions (or a live backend) carry it.
-    ls_client.set_model_version(client, project, name)
-    ls_client.ensure_review_tab(client, project)
+    refresh_label_studio(client, predictor, project, taxonomy, tasks, name)
     state.set_status(project, state="finished", phase=None, version=name, promoted=True,
                      reason=None, finished=time.time(),
                      seconds=round(time.time() - started, 2))
+
+
+def refresh_label_studio(client, predictor: Predictor, project: int, taxonomy, tasks: list,
+                         version: str) -> None:
+    """Re-score the unlabeled tasks under the serving version and point Label Studio at it."""
+    rescore(client, predictor, project, taxonomy, tasks,
+            predictor.registry(project).root / "queue.json")
+    # After the import: Label Studio accepts a project model_version only once
+    # predictions (or a live backend) carry it.
+    ls_client.set_model_version(client, project, version)
+    ls_client.ensure_review_tab(client, project)
+
+
+def rescore_serving(settings: Settings, state: JobState, project: int) -> None:
+    """After a promotion by hand: re-score under the version now serving."""
+    state.set_status(project, state="running", phase="re-scoring unlabeled tasks",
+                     started=time.time(), reason=None)
+    client = ls_client.connect(settings)
+    taxonomy = parse_taxonomy(client.projects.get(id=project).label_config)
+    predictor = Predictor(settings, labeler_from_settings(settings))
+    version = predictor.model_version(project)
+    refresh_label_studio(client, predictor, project, taxonomy,
+                         ls_client.all_tasks(client, project), version)
+    state.set_status(project, state="finished", phase=None, version=version, promoted=True,
+                     finished=time.time())
 
 
 def main() -> int:
@@ -153,10 +174,14 @@ def main() -> int:
         return 0  # another runner owns this project and will see the pending request
     while True:
         time.sleep(settings.train_debounce)  # let a burst of annotations settle
-        if not state.take_pending(project, handle):
+        pending = state.take_pending(project, handle)
+        if not pending:
             return 0
         try:
-            run_once(settings, state, project)
+            if pending & TRAIN:
+                run_once(settings, state, project)
+            else:
+                rescore_serving(settings, state, project)
         except Exception as exc:
             log.exception("project %d: training failed", project)
             state.set_status(project, state="failed", phase=None,

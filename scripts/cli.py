@@ -23,6 +23,9 @@ from typing import IO, Any, NoReturn
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# Loading and saving models must not bury the scripts' own output and progress bars.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import httpx  # noqa: E402
 from label_studio_sdk import LabelStudio  # noqa: E402
@@ -50,9 +53,7 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     """Run `main` and exit with its code; known failures become one line on stderr."""
     try:
         code = main()
-    except CliError as exc:
-        fail(str(exc))
-    except (ConfigError, TaxonomyError) as exc:
+    except (CliError, ConfigError, TaxonomyError) as exc:
         fail(str(exc))
     except ApiError as exc:
         fail(ls_client.describe_error(exc))
@@ -63,6 +64,12 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # A bug rather than a setting: one line here, the traceback on request.
+        if os.environ.get("TAKEMETER_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (set TAKEMETER_DEBUG=1 for the "
+             f"traceback)")
     sys.exit(code or 0)
 
 
@@ -101,20 +108,21 @@ def connect(config: Settings) -> LabelStudio:
     return client
 
 
-def find_project(client: LabelStudio, ref: str | int) -> Any:
+def find_project(client: LabelStudio, ref: str | int, *, url: str | None = None) -> Any:
     """A project by id, or by exact title when `ref` is not a number."""
     text = str(ref).strip()
+    where = f"the Label Studio at {url}" if url else "Label Studio"
     if text.isdigit():
         try:
             return client.projects.get(id=int(text))
         except ApiError as exc:
             if exc.status_code == 404:
-                raise CliError(f"project {text} does not exist in Label Studio (check "
+                raise CliError(f"project {text} does not exist in {where} (check "
                                f"--project)") from None
             raise
     matches = [p for p in client.projects.list(title=text) if p.title == text]
     if not matches:
-        raise CliError(f"no project titled {text!r} in Label Studio (check --project)")
+        raise CliError(f"no project titled {text!r} in {where} (check --project)")
     if len(matches) > 1:
         ids = ", ".join(str(p.id) for p in matches)
         raise CliError(f"several projects are titled {text!r} (ids {ids}): pass the id")
@@ -173,7 +181,7 @@ def load_source(args: argparse.Namespace, config: Settings) -> Source:
         project = ids.pop() if len(ids) == 1 else None
         return Source(tasks, taxonomy, project, str(args.from_file))
     client = connect(config)
-    project = find_project(client, args.project)
+    project = find_project(client, args.project, url=config.label_studio_url)
     taxonomy = parse_taxonomy(project.label_config or "")
     tasks = ls_client.all_tasks(client, project.id)
     return Source(tasks, taxonomy, project.id, f"project {project.id} ({project.title})",

@@ -190,6 +190,10 @@ def main() -> int:
     lines.append(f"{len(tasks)} tasks: {held_out} held out (data.split=test), "
                  f"{len(tasks) - held_out} for training; {changed} split marks written")
 
+    # The tab before the backend: on connecting, each backend worker also makes sure the
+    # tab exists, and check-then-create calls racing each other would make several.
+    summary["review_tab"] = ls_client.ensure_review_tab(client, project.id)
+    lines.append(f"review-queue tab {summary['review_tab']}")
     connection = None
     if not args.no_backend:
         auth = settings.basic_auth
@@ -205,8 +209,6 @@ def main() -> int:
         ls_client.ensure_webhook_auth(client, project.id, args.backend_url.rstrip("/"), auth)
         lines.append(f"backend {args.backend_url} connected (ML connection {connection})")
     summary["backend_connection"] = connection
-    summary["review_tab"] = ls_client.ensure_review_tab(client, project.id)
-    lines.append(f"review-queue tab {summary['review_tab']}")
 
     if args.retrieve_predictions:
         if connection is None:

@@ -87,7 +87,7 @@ class Backend:
     def metrics(self) -> dict:
         return self.get("/metrics").json()
 
-    def wait_training(self, project: int, *, since: float, timeout: float = 240) -> dict:
+    def wait_training(self, project: int, *, since: float, timeout: float = 600) -> dict:
         """Wait for a run requested after `since` to end; return its status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -103,12 +103,14 @@ class Backend:
 def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., Backend]:
     """Start a backend under gunicorn with overrides of the test settings."""
     started = []
+    # One LLM answer cache for every test backend: the same post is asked once a session.
+    llm_cache = tmp_path_factory.mktemp("llm-cache") / "answers.sqlite"
 
     def start(auth: tuple[str, str] | None = None, **env: str) -> Backend:
         port = stack.free_port()
         model_dir = tmp_path_factory.mktemp("model-dir")
         settings = {
-            "MODEL_DIR": str(model_dir), "LLM_BASE_URL": llm_url,
+            "MODEL_DIR": str(model_dir), "LLM_BASE_URL": llm_url, "LLM_CACHE": str(llm_cache),
             "LLM_MODEL": "smollm2-135m-instruct", "BASE_MODEL": str(tiny_model),
             "WORKERS": "2", "THREADS": "4", "TRAIN_EPOCHS": "3", "TRAIN_DEBOUNCE": "0.5",
             "TRAIN_MIN_PER_LABEL": "2", "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128",

@@ -105,11 +105,11 @@ def test_basic_auth_guards_every_endpoint(start_backend, label_config):
 
 
 @pytest.mark.parametrize("mode", ["garbage", "error", "slow", "down"])
-def test_a_failing_llm_leaves_predict_answering(start_backend, label_config, mode):
+def test_a_failing_llm_leaves_predict_answering(start_backend, label_config, mode, tmp_path):
     with MisbehavingLLM(mode if mode != "down" else "error", delay=4) as double:
         url = double.url if mode != "down" else "http://127.0.0.1:9/v1"
         failing = start_backend(LLM_BASE_URL=url, LLM_TIMEOUT="1", LLM_MAX_RETRIES="1",
-                                PREDICT_DEADLINE="10")
+                                PREDICT_DEADLINE="10", LLM_CACHE=str(tmp_path / "a.sqlite"))
         tasks = [{"id": i, "data": {"text": f"post number {i}"}} for i in range(12)]
         response = predict(failing, tasks, label_config)
         assert response.status_code == 200
@@ -117,7 +117,8 @@ def test_a_failing_llm_leaves_predict_answering(start_backend, label_config, mod
         if mode == "error":
             assert double.requests == 12 * 2  # each post tried once more after a 500
         usage = failing.metrics()
-        assert usage["llm_failures"] + usage["llm_calls"] >= 12
+        assert usage["llm_failures"] + usage["llm_calls"] == 12
+        assert usage["cache_misses"] == 12
     log_text = failing.log_path.read_text()
     assert log_text.count("got no pre-label") == 1  # one line for the batch, not one a post
     assert "Traceback" not in log_text

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from backend.jobs import JobState, acquire_runner_lock
+from backend.jobs import RESCORE, TRAIN, JobState, acquire_runner_lock
 
 
 def test_requests_coalesce_into_one_pending_run(tmp_path):
@@ -15,12 +15,13 @@ def test_requests_coalesce_into_one_pending_run(tmp_path):
         state.request(3, "Start Training")
     handle = acquire_runner_lock(state, 3)
     assert handle is not None
-    assert state.take_pending(3, handle) is True  # one run for five clicks
+    assert state.take_pending(3, handle) == TRAIN  # one run for five clicks
     assert state.runner_alive(3)
     state.request(3, "Start Training")  # a click during the run: one follow-up
     state.request(3, "Start Training")
-    assert state.take_pending(3, handle) is True
-    assert state.take_pending(3, handle) is False  # nothing left: the lock is released
+    state.request(3, "promoted by hand", kind=RESCORE)
+    assert state.take_pending(3, handle) == TRAIN | RESCORE
+    assert state.take_pending(3, handle) == 0  # nothing left: the lock is released
     assert not state.runner_alive(3)
 
 
