@@ -7,14 +7,13 @@
     GET  /versions   the project's model versions
     POST /versions/promote  {"project", "version"}: serve a kept or older version
     GET  /training   the project's training status
-    GET  /queue      the review queue (JSON, or CSV with ?format=csv)
+    GET  /queue      the review queue (JSON, or CSV of the queued tasks with ?format=csv,
+                     of every unlabeled task with &all=1)
     GET  /metrics    LLM calls, cache hits and token usage
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from backend.config import Settings, load_settings
 from backend.jobs import RESCORE, JobState, start_runner
 from backend.llm import from_settings as labeler_from_settings
 from backend.predictor import Predictor, project_id
+from backend.rescore import queue_csv
 from backend.taxonomy import TaxonomyError, parse_taxonomy
 
 log = logging.getLogger(__name__)
@@ -203,15 +203,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         summary = json.loads(path.read_text())
         if request.args.get("format") != "csv":
             return jsonify(summary)
-        out = io.StringIO()
-        fields = ["task", "priority", "in_queue", "disagree", "shown_label", "shown_from",
-                  "llm_label", "llm_confidence", "model_label", "model_probabilities", "text"]
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in summary["rows"]:
-            writer.writerow({**row, "model_probabilities": json.dumps(
-                row["model_probabilities"])})
-        return Response(out.getvalue(), mimetype="text/csv")
+        rows = summary["rows"] if request.args.get("all") else [
+            r for r in summary["rows"] if r["in_queue"]]
+        return Response(queue_csv(rows), mimetype="text/csv")
 
     @app.get("/metrics")
     def metrics():

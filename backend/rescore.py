@@ -8,6 +8,9 @@ labeling view. The disagreement summary is logged and kept in queue.json.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -42,6 +45,19 @@ def queue_rows(tasks: list[dict], taxonomy: Taxonomy, opinions: list[Opinions]) 
         })
     rows.sort(key=lambda r: r["priority"])
     return rows
+
+
+QUEUE_FIELDS = ["task", "priority", "in_queue", "disagree", "shown_label", "shown_from",
+                "llm_label", "llm_confidence", "model_label", "model_probabilities", "text"]
+
+
+def queue_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=QUEUE_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "model_probabilities": json.dumps(row["model_probabilities"])})
+    return out.getvalue()
 
 
 def disagreement_summary(rows: list[dict], *, examples: int = 3) -> list[dict]:
