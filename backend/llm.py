@@ -30,6 +30,7 @@ class LLMOpinion:
     confidence: float | None  # None: unknown (the endpoint returned no logprobs)
     cached: bool = False
     error: str | None = None
+    tokens: int = 0  # prompt + completion tokens this answer cost (0 from the cache)
 
 
 class ZeroShotLabeler:
@@ -88,6 +89,10 @@ class ZeroShotLabeler:
         if pending:
             errors[f"not answered within the {len(texts)}-post request's deadline"] += len(
                 pending)
+        answered = [o for o in opinions if o is not None and not o.cached]
+        if answered:
+            log.info("LLM %s: %d posts from the cache, %d asked, %d tokens", self.model, hits,
+                     len(answered), sum(o.tokens for o in answered))
         if errors:
             summary = "; ".join(f"{n} x {reason}" for reason, n in errors.most_common(3))
             log.warning("LLM %s: %d of %d posts got no pre-label (%s)", self.model,
@@ -105,9 +110,11 @@ class ZeroShotLabeler:
             self.cache.count(llm_failures=1)
             return LLMOpinion(None, None, error=f"{type(exc).__name__}: {exc}")
         usage = response.usage
-        self.cache.count(llm_calls=1,
-                         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                         completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        self.cache.count(llm_calls=1, prompt_tokens=prompt_tokens,
+                         completion_tokens=completion_tokens)
+        tokens = prompt_tokens + completion_tokens
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content if choice and choice.message else None) or ""
         label = prompt.parse_label(content, taxonomy.names)
@@ -120,8 +127,8 @@ class ZeroShotLabeler:
         self.cache.put(self.key(taxonomy, text), CachedAnswer(label, confidence, content[:500]),
                        model=self.model)
         if label is None:
-            return LLMOpinion(None, None, error="answer outside the label set")
-        return LLMOpinion(label, confidence)
+            return LLMOpinion(None, None, error="answer outside the label set", tokens=tokens)
+        return LLMOpinion(label, confidence, tokens=tokens)
 
     def _complete(self, taxonomy: Taxonomy, messages: list[dict]):
         options: dict = {"model": self.model, "messages": messages, "temperature": 0,

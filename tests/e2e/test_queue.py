@@ -3,6 +3,9 @@ the model-vs-LLM disagreements first, in priority order, as the backend counts t
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -35,7 +38,7 @@ def train(ls, backend, project: int, ml_id: int) -> dict:
 
 
 def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, posts,
-                                             label_config):
+                                             label_config, tmp_path):
     backend = start_backend(LABEL_STUDIO_URL=label_studio.url,
                             LABEL_STUDIO_API_KEY=label_studio.token,
                             TRAIN_AFTER_ANNOTATIONS="100000")
@@ -102,3 +105,16 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
     csv_export = backend.get(f"/queue?project={project}&format=csv")
     assert csv_export.status_code == 200
     assert csv_export.text.splitlines()[0].startswith("task,priority,in_queue,disagree")
+
+    # The script gives the same queue, its disagreement summary, and an export.
+    out = tmp_path / "queue.jsonl"
+    script = subprocess.run([sys.executable, "scripts/review_queue.py", "--project",
+                             str(project), "--backend-url", backend.url, "--export", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr
+    final = backend.get(f"/queue?project={project}").json()
+    assert f"{final['in_queue']} in the review queue" in script.stdout
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(exported) == final["in_queue"]
+    assert all({"llm_label", "model_label", "model_probabilities", "priority"} <= set(row)
+               for row in exported)
