@@ -6,13 +6,10 @@ counts as wrong everywhere and shows up as coverage below 100%.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +22,8 @@ from sklearn.metrics import (
     confusion_matrix,
     precision_recall_fscore_support,
 )
+
+from backend.files import write_text_atomic
 
 __all__ = [
     "NONE_COLUMN",
@@ -678,7 +677,7 @@ def render_markdown(
                 md += [f"> {_md(example)}", ""]
 
     path = out_dir / "report.md"
-    _atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    write_text_atomic(path, "\n".join(md).rstrip() + "\n")
     return path
 
 
@@ -702,24 +701,7 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    # Temp file in the same folder so os.replace is a same-filesystem atomic rename.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(report: Mapping[str, Any], path: Path) -> None:
     """Atomically write ``report`` as JSON, converting numpy values to Python ones."""
     text = json.dumps(_to_jsonable(report), indent=2, ensure_ascii=False, allow_nan=False)
-    _atomic_write_text(Path(path), text + "\n")
+    write_text_atomic(Path(path), text + "\n")

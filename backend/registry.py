@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backend.files import write_json_atomic, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 META = "meta.json"
@@ -98,17 +100,3 @@ class Registry:
             return []
         return [p for p in self.versions_dir.iterdir() if p.is_dir() and not
                 p.name.startswith(".")]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))

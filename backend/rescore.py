@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 from backend import dataset
+from backend.files import write_json_atomic
 from backend.policy import QUEUE_BELOW
 from backend.predictor import Opinions, Predictor
-from backend.registry import write_json_atomic
 from backend.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)

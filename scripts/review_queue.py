@@ -15,17 +15,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import requests
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    with os.fdopen(fd, "w", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+from backend.files import write_text_atomic  # noqa: E402
 
 
 def main() -> int:
@@ -56,10 +53,10 @@ def main() -> int:
     summary = response.json()
     rows = summary["rows"] if args.all else [r for r in summary["rows"] if r["in_queue"]]
     if args.export and args.export.suffix == ".jsonl":
-        write_atomic(args.export, "".join(json.dumps(row) + "\n" for row in rows))
+        write_text_atomic(args.export, "".join(json.dumps(row) + "\n" for row in rows))
     elif args.export and args.export.suffix == ".csv":
         params = {"project": args.project, "format": "csv", **({"all": 1} if args.all else {})}
-        write_atomic(args.export, requests.get(f"{args.backend_url}/queue", params=params,
+        write_text_atomic(args.export, requests.get(f"{args.backend_url}/queue", params=params,
                                                auth=auth, timeout=60).text)
     elif args.export:
         print("--export must end in .csv or .jsonl", file=sys.stderr)
