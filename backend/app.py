@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -101,13 +102,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         last_sync[project] = now
 
         def work() -> None:
+            lock_path = predictor.registry(project).root / "sync.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                client = ls_client.connect(settings)
-                ls_client.ensure_webhook_auth(client, project, None, settings.basic_auth)
-                ls_client.ensure_review_tab(client, project)
-                version = predictor.model_version(project)
-                if client.projects.get(id=project).model_version != version:
-                    ls_client.set_model_version(client, project, version)
+                # One worker at a time: check-then-create would otherwise make two tabs.
+                with open(lock_path, "a+") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    client = ls_client.connect(settings)
+                    ls_client.ensure_webhook_auth(client, project, None, settings.basic_auth)
+                    ls_client.ensure_review_tab(client, project)
+                    version = predictor.model_version(project)
+                    if client.projects.get(id=project).model_version != version:
+                        ls_client.set_model_version(client, project, version)
             except Exception as exc:
                 last_sync.pop(project, None)
                 log.warning("could not update project %d in Label Studio: %s", project,
