@@ -49,6 +49,10 @@ def start_server(*, port: int, model_path: Path | None = None, parallel: int = 4
     params.n_ctx = ctx_per_slot * parallel
     params.cpuparams.n_threads = threads or max(1, os.cpu_count() or 1)
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
+    # No busy-waiting between batches: spinning threads would take the cores the backend's
+    # own workers need on a small machine.
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.poll = 0
     params.port = port
     params.hostnames = ["127.0.0.1"]
     params.cache_prompt = True
