@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     predictor = Predictor(settings, labeler_from_settings(settings))
     jobs = JobState(settings.model_dir)
     last_sync: dict[int, float] = {}
+    refused: set[tuple[int, str]] = set()
 
     @app.before_request
     def check_auth():
@@ -112,8 +113,13 @@ def create_app(settings: Settings | None = None) -> Flask:
                     ls_client.ensure_webhook_auth(client, project, None, settings.basic_auth)
                     ls_client.ensure_review_tab(client, project)
                     version = predictor.model_version(project)
+                    # Label Studio refuses a version no prediction carries yet: try again
+                    # on later /setup calls, with one log line, not one each time.
                     if client.projects.get(id=project).model_version != version:
-                        ls_client.set_model_version(client, project, version)
+                        key = (project, version)
+                        if not ls_client.set_model_version(client, project, version,
+                                                           quiet=key in refused):
+                            refused.add(key)
             except Exception as exc:
                 last_sync.pop(project, None)
                 log.warning("could not update project %d in Label Studio: %s", project,

@@ -48,15 +48,17 @@ def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]
     return found
 
 
-def set_model_version(client: LabelStudio, project: int, version: str) -> bool:
+def set_model_version(client: LabelStudio, project: int, version: str, *,
+                      quiet: bool = False) -> bool:
     """Score columns and filters in the Data Manager follow project.model_version.
     Label Studio refuses a version that no prediction or live backend carries yet."""
     try:
         client.projects.update(id=project, model_version=version)
         return True
     except ApiError as exc:
-        log.warning("could not set project %d's model_version to %s: %s", project, version,
-                    describe_error(exc))
+        report = log.debug if quiet else log.info
+        report("could not set project %d's model_version to %s yet: %s", project, version,
+               describe_error(exc))
         return False
 
 

@@ -9,15 +9,13 @@ never a traceback: `run(main)` turns the known error types into such a line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 # The scripts run as `python scripts/x.py` from anywhere: make `backend` importable.
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +31,15 @@ from label_studio_sdk.core.api_error import ApiError  # noqa: E402
 
 from backend import ls_client  # noqa: E402
 from backend.config import ConfigError, Settings, load_settings  # noqa: E402
+from backend.files import atomic_open, write_json_atomic, write_text_atomic  # noqa: E402
 from backend.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy  # noqa: E402
+
+__all__ = [  # atomic_open & co: the scripts write every file atomically, through here
+    "DEFAULT_CONFIG", "CliError", "Source", "add_json_argument", "add_source_arguments",
+    "atomic_open", "connect", "emit", "fail", "find_project", "load_source", "parser",
+    "read_export", "read_taxonomy", "run", "settings", "write_json_atomic",
+    "write_text_atomic",
+]
 
 EXIT_FAILURE = 2
 DEFAULT_CONFIG = ROOT / "label_config.xml"
@@ -189,35 +195,6 @@ def load_source(args: argparse.Namespace, config: Settings) -> Source:
 
 
 # ------------------------------------------------------------------------ output
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Write to a temporary file beside `path`, rename over it only on success, so a
-    reader never sees half a file and a failed run leaves the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

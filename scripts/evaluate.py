@@ -4,8 +4,8 @@ Only held-out tasks count (backend.dataset.is_held_out, the rule the trainer use
 them out of training); the human label is each task's latest annotation that was not
 skipped. Systems:
   - fine-tuned: the project's serving version in MODEL_DIR (or --version NAME);
-  - zero-shot: the LLM at LLM_BASE_URL (answers come from the backend's cache when
-    present, so re-running costs no LLM calls).
+  - zero-shot: the LLM at LLM_BASE_URL and LLM_MODEL (answers come from the answer
+    cache the backend fills, LLM_CACHE, when present: re-running costs no LLM calls).
 Where held-out tasks carry annotations from several annotators, inter-annotator kappa
 is reported as the ceiling to compare the systems against.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cli
 
+from backend.config import Settings
 from backend.dataset import Example, is_held_out, labeled_examples
 from backend.registry import Registry
 from backend.taxonomy import Taxonomy
@@ -57,7 +58,7 @@ def annotator_pairs(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
     return pairs
 
 
-def model_predictions(settings, project: int | None, version: str | None,
+def model_predictions(settings: Settings, project: int | None, version: str | None,
                       taxonomy: Taxonomy, texts: list[str], notes: list[str],
                       *, require: bool) -> tuple[str | None, list[str | None] | None]:
     """The fine-tuned version's labels, or None (with a note) when there is no model."""
@@ -91,7 +92,7 @@ def model_predictions(settings, project: int | None, version: str | None,
     return version, [p if p in taxonomy.names else None for p in predicted]
 
 
-def llm_predictions(settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
+def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
                     ) -> list[str | None] | None:
     if not settings.llm_base_url:
         notes.append("LLM_BASE_URL is not set: the zero-shot LLM is not evaluated")
@@ -128,6 +129,8 @@ def main() -> int:
                         help="bootstrap resamples for the intervals (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args()
+    if args.resamples < 1:
+        raise cli.CliError("--resamples must be at least 1")
 
     settings = cli.settings()
     source = cli.load_source(args, settings)

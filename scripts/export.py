@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 
 import cli
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
 from tqdm import tqdm
 
 from backend.dataset import is_held_out, latest_annotation
@@ -60,18 +62,19 @@ def chosen_annotations(task: dict, *, every: bool) -> list[dict]:
     return [latest if latest is not None else max(annotations, key=_when)]
 
 
-def annotator_names(client) -> dict[int, str]:
+def annotator_names(client: LabelStudio | None) -> dict[int, str]:
     """User id -> e-mail, from one users call; empty when the token may not list users."""
     if client is None:
         return {}
     try:
         return {user.id: user.email or user.username or str(user.id)
                 for user in client.users.list()}
-    except cli.ApiError:
+    except ApiError:
         return {}
 
 
-def project_predictions(client, project: int | None) -> tuple[dict[int, dict], str | None]:
+def project_predictions(client: LabelStudio | None, project: int | None
+                        ) -> tuple[dict[int, dict], str | None]:
     """Each task's prediction of the project's model_version (what Label Studio shows)."""
     if client is None or project is None:
         return {}, None

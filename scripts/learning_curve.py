@@ -23,11 +23,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cli
 from tqdm import tqdm
 
 from backend.dataset import Example, is_held_out, labeled_examples
+
+if TYPE_CHECKING:
+    from backend.trainer import TrainConfig
 
 
 def parse_shares(text: str) -> list[float]:
@@ -54,8 +58,8 @@ def nested_subsets(examples: list[Example], shares: list[float], seed: int
             for s in shares]
 
 
-def train_and_score(subset: list[Example], test: list[Example], labels: list[str], config,
-                    bar: tqdm) -> dict:
+def train_and_score(subset: list[Example], test: list[Example], labels: list[str],
+                    config: TrainConfig, bar: tqdm) -> dict:
     """Fine-tune on `subset` in a temporary folder; score it on the held-out examples."""
     from backend import evaluation
     from backend.classifier import Classifier

@@ -22,12 +22,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import io
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cli
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
 from tqdm import tqdm
 
 from backend import ls_client
@@ -61,7 +64,8 @@ def read_posts(path: Path, text_field: str) -> list[dict]:
     except OSError as exc:
         raise cli.CliError(f"cannot read posts file {path}: {exc.strerror}") from None
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(raw.splitlines())
+        # newline="": posts often hold line breaks inside quoted fields.
+        reader = csv.DictReader(io.StringIO(raw, newline=""))
         if text_field not in (reader.fieldnames or []):
             raise cli.CliError(f"{path} has no {text_field!r} column (columns: "
                                f"{', '.join(reader.fieldnames or [])})")
@@ -93,11 +97,12 @@ def ref_id(row: dict, text_field: str) -> str:
     return "sha1:" + hashlib.sha1(row[text_field].encode()).hexdigest()[:16]
 
 
-def import_labels(client, project: int, taxonomy: Taxonomy, new_tasks: list[dict],
+def import_labels(client: LabelStudio, project: int, taxonomy: Taxonomy, new_tasks: list[dict],
                   gold: dict[str, str]) -> tuple[int, int]:
     """Annotations from the gold column for the tasks just imported; (made, unusable)."""
     made = unusable = 0
-    for task in tqdm(new_tasks, desc="gold annotations", unit="task", file=sys.stderr):
+    for task in tqdm(new_tasks, desc="gold annotations", unit="task", file=sys.stderr,
+                     disable=not new_tasks):
         label = gold.get(str(task["data"].get(KEY_FIELD)))
         if label is None:
             continue
@@ -110,7 +115,7 @@ def import_labels(client, project: int, taxonomy: Taxonomy, new_tasks: list[dict
     return made, unusable
 
 
-def mark_splits(client, tasks: list[dict], percent: int) -> int:
+def mark_splits(client: LabelStudio, tasks: list[dict], percent: int) -> int:
     """Write data.split per the held-out rule where it is missing or different."""
     todo = []
     for task in tasks:
@@ -153,6 +158,9 @@ def main() -> int:
     cli.add_json_argument(parser)
     args = parser.parse_args()
 
+    if args.retrieve_predictions and args.no_backend:
+        raise cli.CliError("--retrieve-predictions needs a connected backend (drop "
+                           "--no-backend)")
     settings = cli.settings()
     label_config, taxonomy = cli.read_taxonomy(args.config)
     # Read the posts before touching Label Studio: a bad file changes nothing.
@@ -164,8 +172,12 @@ def main() -> int:
                                        instructions=instructions_html(taxonomy))
     lines.append(f"project {project.id} ({project.title}) at {settings.label_studio_url}")
 
-    rows = [{taxonomy.text_field: row[taxonomy.text_field], KEY_FIELD: ref_id(row,
-             taxonomy.text_field)} for row in posts]
+    # One task per id: a post listed twice in the file is imported once.
+    by_ref: dict[str, dict] = {}
+    for row in posts:
+        by_ref.setdefault(ref_id(row, taxonomy.text_field), row)
+    rows = [{taxonomy.text_field: row[taxonomy.text_field], KEY_FIELD: ref}
+            for ref, row in by_ref.items()]
     new_ids = ls_client.import_posts(client, project.id, rows, key_field=KEY_FIELD)
     lines.append(f"imported {len(new_ids)} new posts ({len(rows) - len(new_ids)} already "
                  f"there)")
@@ -200,7 +212,7 @@ def main() -> int:
         try:
             connection = ls_client.connect_backend(client, project.id, url=args.backend_url,
                                                    title="TakeMeter", auth=auth)
-        except cli.ApiError as exc:
+        except ApiError as exc:
             raise cli.CliError(f"Label Studio could not connect the backend at "
                                f"{args.backend_url} (is it running? check --backend-url and "
                                f"BASIC_AUTH_USER/PASS): {ls_client.describe_error(exc)}"
@@ -211,9 +223,6 @@ def main() -> int:
     summary["backend_connection"] = connection
 
     if args.retrieve_predictions:
-        if connection is None:
-            raise cli.CliError("--retrieve-predictions needs a connected backend (drop "
-                               "--no-backend)")
         ls_client.retrieve_predictions(client, project.id)
         summary["predictions"] = sum(len(v) for v in ls_client.prediction_versions(
             client, project.id).values())
