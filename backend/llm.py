@@ -45,7 +45,8 @@ class ZeroShotLabeler:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm")
         self._schema_supported = True  # turned off once if the endpoint rejects JSON schema
         self._logprobs_supported = True
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a done callback may run inside _submit
+        self._inflight: dict[str, Future] = {}
 
     def key(self, taxonomy: Taxonomy, text: str) -> str:
         return prompt.cache_key(self.model, taxonomy, text, max_chars=self.max_chars)
@@ -70,7 +71,7 @@ class ZeroShotLabeler:
             if opinion is None:
                 by_text.setdefault(texts[index], []).append(index)
         for text, indexes in by_text.items():
-            futures[self._pool.submit(self._ask, taxonomy, text)] = indexes
+            futures[self._submit(taxonomy, text)] = indexes
         self.cache.count(cache_hits=hits, cache_misses=len(by_text))
 
         errors: Counter[str] = Counter()
@@ -98,6 +99,22 @@ class ZeroShotLabeler:
             log.warning("LLM %s: %d of %d posts got no pre-label (%s)", self.model,
                         sum(errors.values()), len(by_text), summary)
         return [o or LLMOpinion(None, None, error="pending") for o in opinions]
+
+    def _submit(self, taxonomy: Taxonomy, text: str) -> Future:
+        """One request per post at a time: a retrieval that comes back before the last
+        one's requests finished waits for them instead of asking again."""
+        key = self.key(taxonomy, text)
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is None:
+                future = self._pool.submit(self._ask, taxonomy, text)
+                self._inflight[key] = future
+                future.add_done_callback(lambda _f, k=key: self._forget(k))
+            return future
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._inflight.pop(key, None)
 
     def _ask(self, taxonomy: Taxonomy, text: str) -> LLMOpinion:
         messages = prompt.build_messages(taxonomy, text, max_chars=self.max_chars)

@@ -1,0 +1,32 @@
+"""A post already being asked is not asked twice: the second request waits for the first.
+Uses a real HTTP endpoint that answers slowly (llm_double), not a mock of our code."""
+
+from __future__ import annotations
+
+import threading
+
+from backend.llm import ZeroShotLabeler
+from backend.llm_cache import AnswerCache
+from backend.taxonomy import parse_taxonomy
+from tests.integration.llm_double import MisbehavingLLM
+
+
+def test_overlapping_requests_share_the_llm_call(tmp_path, label_config):
+    taxonomy = parse_taxonomy(label_config)
+    with MisbehavingLLM("slow", delay=1.0) as double:
+        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
+                                  cache=AnswerCache(tmp_path / "cache.sqlite"))
+        texts = [f"post {i}" for i in range(4)]
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            labeler.label_many(taxonomy, texts))) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert double.requests == 4  # three overlapping batches, one call per post
+        assert len(results) == 3
+        # The double answers "banana": no pre-label, and the answer is cached as such.
+        assert all(o.label is None for batch in results for o in batch)
+        assert labeler.label_many(taxonomy, texts)[0].cached
+        assert double.requests == 4
