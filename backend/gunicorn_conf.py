@@ -1,8 +1,9 @@
 """gunicorn settings: `gunicorn -c backend/gunicorn_conf.py 'backend.wsgi:app'`.
 
 Reads the same Settings as the app, so a wrong setting stops the start with its name.
-When no LLM_BASE_URL is set, the master starts the embedded llama.cpp server before the
-workers fork, and the workers (and the training runners they start) use it.
+When no LLM_BASE_URL is set, the master starts the embedded llama.cpp server
+(backend.local_llm, a process of its own) before the workers fork, and the workers (and
+the training runners they start) use it.
 """
 
 from __future__ import annotations
@@ -43,14 +44,28 @@ logconfig_dict = {
 def on_starting(server) -> None:
     if _settings.llm_base_url:
         return
+    import subprocess
+
     from backend import local_llm
 
+    # Its own process, not the master: forked workers must not inherit llama.cpp's threads.
     port = int(os.environ.get("LOCAL_LLM_PORT", "8081"))
-    server.local_llm = local_llm.start_server(port=port)
-    local_llm.wait_ready(f"http://127.0.0.1:{port}")
+    server.local_llm = subprocess.Popen([sys.executable, "-m", "backend.local_llm", "--port",
+                                         str(port)], stdin=subprocess.DEVNULL)
+    local_llm.wait_ready(f"http://127.0.0.1:{port}", timeout=120)
     os.environ["LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     os.environ.setdefault("LLM_MODEL", local_llm.MODEL_NAME)
     logging.getLogger("gunicorn.error").warning(
         "LLM_BASE_URL is not set: serving the embedded %s on port %d. It is a tiny model "
         "for trying the tool; set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL for real "
         "pre-labels.", local_llm.MODEL_NAME, port)
+
+
+def on_exit(server) -> None:
+    process = getattr(server, "local_llm", None)
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            process.kill()

@@ -34,9 +34,11 @@ Fairness: before anything is timed, each side runs a few warm-up steps in this p
 (allocator, oneDNN/cuBLAS kernel selection, page cache of the model files); with
 --repeats > 1 the timed runs alternate which side goes first. The figure is the median.
 
-Also reported: samples per CPU-second of the process (on a shared CPU, wall-clock also
-counts other people's processes; CPU time is the steadier ratio there), tokens per
-second (real = non-pad tokens), the share of computed tokens
+Also reported: samples per CPU-second of the process, a second view on a shared CPU
+(wall-clock counts the time other processes hold the cores; CPU time does not, but it
+counts OpenMP threads spinning while a sibling waits for a core, so neither is clean
+under heavy load: compare runs by their load average), tokens per second (real = non-pad
+tokens), the share of computed tokens
 that were padding (ours replayed from `length_grouped_batches` with the trainer's seed),
 and the achieved model FLOP rate 6 * parameters * real tokens / seconds. On CUDA that
 rate over --peak-tflops is the model FLOP utilization (MFU); counting only real tokens
@@ -166,9 +168,9 @@ class Timed:
 
 
 class CpuClock:
-    """Process CPU seconds (all threads) spent inside training epochs. On a shared machine
-    wall-clock also counts the time other people's processes hold the cores; CPU time
-    mostly does not, so it is the steadier figure there (on CUDA it means little)."""
+    """Process CPU seconds (all threads) spent inside training epochs: unlike wall-clock,
+    not the time other processes hold the cores, but OpenMP spin-waits included (on CUDA
+    it means little)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -453,7 +455,8 @@ def main() -> None:
     print(f"\nThroughput ratio ours/Trainer: {ratios['ours']:.2f}x (samples/s per run: "
           + "; ".join(f"{c} {sides[c]['samples_per_second_each_run']}" for c in columns) + ")")
     if device == "cpu":
-        print(f"Per CPU-second (steadier when the machine is shared): {cpu_ratios['ours']:.2f}x")
+        print(f"Ratio per CPU-second (a second view on a shared machine): "
+              f"{cpu_ratios['ours']:.2f}x")
 
     if args.json:
         result = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,8 +71,15 @@ def prelabel(project: int, backend_url: str) -> None:
           f"Data Manager asks again (backend log: {backend_url})", flush=True)
 
 
+def interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     args = parse_args()
+    # `kill` (SIGTERM) stops the stack like Ctrl-C does: the finally below stops every
+    # process it started, which run in sessions of their own.
+    signal.signal(signal.SIGTERM, interrupt)
     args.state.mkdir(parents=True, exist_ok=True)
     logs = args.state / "logs"
     login = stack.LabelStudioLogin(
