@@ -9,7 +9,6 @@ Both load through the same `from_pretrained(folder)` path as a hub model.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 
@@ -27,8 +26,11 @@ def build_distilbert(folder: Path, *, tiny: bool = True, seed: int = 0) -> Path:
     if (folder / "config.json").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(minilm_path() / "vocab.txt", folder / "vocab.txt")
-    tokenizer = DistilBertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    # From MiniLM's saved tokenizer: the same uncased 30,522-token WordPiece vocabulary.
+    # (Built from vocab.txt alone, transformers 5 gives a 5-token vocabulary.)
+    tokenizer = DistilBertTokenizerFast.from_pretrained(minilm_path())
+    if tokenizer.vocab_size != 30522:
+        raise RuntimeError(f"unexpected vocabulary size {tokenizer.vocab_size}")
     tokenizer.save_pretrained(folder)
     size = dict(dim=64, hidden_dim=128, n_layers=2, n_heads=2) if tiny else {}
     torch.manual_seed(seed)
