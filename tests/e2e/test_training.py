@@ -130,3 +130,22 @@ def test_training_with_too_few_labels_is_skipped_with_a_reason(ls, backend, labe
     status = backend.wait_training(project.id, since=since)
     assert status["state"] == "skipped"
     assert "at least 2 training annotations per label" in status["reason"]
+
+
+def test_a_fully_annotated_project_follows_the_new_version(ls, manual_backend, posts,
+                                                          label_config):
+    """No unlabeled task means no prediction carries the new version; Label Studio still
+    has to accept it as the project's model_version."""
+    taxonomy = parse_taxonomy(label_config)
+    project = ls_client.ensure_project(ls, title="all-annotated", label_config=label_config)
+    sample = [p for p in posts if len(p["text"]) < 300][:24]
+    ls.projects.import_tasks(id=project.id, request=[
+        {"data": {"text": p["text"]}, "annotations": [{"result": taxonomy.result(p["label"])}]}
+        for p in sample])
+    ml_id = ls_client.connect_backend(ls, project.id, url=manual_backend.url,
+                                      title="takemeter")
+    since = time.time()
+    ls.ml.train(id=ml_id)
+    status = manual_backend.wait_training(project.id, since=since)
+    assert status["state"] == "finished" and status["promoted"] is True, status
+    assert ls.projects.get(id=project.id).model_version == status["version"]
