@@ -28,10 +28,12 @@ class Settings:
     webhook_token: str | None
     log_level: str
     port: int
+    bind: str
     workers: int
     threads: int
     # The zero-shot LLM (any OpenAI-compatible endpoint).
-    llm_base_url: str | None
+    llm_base_url: str | None  # None: the embedded llama.cpp server on local_llm_port
+    local_llm_port: int
     llm_api_key: str
     llm_model: str
     llm_concurrency: int
@@ -51,6 +53,10 @@ class Settings:
     train_debounce: float
     train_seed: int
     holdout_percent: int
+
+    @property
+    def llm_endpoint(self) -> str:
+        return self.llm_base_url or f"http://127.0.0.1:{self.local_llm_port}/v1"
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -131,10 +137,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         basic_auth_pass=password,
         webhook_token=_str(env, "WEBHOOK_TOKEN"),
         log_level=log_level,
-        port=_int(env, "PORT", 9090, minimum=1),
+        port=(port := _int(env, "PORT", 9090, minimum=1)),
+        bind=_str(env, "BIND", f"0.0.0.0:{port}") or "",
         workers=_int(env, "WORKERS", 2, minimum=1),
         threads=_int(env, "THREADS", 8, minimum=1),
         llm_base_url=_url(env, "LLM_BASE_URL"),
+        local_llm_port=_int(env, "LOCAL_LLM_PORT", 8081, minimum=1),
         llm_api_key=_str(env, "LLM_API_KEY", "not-needed") or "",
         llm_model=_str(env, "LLM_MODEL", "smollm2-135m-instruct") or "",
         llm_concurrency=_int(env, "LLM_CONCURRENCY", 8, minimum=1),

@@ -9,7 +9,6 @@ the training runners they start) use it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from backend.config import ConfigError, load_settings
@@ -20,7 +19,7 @@ except ConfigError as _exc:
     sys.stderr.write(f"configuration error: {_exc}\n")
     sys.exit(2)
 
-bind = os.environ.get("BIND", f"0.0.0.0:{_settings.port}")
+bind = _settings.bind
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"
@@ -49,12 +48,11 @@ def on_starting(server) -> None:
     from backend import local_llm
 
     # Its own process, not the master: forked workers must not inherit llama.cpp's threads.
-    port = int(os.environ.get("LOCAL_LLM_PORT", "8081"))
+    # Workers and training runners find it at settings.llm_endpoint.
+    port = _settings.local_llm_port
     server.local_llm = subprocess.Popen([sys.executable, "-m", "backend.local_llm", "--port",
                                          str(port)], stdin=subprocess.DEVNULL)
     local_llm.wait_ready(f"http://127.0.0.1:{port}", timeout=120)
-    os.environ["LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-    os.environ.setdefault("LLM_MODEL", local_llm.MODEL_NAME)
     logging.getLogger("gunicorn.error").warning(
         "LLM_BASE_URL is not set: serving the embedded %s on port %d. It is a tiny model "
         "for trying the tool; set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL for real "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import openai
 
 from backend import prompt
-from backend.config import ConfigError, Settings
+from backend.config import Settings
 from backend.llm_cache import AnswerCache, CachedAnswer
 from backend.taxonomy import Taxonomy
 
@@ -184,11 +184,8 @@ def _describe(exc: Exception) -> str:
 
 
 def from_settings(settings: Settings) -> ZeroShotLabeler:
-    if not settings.llm_base_url:
-        raise ConfigError("LLM_BASE_URL is not set: point it at an OpenAI-compatible endpoint "
-                          "(the local stack starts one)")
     return ZeroShotLabeler(
-        base_url=settings.llm_base_url, api_key=settings.llm_api_key, model=settings.llm_model,
+        base_url=settings.llm_endpoint, api_key=settings.llm_api_key, model=settings.llm_model,
         cache=AnswerCache(settings.llm_cache),
         concurrency=settings.llm_concurrency, timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries, max_chars=settings.llm_max_chars)

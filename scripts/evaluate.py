@@ -95,8 +95,8 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
 def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
                     ) -> list[str | None] | None:
     if not settings.llm_base_url:
-        notes.append("LLM_BASE_URL is not set: the zero-shot LLM is not evaluated")
-        return None
+        notes.append(f"LLM_BASE_URL is not set: asking the backend's embedded LLM at "
+                     f"{settings.llm_endpoint}")
     from backend.llm import from_settings
 
     labeler = from_settings(settings)
