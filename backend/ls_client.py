@@ -55,15 +55,6 @@ def set_model_version(client: LabelStudio, project: int, version: str, *,
     try:
         client.projects.update(id=project, model_version=version)
         return True
-    except ApiError:
-        pass
-    # Label Studio learns a backend's live version when it calls /setup, which updating
-    # the connection makes it do; then the version is accepted even with no prediction.
-    for backend in client.ml.list(project=project):
-        client.ml.update(id=backend.id, url=backend.url, project=project)
-    try:
-        client.projects.update(id=project, model_version=version)
-        return True
     except ApiError as exc:
         report = log.debug if quiet else log.info
         report("could not set project %d's model_version to %s yet: %s", project, version,

@@ -76,21 +76,25 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
     """Refresh the predictions of every unlabeled task; write and return the summary."""
     from backend.ls_client import import_predictions, prediction_versions
 
-    unlabeled = [t for t in tasks if dataset.latest_annotation(t) is None
-                 and isinstance((t.get("data") or {}).get(taxonomy.text_field), str)
+    with_text = [t for t in tasks
+                 if isinstance((t.get("data") or {}).get(taxonomy.text_field), str)
                  and t["data"][taxonomy.text_field].strip()]
-    texts = [t["data"][taxonomy.text_field] for t in unlabeled]
+    unlabeled = [t for t in with_text if dataset.latest_annotation(t) is None]
+    # Label Studio accepts a project model_version only once a prediction carries it: in a
+    # fully annotated project the labeled tasks get the new version's predictions instead.
+    targets = unlabeled or with_text
+    texts = [t["data"][taxonomy.text_field] for t in targets]
     version, opinions = predictor.opinions(project, taxonomy, texts)
     llm_version = predictor.llm_version()
     existing = prediction_versions(client, project)
     predictions = []
-    for task, item in zip(unlabeled, opinions, strict=True):
+    for task, item in zip(targets, opinions, strict=True):
         if item.decision is None:
             continue
         predictions.append({"task": task["id"], "model_version": version,
                             "score": item.decision.score,
                             "result": taxonomy.result(item.decision.label)})
-        if not item.decision.disagree:
+        if not item.decision.disagree or not unlabeled:
             continue
         versions = existing.get(task["id"], set())
         if llm_version not in versions:
@@ -102,7 +106,7 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
                                 "score": item.model.margin,
                                 "result": taxonomy.result(item.model.label)})
     import_predictions(client, project, predictions)
-    rows = queue_rows(unlabeled, taxonomy, opinions)
+    rows = queue_rows(unlabeled, taxonomy, opinions) if unlabeled else []
     summary = {
         "model_version": version,
         "unlabeled": len(unlabeled),
