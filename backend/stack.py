@@ -5,6 +5,7 @@ Shared by scripts/local_stack.py and the test fixtures, so both run the stack th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,17 @@ def start_backend(*, env: dict[str, str], port: int, log_path: Path,
     wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout, process=process,
               headers=headers)
     return process
+
+
+@contextlib.contextmanager
+def running() -> Iterator[list[subprocess.Popen]]:
+    """A list to put started processes in; all are stopped, newest first, on leaving."""
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            stop(process)
 
 
 def stop(process: subprocess.Popen | None, *, timeout: float = 15) -> None:

@@ -55,8 +55,7 @@ def main() -> int:
     config = (ROOT / "label_config.xml").read_text()
     tasks = [{"id": i + 1, "data": {"text": text}} for i, text in
              enumerate(demo_texts(args.tasks))]
-    processes = []
-    try:
+    with stack.running() as processes:
         llm_url = args.llm_base_url
         if not llm_url:
             port = stack.free_port()
@@ -98,9 +97,6 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
         return 0
-    finally:
-        for process in reversed(processes):
-            stack.stop(process)
 
 
 if __name__ == "__main__":

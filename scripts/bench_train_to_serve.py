@@ -47,8 +47,7 @@ def main() -> int:
     login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{stack.free_port()}",
                                    email="bench@example.com", password="bench-password-1",
                                    token="bench-token-12345")
-    processes = []
-    try:
+    with stack.running() as processes:
         started = time.monotonic()
         processes.append(stack.start_label_studio(
             data_dir=work / "ls", port=int(login.url.rsplit(":", 1)[1]), login=login,
@@ -110,9 +109,6 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
         return 0
-    finally:
-        for process in reversed(processes):
-            stack.stop(process)
 
 
 if __name__ == "__main__":

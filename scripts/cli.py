@@ -31,6 +31,7 @@ from label_studio_sdk.core.api_error import ApiError  # noqa: E402
 
 from backend import ls_client  # noqa: E402
 from backend.config import ConfigError, Settings, load_settings  # noqa: E402
+from backend.dataset import Example, is_held_out, labeled_examples  # noqa: E402
 from backend.files import atomic_open, write_json_atomic, write_text_atomic  # noqa: E402
 from backend.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy  # noqa: E402
 
@@ -192,6 +193,18 @@ def load_source(args: argparse.Namespace, config: Settings) -> Source:
     tasks = ls_client.all_tasks(client, project.id)
     return Source(tasks, taxonomy, project.id, f"project {project.id} ({project.title})",
                   client)
+
+
+def held_out_examples(source: Source, percent: int) -> list[Example]:
+    """The held-out side's annotated examples; a clear error when there are none."""
+    examples = labeled_examples(source.tasks, source.taxonomy, holdout_percent=percent,
+                                held_out=True)
+    if not examples:
+        held = sum(is_held_out(t, percent=percent) for t in source.tasks)
+        raise CliError(f"the held-out set is empty: {source.description} has {held} "
+                       f"held-out tasks (data.split=test, HOLDOUT_PERCENT={percent}) and "
+                       f"none carries a usable annotation")
+    return examples
 
 
 # ------------------------------------------------------------------------ output

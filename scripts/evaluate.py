@@ -27,7 +27,6 @@ from pathlib import Path
 import cli
 
 from backend.config import Settings
-from backend.dataset import Example, is_held_out, labeled_examples
 from backend.registry import Registry
 from backend.taxonomy import Taxonomy
 
@@ -135,13 +134,7 @@ def main() -> int:
     settings = cli.settings()
     source = cli.load_source(args, settings)
     taxonomy, percent = source.taxonomy, settings.holdout_percent
-    examples: list[Example] = labeled_examples(source.tasks, taxonomy, holdout_percent=percent,
-                                               held_out=True)
-    if not examples:
-        held = sum(is_held_out(t, percent=percent) for t in source.tasks)
-        raise cli.CliError(f"the held-out set is empty: {source.description} has {held} "
-                           f"held-out tasks (data.split=test, HOLDOUT_PERCENT={percent}) and "
-                           f"none carries a usable annotation")
+    examples = cli.held_out_examples(source, percent)
     texts = [e.text for e in examples]
     y_true = [e.label for e in examples]
     notes: list[str] = []

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import cli
 from tqdm import tqdm
 
-from backend.dataset import Example, is_held_out, labeled_examples
+from backend.dataset import Example, labeled_examples
 
 if TYPE_CHECKING:
     from backend.trainer import TrainConfig
@@ -141,13 +141,7 @@ def main() -> int:
     percent = settings.holdout_percent
     labels = list(source.taxonomy.names)
     train = labeled_examples(source.tasks, source.taxonomy, holdout_percent=percent)
-    test = labeled_examples(source.tasks, source.taxonomy, holdout_percent=percent,
-                            held_out=True)
-    if not test:
-        held = sum(is_held_out(t, percent=percent) for t in source.tasks)
-        raise cli.CliError(f"the held-out set is empty: {source.description} has {held} "
-                           f"held-out tasks (HOLDOUT_PERCENT={percent}) and none carries a "
-                           f"usable annotation")
+    test = cli.held_out_examples(source, percent)
     if not train:
         raise cli.CliError(f"no training annotations in {source.description}")
 

@@ -87,55 +87,53 @@ def main() -> int:
         email=os.environ.get("LABEL_STUDIO_USERNAME", "admin@takemeter.local"),
         password=os.environ.get("LABEL_STUDIO_PASSWORD", "takemeter-demo"),
         token=os.environ.get("LABEL_STUDIO_API_KEY", "takemeter-demo-token"))
-    processes = []
-    try:
-        print(f"Starting Label Studio on {login.url} (first start migrates its database: "
-              f"about a minute; log: {logs / 'label-studio.log'})", flush=True)
-        started = time.monotonic()
-        processes.append(stack.start_label_studio(
-            data_dir=args.state / "label-studio", port=args.ls_port, login=login,
-            log_path=logs / "label-studio.log"))
-        print(f"  Label Studio answered after {time.monotonic() - started:.0f} s", flush=True)
+    with stack.running() as processes:
+        try:
+            print(f"Starting Label Studio on {login.url} (first start migrates its database: "
+                  f"about a minute; log: {logs / 'label-studio.log'})", flush=True)
+            started = time.monotonic()
+            processes.append(stack.start_label_studio(
+                data_dir=args.state / "label-studio", port=args.ls_port, login=login,
+                log_path=logs / "label-studio.log"))
+            print(f"  Label Studio answered after {time.monotonic() - started:.0f} s", flush=True)
 
-        env = backend_env(args, login)
-        backend_url = f"http://127.0.0.1:{args.backend_port}"
-        print(f"Starting the backend on {backend_url} (log: {logs / 'backend.log'})",
-              flush=True)
-        processes.append(stack.start_backend(env=env, port=args.backend_port,
-                                             log_path=logs / "backend.log"))
-        os.environ.update(env)
-        setup = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "setup_project.py"), "--title", DEMO_TITLE,
-             "--posts", str(args.posts), "--backend-url", backend_url, "--json"],
-            capture_output=True, text=True, check=False)
-        if setup.returncode != 0:
-            print(setup.stderr, file=sys.stderr)
+            env = backend_env(args, login)
+            backend_url = f"http://127.0.0.1:{args.backend_port}"
+            print(f"Starting the backend on {backend_url} (log: {logs / 'backend.log'})",
+                  flush=True)
+            processes.append(stack.start_backend(env=env, port=args.backend_port,
+                                                 log_path=logs / "backend.log"))
+            os.environ.update(env)
+            setup = subprocess.run(
+                [sys.executable, str(ROOT / "scripts" / "setup_project.py"), "--title", DEMO_TITLE,
+                 "--posts", str(args.posts), "--backend-url", backend_url, "--json"],
+                capture_output=True, text=True, check=False)
+            if setup.returncode != 0:
+                print(setup.stderr, file=sys.stderr)
+                return 1
+            project = json.loads(setup.stdout)["project"]
+            prelabel(project, backend_url)
+
+            print()
+            print(f"Label Studio:  {login.url}/projects/{project}/data")
+            print(f"  login:       {login.email}")
+            print(f"  password:    {login.password}")
+            print(f"  API token:   {login.token}")
+            print(f"Backend:       {backend_url}  "
+                  f"(status: {backend_url}/training?project={project})")
+            if not os.environ.get("LLM_BASE_URL"):
+                print("LLM:           the embedded SmolLM2-135M-Instruct: a tiny model for "
+                      "trying the tool, not for real pre-labels. Set LLM_BASE_URL, LLM_API_KEY "
+                      "and LLM_MODEL to use a strong one.")
+            if args.no_wait:
+                return 0
+            print("\nPress Ctrl-C to stop.", flush=True)
+            while all(p.poll() is None for p in processes):
+                time.sleep(1)
+            print("A process of the stack exited; see the logs in", logs, file=sys.stderr)
             return 1
-        project = json.loads(setup.stdout)["project"]
-        prelabel(project, backend_url)
-
-        print()
-        print(f"Label Studio:  {login.url}/projects/{project}/data")
-        print(f"  login:       {login.email}")
-        print(f"  password:    {login.password}")
-        print(f"  API token:   {login.token}")
-        print(f"Backend:       {backend_url}  (status: {backend_url}/training?project={project})")
-        if not os.environ.get("LLM_BASE_URL"):
-            print("LLM:           the embedded SmolLM2-135M-Instruct: a tiny model for trying the "
-                  "tool, not for real pre-labels. Set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL "
-                  "to use a strong one.")
-        if args.no_wait:
+        except KeyboardInterrupt:
             return 0
-        print("\nPress Ctrl-C to stop.", flush=True)
-        while all(p.poll() is None for p in processes):
-            time.sleep(1)
-        print("A process of the stack exited; see the logs in", logs, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for process in reversed(processes):
-            stack.stop(process)
 
 
 if __name__ == "__main__":
