@@ -5,10 +5,12 @@ LS_VENV := .venv-ls
 
 .PHONY: up test install lint bench clean
 
-$(VENV)/.installed: requirements.txt requirements-offline.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-tools.txt requirements-offline.txt requirements-dev.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-tools.txt -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-offline.txt
+	# The project itself, editable: the `takemeter` command and importable packages.
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 $(LS_VENV)/.installed: requirements-label-studio.txt
@@ -20,7 +22,7 @@ install: $(VENV)/.installed $(LS_VENV)/.installed
 
 ## Label Studio + the local LLM + the backend + a demo project with pre-labels.
 up: install
-	$(VENV)/bin/python scripts/local_stack.py
+	$(VENV)/bin/takemeter up
 
 ## Lint, then every test (unit, integration, end-to-end with a real Label Studio).
 test: install

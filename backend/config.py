@@ -25,12 +25,18 @@ class Settings:
     label_studio_api_key: str | None
     basic_auth_user: str | None
     basic_auth_pass: str | None
-    webhook_token: str | None
     log_level: str
     port: int
     bind: str
     workers: int
     threads: int
+    # Exposure and bounds: what a hostile or careless client can cost.
+    allow_unauthenticated: bool  # listen beyond loopback without basic auth
+    backend_url: str | None  # how Label Studio reaches this backend (webhook auth goes there)
+    read_timeout: float  # seconds a client may stall while sending a request
+    max_request_bytes: int
+    max_predict_tasks: int
+    max_training_runners: int
     # The zero-shot LLM (any OpenAI-compatible endpoint).
     llm_base_url: str | None  # None: the embedded llama.cpp server on local_llm_port
     local_llm_port: int
@@ -40,6 +46,9 @@ class Settings:
     llm_timeout: float
     llm_max_retries: int
     llm_max_chars: int
+    llm_max_queued: int  # posts waiting for the LLM per project and worker
+    llm_breaker_errors: int  # consecutive failures that open the circuit breaker
+    llm_breaker_cooldown: float  # seconds before an open breaker lets one request try
     llm_cache: Path
     predict_deadline: float
     # The fine-tuned classifier.
@@ -64,9 +73,21 @@ class Settings:
             return self.basic_auth_user, self.basic_auth_pass
         return None
 
+    def exposure_problem(self) -> str | None:
+        """Why the server must not start as configured: listening beyond loopback with no
+        basic auth, unless ALLOW_UNAUTHENTICATED says so."""
+        host = self.bind.rsplit(":", 1)[0].strip("[]") if ":" in self.bind else self.bind
+        loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+        if loopback or self.basic_auth is not None or self.allow_unauthenticated:
+            return None
+        return (f"BIND={self.bind} listens beyond this machine without basic auth: set "
+                f"BASIC_AUTH_USER and BASIC_AUTH_PASS, bind to 127.0.0.1, or set "
+                f"ALLOW_UNAUTHENTICATED=true to accept that anyone who reaches the port can "
+                f"read posts and start training")
+
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets masked."""
-        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key", "webhook_token"}
+        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key"}
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else
                      str(getattr(self, f.name)))
@@ -105,6 +126,17 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = (_str(env, name) or "").lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _url(env: Mapping[str, str], name: str) -> str | None:
     raw = _str(env, name)
     if raw is None:
@@ -135,12 +167,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
         basic_auth_user=user,
         basic_auth_pass=password,
-        webhook_token=_str(env, "WEBHOOK_TOKEN"),
         log_level=log_level,
         port=(port := _int(env, "PORT", 9090, minimum=1)),
-        bind=_str(env, "BIND", f"0.0.0.0:{port}") or "",
+        bind=_str(env, "BIND", f"127.0.0.1:{port}") or "",
         workers=_int(env, "WORKERS", 2, minimum=1),
         threads=_int(env, "THREADS", 8, minimum=1),
+        allow_unauthenticated=_bool(env, "ALLOW_UNAUTHENTICATED"),
+        backend_url=_url(env, "BACKEND_URL"),
+        read_timeout=_float(env, "READ_TIMEOUT", 30.0, minimum=0.5),
+        max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1024),
+        max_predict_tasks=_int(env, "MAX_PREDICT_TASKS", 20000, minimum=1),
+        max_training_runners=_int(env, "MAX_TRAINING_RUNNERS", 2, minimum=1),
         llm_base_url=_url(env, "LLM_BASE_URL"),
         local_llm_port=_int(env, "LOCAL_LLM_PORT", 8081, minimum=1),
         llm_api_key=_str(env, "LLM_API_KEY", "not-needed") or "",
@@ -149,6 +186,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llm_timeout=_float(env, "LLM_TIMEOUT", 30.0, minimum=0.1),
         llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
         llm_max_chars=_int(env, "LLM_MAX_CHARS", 4000, minimum=100),
+        llm_max_queued=_int(env, "LLM_MAX_QUEUED", 5000, minimum=1),
+        llm_breaker_errors=_int(env, "LLM_BREAKER_ERRORS", 5, minimum=1),
+        llm_breaker_cooldown=_float(env, "LLM_BREAKER_COOLDOWN", 30.0, minimum=0.1),
         llm_cache=Path(_str(env, "LLM_CACHE") or model_dir / "llm_cache.sqlite").resolve(),
         predict_deadline=_float(env, "PREDICT_DEADLINE", 80.0, minimum=1.0),
         base_model=_str(env, "BASE_MODEL", "distilbert-base-uncased") or "",

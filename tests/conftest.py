@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend import stack
-from backend.offline_models import build_distilbert
+from takemeter import stack
+from takemeter.offline_models import build_distilbert
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND_AUTH = ("takemeter", "backend-secret")

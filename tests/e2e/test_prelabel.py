@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend import ls_client
-from backend.taxonomy import parse_taxonomy
+from backend.domain import queue
+from backend.domain.taxonomy import parse_taxonomy
+from backend.labelstudio import client as ls_client
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,6 +62,6 @@ def test_retrieve_predictions_prelabels_every_task_once(ls, backend, posts, labe
     wait_for(lambda: ls.projects.get(id=project.id).model_version == served, timeout=20,
              what="the project's model_version to follow the backend")
     assert [v for v in ls.views.list(project=project.id)
-            if (v.data or {}).get("title") == ls_client.REVIEW_TAB]
+            if (v.data or {}).get("title") == queue.REVIEW_TAB]
     hooks = [h for h in ls.webhooks.list(project=project.id) if h.url.startswith(backend.url)]
     assert hooks and all((h.headers or {}).get("Authorization") for h in hooks)

@@ -7,19 +7,21 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from backend import ls_client
-from backend.policy import QUEUE_BELOW
-from backend.taxonomy import parse_taxonomy
+from backend.domain import queue
+from backend.domain.queue import QUEUE_BELOW
+from backend.domain.taxonomy import parse_taxonomy
+from backend.labelstudio import client as ls_client
 
 pytestmark = pytest.mark.e2e
 
 
 def tab_tasks(ls, project: int) -> list:
     view = next(v for v in ls.views.list(project=project)
-                if (v.data or {}).get("title") == ls_client.REVIEW_TAB)
+                if (v.data or {}).get("title") == queue.REVIEW_TAB)
     return list(ls.tasks.list(project=project, view=view.id, fields="all"))
 
 
@@ -108,7 +110,7 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
 
     # The script gives the same queue, its disagreement summary, and an export.
     out = tmp_path / "queue.jsonl"
-    script = subprocess.run([sys.executable, "scripts/review_queue.py", "--project",
+    script = subprocess.run([str(Path(sys.executable).parent / "takemeter"), "queue", "--project",
                              str(project), "--backend-url", backend.url, "--export", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert script.returncode == 0, script.stderr

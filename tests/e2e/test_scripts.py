@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from backend import ls_client, prompt
-from backend.dataset import is_held_out, latest_annotation
-from backend.llm_cache import AnswerCache, CachedAnswer
-from backend.taxonomy import parse_taxonomy
+from backend.domain import queue
+from backend.domain.dataset import is_held_out, latest_annotation
+from backend.domain.taxonomy import parse_taxonomy
+from backend.labelstudio import client as ls_client
+from backend.llm import prompt
+from backend.llm.cache import AnswerCache, CachedAnswer
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +36,15 @@ EXPORT_COLUMNS = ["task_id", "ref_id", "split", "text", "annotation_id", "label"
                   "prelabel_source"]
 
 
+COMMANDS = {"setup_project": "setup", "export": "export", "evaluate": "evaluate",
+            "learning_curve": "learning-curve"}
+
+
 def run(script: str, *args: str, env: dict, expect: int | None = 0
         ) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *args],
+    """`takemeter <command>`, the installed command line."""
+    takemeter = Path(sys.executable).parent / "takemeter"
+    done = subprocess.run([str(takemeter), COMMANDS[script], *args],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if expect is not None:
         assert done.returncode == expect, (done.returncode, done.stdout[-3000:],
@@ -120,7 +128,7 @@ def test_setup_project_twice_is_idempotent(ls, setup_runs, sample, script_backen
     assert first["held_out"] == sum(t["data"]["split"] == "test" for t in tasks)
 
     tabs = [v for v in ls.views.list(project=project)
-            if (v.data or {}).get("title") == ls_client.REVIEW_TAB]
+            if (v.data or {}).get("title") == queue.REVIEW_TAB]
     assert [v.id for v in tabs] == [first["review_tab"]]
     assert [m.id for m in ls.ml.list(project=project)] == [first["backend_connection"]]
     hooks = [h for h in ls.webhooks.list(project=project) if h.url.startswith(
@@ -339,7 +347,7 @@ def test_learning_curve(env, trained, tmp_path):
 
 
 def test_wrong_settings_fail_with_one_line(env, trained, tmp_path):
-    from backend.stack import free_port
+    from takemeter.stack import free_port
 
     out = str(tmp_path / "out.jsonl")
     project = str(trained["project"])

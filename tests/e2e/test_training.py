@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from backend import ls_client
-from backend.dataset import is_held_out
-from backend.taxonomy import parse_taxonomy
+from backend.domain.dataset import is_held_out
+from backend.domain.taxonomy import parse_taxonomy
+from backend.labelstudio import client as ls_client
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import time
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from backend.stack import free_port
+from takemeter.stack import free_port
 
 
 class MisbehavingLLM:

@@ -36,7 +36,7 @@ def test_health_setup_and_versions(api, label_config):
 
 
 def test_predict_labels_within_the_taxonomy_even_for_an_injection(api, label_config):
-    from backend.taxonomy import parse_taxonomy
+    from backend.domain.taxonomy import parse_taxonomy
 
     taxonomy = parse_taxonomy(label_config)
     tasks = [{"id": 1, "data": {"text": ADVERSARIAL}},

@@ -22,7 +22,6 @@ def test_defaults():
     assert settings.basic_auth_user is None
     assert settings.basic_auth_pass is None
     assert settings.basic_auth is None
-    assert settings.webhook_token is None
     assert settings.llm_base_url is None
     assert settings.llm_api_key == "not-needed"
     assert settings.llm_model == "smollm2-135m-instruct"
@@ -119,14 +118,13 @@ def test_public_masks_secrets():
         "BASIC_AUTH_USER": "alice",
         "BASIC_AUTH_PASS": "s3cret",
         "LLM_API_KEY": "sk-abc",
-        "WEBHOOK_TOKEN": "hook-456",
         "PORT": "9191",
     })
     public = settings.public()
-    for key in ("label_studio_api_key", "basic_auth_pass", "llm_api_key", "webhook_token"):
+    for key in ("label_studio_api_key", "basic_auth_pass", "llm_api_key"):
         assert public[key] == "***"
     rendered = repr(public)
-    for secret in ("ls-token-123", "s3cret", "sk-abc", "hook-456"):
+    for secret in ("ls-token-123", "s3cret", "sk-abc"):
         assert secret not in rendered
     assert public["basic_auth_user"] == "alice"
     assert public["port"] == "9191"
@@ -135,6 +133,5 @@ def test_public_masks_secrets():
 
 def test_public_shows_unset_secrets_as_none():
     public = load_settings({}).public()
-    assert public["webhook_token"] == "None"
     assert public["basic_auth_pass"] == "None"
     assert public["llm_api_key"] == "***"  # the default "not-needed" is still masked

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from backend.classifier import Classifier
-from backend.registry import Registry
+from backend.model.classifier import Classifier
+from backend.model.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 RUNNER = """
 import sys, time
 from pathlib import Path
-from backend.registry import Registry
-from backend.trainer import TrainConfig, fine_tune
+from backend.model.registry import Registry
+from backend.model.trainer import TrainConfig, fine_tune
 model_dir, base = Path(sys.argv[1]), sys.argv[2]
 registry = Registry(model_dir, 1)
 texts = [f"post {i} about {'lows' if i % 2 else 'insulin prices'}" for i in range(40)]

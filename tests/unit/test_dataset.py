@@ -1,4 +1,4 @@
-"""Unit tests for backend.dataset: the held-out rule and examples from Label Studio tasks."""
+"""Unit tests for backend.domain.dataset: the held-out rule and examples from Label Studio tasks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset import Example, is_held_out, labeled_examples, latest_annotation, too_few
-from backend.taxonomy import parse_taxonomy
+from backend.domain.dataset import (
+    Example,
+    is_held_out,
+    labeled_examples,
+    latest_annotation,
+    too_few,
+)
+from backend.domain.taxonomy import parse_taxonomy
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 SS, HC, PE = "seeking_support", "health_claim", "personal_experience"

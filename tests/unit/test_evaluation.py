@@ -1,4 +1,4 @@
-"""Unit tests for backend.evaluation, checked against numbers worked out by hand."""
+"""Unit tests for takemeter.evaluation, checked against numbers worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from backend.evaluation import (
+from takemeter.evaluation import (
     accuracy,
     bootstrap_ci,
     cohen_kappa,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from backend.jobs import RESCORE, TRAIN, JobState, acquire_runner_lock
+from backend.training.jobs import RESCORE, TRAIN, JobState, acquire_runner_lock
 
 
 def test_requests_coalesce_into_one_pending_run(tmp_path):
@@ -45,7 +45,7 @@ def test_annotation_threshold_counts_then_resets_on_request(tmp_path):
 def test_a_runner_killed_mid_run_is_reported_and_frees_the_project(tmp_path):
     state = JobState(tmp_path)
     state.request(5, "Start Training")
-    code = (f"import time; from pathlib import Path; from backend.jobs import JobState, "
+    code = (f"import time; from pathlib import Path; from backend.training.jobs import JobState, "
             f"acquire_runner_lock; s = JobState(Path({str(tmp_path)!r})); "
             f"h = acquire_runner_lock(s, 5); s.take_pending(5, h); "
             f"s.set_status(5, state='running'); print('ready', flush=True); time.sleep(60)")
@@ -61,7 +61,7 @@ def test_a_runner_killed_mid_run_is_reported_and_frees_the_project(tmp_path):
 
 def test_concurrent_triggers_from_many_processes_lose_nothing(tmp_path):
     state = JobState(tmp_path)
-    code = (f"from pathlib import Path; from backend.jobs import JobState; "
+    code = (f"from pathlib import Path; from backend.training.jobs import JobState; "
             f"s = JobState(Path({str(tmp_path)!r})); "
             f"[s.count_annotation(6, threshold=1000) for _ in range(25)]")
     workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]

@@ -1,10 +1,10 @@
-"""Unit tests for backend.llm_cache: the SQLite answer cache and its usage counters."""
+"""Unit tests for backend.llm.cache: the SQLite answer cache and its usage counters."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend.llm_cache import COUNTERS, AnswerCache, CachedAnswer
+from backend.llm.cache import COUNTERS, AnswerCache, CachedAnswer
 
 
 @pytest.fixture

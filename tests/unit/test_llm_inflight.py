@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 
-from backend.llm import ZeroShotLabeler
-from backend.llm_cache import AnswerCache
-from backend.taxonomy import parse_taxonomy
+from backend.domain.taxonomy import parse_taxonomy
+from backend.llm.cache import AnswerCache
+from backend.llm.labeler import ZeroShotLabeler
 from tests.integration.llm_double import MisbehavingLLM
 
 

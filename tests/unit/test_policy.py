@@ -1,4 +1,4 @@
-"""Unit tests for backend.policy: which pre-label is shown and its review priority."""
+"""Unit tests for backend.domain.policy: which pre-label is shown and its review priority."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from backend.policy import QUEUE_BELOW, Decision, ModelOpinion, decide, model_opinion
+from backend.domain.policy import Decision, ModelOpinion, decide, model_opinion
+from backend.domain.queue import QUEUE_BELOW
 
 SS, HC, PE = "seeking_support", "health_claim", "personal_experience"
 

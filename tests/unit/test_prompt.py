@@ -1,4 +1,4 @@
-"""Unit tests for backend.prompt: the zero-shot prompt, its strict parser and confidence."""
+"""Unit tests for backend.llm.prompt: the zero-shot prompt, its strict parser and confidence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.prompt import (
+from backend.domain.taxonomy import parse_taxonomy
+from backend.llm.prompt import (
     TokenLogprob,
     build_messages,
     cache_key,
@@ -18,7 +19,6 @@ from backend.prompt import (
     response_format,
     system_prompt,
 )
-from backend.taxonomy import parse_taxonomy
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")

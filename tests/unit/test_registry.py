@@ -1,4 +1,4 @@
-"""Unit tests for backend.registry: versioned models on disk, crash-safe."""
+"""Unit tests for backend.model.registry: versioned models on disk, crash-safe."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.registry import META, Registry, write_json_atomic, write_text_atomic
+from backend.model.registry import META, Registry, write_json_atomic, write_text_atomic
 
 NAME = re.compile(r"^v(\d+)\.\d{8}T\d{6}$")
 
@@ -129,7 +129,7 @@ def test_incomplete_versions_ignored_with_one_warning_each(tmp_path, caplog):
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{}")
     (corrupt / META).write_text('{"version": "v3.2024')
-    with caplog.at_level(logging.WARNING, logger="backend.registry"):
+    with caplog.at_level(logging.WARNING, logger="backend.model.registry"):
         for _ in range(3):
             assert [m["version"] for m in registry.versions()] == [good]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -143,7 +143,7 @@ def test_serving_a_corrupt_version_is_none(tmp_path, caplog):
     name = _commit(registry, created=1.0)
     registry.promote(name)
     (registry.path(name) / META).write_text("not json {")
-    with caplog.at_level(logging.WARNING, logger="backend.registry"):
+    with caplog.at_level(logging.WARNING, logger="backend.model.registry"):
         assert registry.serving() is None
         assert registry.serving() is None
     assert len([r for r in caplog.records if name in r.getMessage()]) == 1

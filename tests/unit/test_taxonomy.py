@@ -1,4 +1,4 @@
-"""Unit tests for backend.taxonomy: reading the label set from a Label Studio config."""
+"""Unit tests for backend.domain.taxonomy: reading the label set from a Label Studio config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.taxonomy import Label, Taxonomy, TaxonomyError, parse_taxonomy
+from backend.domain.taxonomy import Label, Taxonomy, TaxonomyError, parse_taxonomy
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")

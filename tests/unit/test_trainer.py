@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from backend.classifier import Classifier
-from backend.trainer import TrainConfig, fine_tune, length_grouped_batches, split_validation
+from backend.model.classifier import Classifier
+from backend.model.trainer import TrainConfig, fine_tune, length_grouped_batches, split_validation
 
 
 def test_length_grouped_batches_cover_everything_once_and_group_lengths():

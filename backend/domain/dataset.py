@@ -1,0 +1,88 @@
+"""Training and held-out data from Label Studio tasks (an export or the API).
+
+Held-out rule, shared by the trainer and the scripts: a task whose data has
+`split` = "test" is held out and one with `split` = "train" is not; any other task is held
+out when sha256("takemeter:<task id>") mod 100 < HOLDOUT_PERCENT. The rule depends only on
+the task, so a task never moves between training and evaluation as a project grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from backend.domain.taxonomy import Taxonomy
+
+SPLIT_FIELD = "split"
+
+
+def is_held_out(task: dict, *, percent: int) -> bool:
+    split = str((task.get("data") or {}).get(SPLIT_FIELD, "")).strip().lower()
+    if split in ("test", "heldout", "held_out", "held-out"):
+        return True
+    if split == "train":
+        return False
+    digest = hashlib.sha256(f"takemeter:{task.get('id')}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < percent
+
+
+def task_text(task: object, field: str) -> str | None:
+    """The task's text in data[field], or None when it has no usable (non-blank) one."""
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return None
+    text = task["data"].get(field)
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def latest_annotation(task: dict) -> dict | None:
+    """The newest annotation that was not skipped (cancelled)."""
+    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not kept:
+        return None
+    return max(kept, key=lambda a: (_timestamp(a.get("updated_at") or a.get("created_at")),
+                                    a.get("id") or 0))
+
+
+def _timestamp(value: object) -> float:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Example:
+    task_id: int
+    text: str
+    label: str
+
+
+def labeled_examples(tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: int,
+                     held_out: bool = False) -> list[Example]:
+    """One example per annotated task from the training side (or, with held_out=True,
+    from the held-out side): the latest annotation wins, skipped ones are left out."""
+    examples = []
+    for task in tasks:
+        if is_held_out(task, percent=holdout_percent) != held_out:
+            continue
+        annotation = latest_annotation(task)
+        text = task_text(task, taxonomy.text_field)
+        if annotation is None or text is None:
+            continue
+        label = taxonomy.label_of(annotation.get("result") or [])
+        if label is not None:
+            examples.append(Example(int(task["id"]), text, label))
+    return examples
+
+
+def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> str | None:
+    """Why there are not enough examples to train, or None when there are."""
+    counts = Counter(e.label for e in examples)
+    short = {name: counts.get(name, 0) for name in labels if counts.get(name, 0) < minimum}
+    if not short:
+        return None
+    listed = ", ".join(f"{name}: {n}" for name, n in short.items())
+    return (f"needs at least {minimum} training annotations per label; have {listed} "
+            f"({len(examples)} training annotations in all)")

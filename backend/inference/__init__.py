@@ -1,0 +1,1 @@
+"""Predictions for tasks, and refreshing them in Label Studio after a promotion."""

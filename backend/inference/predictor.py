@@ -1,0 +1,109 @@
+"""Predictions for a batch of tasks: the LLM's and the serving model's opinions, combined
+by the pre-label policy into Label Studio results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from backend.config import Settings
+from backend.domain import policy
+from backend.domain.dataset import task_text
+from backend.domain.taxonomy import Taxonomy
+from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
+from backend.model.classifier import ServingModels
+from backend.model.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Opinions:
+    llm: LLMOpinion | None
+    model: policy.ModelOpinion | None
+    decision: policy.Decision | None
+
+
+class Predictor:
+    def __init__(self, settings: Settings, labeler: ZeroShotLabeler) -> None:
+        self.settings = settings
+        self.labeler = labeler
+        self.models = ServingModels()
+        self._registries: dict[int, Registry] = {}
+
+    def llm_version(self) -> str:
+        return f"zero-shot:{self.labeler.model}"
+
+    def registry(self, project: int) -> Registry:
+        """The project's registry, one per worker (its once-per-version warnings too)."""
+        registry = self._registries.get(project)
+        if registry is None:
+            if len(self._registries) >= 1000:  # bounded, whatever ids clients send
+                self._registries.clear()
+            registry = self._registries.setdefault(
+                project, Registry(self.settings.model_dir, project))
+        return registry
+
+    def model_version(self, project: int | None) -> str:
+        """What /setup and /predict report: the serving fine-tuned version, else the LLM."""
+        if project is not None:
+            serving = self.registry(project).serving()
+            if serving:
+                return serving
+        return self.llm_version()
+
+    def opinions(self, project: int | None, taxonomy: Taxonomy, texts: list[str], *,
+                 deadline: float | None = None, llm_only_cached: bool = False
+                 ) -> tuple[str, list[Opinions]]:
+        """Both opinions and the decision for each text, and the version they belong to."""
+        version = self.model_version(project)
+        classifier = None
+        if project is not None and version != self.llm_version():
+            try:
+                classifier = self.models.get(self.registry(project).path(version))
+            except Exception as exc:  # a broken version must not stop the LLM pre-labels
+                log.error("cannot load model %s (%s); serving LLM pre-labels", version, exc)
+                version = self.llm_version()
+        if llm_only_cached:
+            cached = self.labeler.cached(taxonomy, texts)
+            llm = [o or LLMOpinion(None, None, error="not cached") for o in cached]
+        else:
+            llm = self.labeler.label_many(taxonomy, texts, deadline=deadline, group=project)
+        models: list[policy.ModelOpinion | None] = [None] * len(texts)
+        prefer_model = False
+        if classifier is not None and classifier.labels == list(taxonomy.names):
+            probabilities = classifier.predict_proba(texts)
+            models = [policy.model_opinion(classifier.labels, row) for row in probabilities]
+            prefer_model = bool(classifier.meta.get("beats_llm", False))
+        elif classifier is not None:
+            log.warning("model %s was trained on labels %s, the config has %s; not used",
+                        version, classifier.labels, list(taxonomy.names))
+        out = []
+        for opinion, model in zip(llm, models, strict=True):
+            decision = policy.decide(opinion.label, opinion.confidence, model,
+                                     prefer_model=prefer_model)
+            out.append(Opinions(opinion, model, decision))
+        return version, out
+
+    def predict(self, project: int | None, taxonomy: Taxonomy, tasks: list) -> tuple[str, list]:
+        """Label Studio `results`: one entry per task, `[]` for a task with no pre-label
+        (Label Studio then stores nothing for it and asks again on the next retrieval)."""
+        started = time.monotonic()
+        texts = [task_text(task, taxonomy.text_field) for task in tasks]
+        usable = [i for i, text in enumerate(texts) if text is not None]
+        if len(usable) < len(tasks):
+            log.warning("%d of %d tasks have no text in data[%r]; they get no pre-label",
+                        len(tasks) - len(usable), len(tasks), taxonomy.text_field)
+        version, opinions = self.opinions(
+            project, taxonomy, [texts[i] for i in usable],
+            deadline=started + self.settings.predict_deadline)
+        results: list = [[] for _ in tasks]
+        for index, item in zip(usable, opinions, strict=True):
+            if item.decision is not None:
+                results[index] = {"result": taxonomy.result(item.decision.label),
+                                  "score": item.decision.score, "model_version": version}
+        labeled = sum(1 for r in results if r)
+        log.info("predict: %d tasks, %d pre-labeled, version %s, %.2f s", len(tasks), labeled,
+                 version, time.monotonic() - started)
+        return version, results

@@ -1,0 +1,1 @@
+"""Label Studio through label-studio-sdk: tasks, predictions, views, webhooks."""

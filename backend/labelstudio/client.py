@@ -1,0 +1,150 @@
+"""The Label Studio side, through label-studio-sdk: pull tasks, push predictions, keep the
+project's model version, webhook auth and review-queue tab right."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from backend.config import ConfigError, Settings
+from backend.domain import queue
+
+log = logging.getLogger(__name__)
+
+def connect(settings: Settings) -> LabelStudio:
+    if not settings.label_studio_url or not settings.label_studio_api_key:
+        raise ConfigError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to reach "
+                          "Label Studio")
+    return LabelStudio(base_url=settings.label_studio_url,
+                       api_key=settings.label_studio_api_key, timeout=120)
+
+
+def describe_error(exc: Exception) -> str:
+    """A one-line reason: the SDK's ApiError text carries every response header."""
+    if isinstance(exc, ApiError):
+        return f"Label Studio answered {exc.status_code}: {json.dumps(exc.body)[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def all_tasks(client: LabelStudio, project: int) -> list[dict]:
+    """Every task of the project with its annotations (a JSON export of all tasks)."""
+    chunks = client.projects.exports.download_sync(id=project, export_type="JSON",
+                                                   download_all_tasks=True)
+    return json.loads(b"".join(chunks))
+
+
+def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]]:
+    """The model versions of the predictions each task holds (exports list only ids)."""
+    found: dict[int, set[str]] = {}
+    for prediction in client.predictions.list(project=project):
+        found.setdefault(prediction.task, set()).add(prediction.model_version or "")
+    return found
+
+
+def set_model_version(client: LabelStudio, project: int, version: str, *,
+                      quiet: bool = False) -> bool:
+    """Score columns and filters in the Data Manager follow project.model_version.
+    Label Studio refuses a version that no prediction or live backend carries yet."""
+    try:
+        client.projects.update(id=project, model_version=version)
+        return True
+    except ApiError as exc:
+        report = log.debug if quiet else log.info
+        report("could not set project %d's model_version to %s yet: %s", project, version,
+               describe_error(exc))
+        return False
+
+
+def import_predictions(client: LabelStudio, project: int, predictions: list[dict]) -> None:
+    for start in range(0, len(predictions), 500):
+        client.projects.import_predictions(id=project, request=predictions[start:start + 500])
+
+
+def ensure_review_tab(client: LabelStudio, project: int) -> int:
+    """Create the review-queue tab, or put its filters back if someone changed them."""
+    data = queue.review_tab()
+    for view in client.views.list(project=project):
+        if (view.data or {}).get("title") == queue.REVIEW_TAB:
+            current = view.data or {}
+            if (current.get("filters") != data["filters"]
+                    or current.get("ordering") != data["ordering"]):
+                client.views.update(id=view.id, project=project, data={**current, **data})
+            return view.id
+    return client.views.create(project=project, data=data).id
+
+
+def ensure_webhook_auth(client: LabelStudio, project: int, backend_url: str,
+                        auth: tuple[str, str] | None) -> None:
+    """Label Studio's annotation webhooks do not carry the backend's basic auth by
+    themselves: give the Authorization header to the project's webhook that points at
+    this backend (exactly `backend_url` + "/webhook"), and to no other."""
+    if auth is None:
+        return
+    own = backend_url.rstrip("/") + "/webhook"
+    header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    for hook in client.webhooks.list(project=project):
+        if hook.url.rstrip("/") != own:
+            continue
+        if (hook.headers or {}).get("Authorization") != header:
+            client.webhooks.update(id=hook.id, url=hook.url,
+                                   headers={**(hook.headers or {}), "Authorization": header})
+
+
+def project_exists(client: LabelStudio, project: int) -> bool:
+    try:
+        client.projects.get(id=project)
+        return True
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return False
+        raise
+
+
+def ensure_project(client: LabelStudio, *, title: str, label_config: str,
+                   instructions: str = ""):
+    """The project with this title, created or brought up to date with the config."""
+    extra = {"expert_instruction": instructions, "show_instruction": True} if instructions else {}
+    for project in client.projects.list(title=title):
+        if project.title != title:
+            continue
+        if project.label_config != label_config or (
+                instructions and project.expert_instruction != instructions):
+            client.projects.update(id=project.id, label_config=label_config, **extra)
+        return client.projects.get(id=project.id)
+    return client.projects.create(title=title, label_config=label_config, **extra)
+
+
+def import_posts(client: LabelStudio, project: int, rows: list[dict], *,
+                 key_field: str = "ref_id") -> list[int]:
+    """Import task data rows, skipping those whose `key_field` is already in the project."""
+    present = {str((t.get("data") or {}).get(key_field)) for t in all_tasks(client, project)}
+    new = [row for row in rows if str(row.get(key_field)) not in present]
+    ids: list[int] = []
+    for start in range(0, len(new), 500):
+        response = client.projects.import_tasks(id=project, request=new[start:start + 500],
+                                                return_task_ids=True)
+        ids += list(response.task_ids or [])
+    return ids
+
+
+def connect_backend(client: LabelStudio, project: int, *, url: str, title: str,
+                    auth: tuple[str, str] | None = None) -> int:
+    """Connect the backend at `url` to the project once; return the connection id."""
+    for backend in client.ml.list(project=project):
+        if backend.url.rstrip("/") == url.rstrip("/"):
+            return backend.id
+    options: dict = {"project": project, "url": url, "title": title}
+    if auth:
+        options.update(auth_method="BASIC_AUTH", basic_auth_user=auth[0],
+                       basic_auth_pass=auth[1])
+    return client.ml.create(**options).id
+
+
+def retrieve_predictions(client: LabelStudio, project: int) -> None:
+    """What the Data Manager's "Retrieve Predictions" does, for all tasks."""
+    client.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})

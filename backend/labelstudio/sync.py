@@ -1,0 +1,67 @@
+"""Keep Label Studio's side of a project right: webhook auth, the review tab, and the
+project's model_version. Label Studio calls /setup before every prediction, so a change
+made there is picked up within seconds; the work runs in the background, at most every
+few seconds per project, one worker at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from backend.config import Settings
+from backend.inference.predictor import Predictor
+from backend.labelstudio import client as ls_client
+
+log = logging.getLogger(__name__)
+
+EVERY_SECONDS = 5.0
+
+
+class ProjectSync:
+    def __init__(self, settings: Settings, predictor: Predictor, *,
+                 connect: Callable[[], object] | None = None) -> None:
+        self.settings = settings
+        self.predictor = predictor
+        self.connect = connect or (lambda: ls_client.connect(settings))
+        self._last: dict[int, float] = {}
+        self._refused: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+
+    def soon(self, project: int, backend_url: str) -> bool:
+        """Start a sync of `project` in the background unless one ran lately. The
+        backend's credentials go only to webhooks at `backend_url` + "/webhook"."""
+        if not self.settings.label_studio_url:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(project, -EVERY_SECONDS * 12) < EVERY_SECONDS:
+                return False
+            self._last[project] = now
+        threading.Thread(target=self.run, args=(project, backend_url), daemon=True).start()
+        return True
+
+    def run(self, project: int, backend_url: str) -> None:
+        try:
+            # One worker at a time: check-then-create would otherwise make two tabs.
+            with open(self.predictor.registry(project).lock_file("sync"), "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                client = self.connect()
+                ls_client.ensure_webhook_auth(client, project, backend_url,
+                                              self.settings.basic_auth)
+                ls_client.ensure_review_tab(client, project)
+                version = self.predictor.model_version(project)
+                # Label Studio refuses a version no prediction carries yet: try again on
+                # later /setup calls, with one log line, not one each time.
+                if client.projects.get(id=project).model_version != version:
+                    key = (project, version)
+                    if not ls_client.set_model_version(client, project, version,
+                                                       quiet=key in self._refused):
+                        self._refused.add(key)
+        except Exception as exc:
+            with self._lock:
+                self._last.pop(project, None)
+            log.warning("could not update project %d in Label Studio: %s", project,
+                        ls_client.describe_error(exc))

@@ -1,0 +1,1 @@
+"""The zero-shot LLM: prompt, labeler, answer cache, embedded local server."""

@@ -1,0 +1,1 @@
+"""The fine-tuned classifier: training, serving, and the versions on disk."""

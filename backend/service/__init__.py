@@ -1,0 +1,1 @@
+"""The HTTP service: Label Studio ML protocol handlers, gunicorn settings, WSGI entry."""

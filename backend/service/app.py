@@ -1,0 +1,217 @@
+"""The HTTP layer: Label Studio 1.23's ML protocol on Flask, plus status endpoints.
+
+    GET  /health     liveness (Label Studio calls it before everything else; no auth)
+    POST /setup      {"project", "schema"} -> {"model_version"}
+    POST /predict    {"tasks", "label_config", "project"} -> {"results": [...]}
+    POST /webhook    START_TRAINING and ANNOTATION_* events -> training triggers
+    GET  /versions   the project's model versions
+    POST /versions/promote  {"project", "version"}: serve a kept or older version
+    GET  /training   the project's training status
+    GET  /queue      the review queue (JSON, or CSV of the queued tasks with ?format=csv,
+                     of every unlabeled task with &all=1)
+    GET  /metrics    LLM calls, cache hits and token usage
+
+Handlers only check the request and call the collaborators create_app is given.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from backend.config import Settings, load_settings
+from backend.domain import queue
+from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
+from backend.inference.predictor import Predictor
+from backend.labelstudio import client as ls_client
+from backend.labelstudio import protocol
+from backend.labelstudio.protocol import ProtocolError
+from backend.labelstudio.sync import ProjectSync
+from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.model.registry import InvalidName, check_version_name
+from backend.training.jobs import RESCORE, JobState, start_runner
+
+log = logging.getLogger(__name__)
+
+
+def _taxonomy(config: object):
+    try:
+        return parse_taxonomy(config)
+    except TaxonomyError as exc:
+        raise ProtocolError(400, f"unsupported label config: {exc}") from None
+
+
+def create_app(settings: Settings | None = None, *, predictor: Predictor | None = None,
+               jobs: JobState | None = None, sync: ProjectSync | None = None,
+               start_training: Callable[[int], object] | None = None,
+               project_exists: Callable[[int], bool] | None = None) -> Flask:
+    """The Flask app. Collaborators left out are built from `settings`: the predictor
+    (LLM labeler + serving models), the job state, the Label Studio sync, the runner
+    launcher and the project check (Label Studio's, when it is configured)."""
+    settings = settings or load_settings()
+    predictor = predictor or Predictor(settings, labeler_from_settings(settings))
+    jobs = jobs or JobState(settings.model_dir)
+    sync = sync or ProjectSync(settings, predictor)
+    start_training = start_training or (lambda project: start_runner(settings, jobs, project))
+    if project_exists is None:
+        def project_exists(project: int) -> bool:
+            if not settings.label_studio_url:
+                return True  # nothing to ask; the runner reports a missing project
+            try:
+                return ls_client.project_exists(ls_client.connect(settings), project)
+            except Exception as exc:  # Label Studio down: the runner retries and reports
+                log.warning("could not check project %d in Label Studio: %s", project,
+                            ls_client.describe_error(exc))
+                return True
+
+    app = Flask("takemeter")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    expected = settings.basic_auth
+
+    @app.before_request
+    def check_auth():
+        if expected is None or request.path == "/health":
+            return None
+        auth = request.authorization
+        given = (auth.username or "", auth.password or "") if auth else ("", "")
+        # Both compared in full and in constant time: no early exit on the user name.
+        user_ok = hmac.compare_digest(given[0].encode(), expected[0].encode())
+        pass_ok = hmac.compare_digest(given[1].encode(), expected[1].encode())
+        if auth is None or not (user_ok & pass_ok):
+            return Response(json.dumps({"error": "basic auth required"}), 401,
+                            {"WWW-Authenticate": 'Basic realm="takemeter"'},
+                            mimetype="application/json")
+        return None
+
+    @app.errorhandler(ProtocolError)
+    def protocol_error(exc: ProtocolError):
+        return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        return jsonify(error=f"the request body is larger than MAX_REQUEST_BYTES="
+                             f"{settings.max_request_bytes}"), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error=exc.description or exc.name), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error=f"internal error: {type(exc).__name__}"), 500
+
+    def body() -> dict:
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            raise ProtocolError(400, "the request body nests too deeply") from None
+        return protocol.body_object(data)
+
+    def query_project() -> int:
+        return protocol.required_project(request.args.get("project"))
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="UP", model_class="TakeMeter", llm=predictor.labeler.model,
+                       pid=os.getpid())
+
+    @app.post("/setup")
+    def setup():
+        data = body()
+        _taxonomy(data.get("schema"))
+        project = protocol.project_id(data.get("project"))
+        if project is not None:
+            sync.soon(project, settings.backend_url or request.url_root)
+        return jsonify(model_version=predictor.model_version(project))
+
+    @app.post("/predict")
+    def predict():
+        data = body()
+        tasks = protocol.predict_tasks(data, limit=settings.max_predict_tasks)
+        taxonomy = _taxonomy(data.get("label_config"))
+        version, results = predictor.predict(protocol.project_id(data.get("project")),
+                                             taxonomy, tasks)
+        return jsonify(results=results, model_version=version)
+
+    @app.post("/webhook")
+    def webhook():
+        data = body()
+        action = protocol.action(data)
+        if action != protocol.TRAINING_EVENT and action not in protocol.ANNOTATION_EVENTS:
+            return jsonify(status="ignored", action=action)
+        project = protocol.required_project(data.get("project"))
+        if action == protocol.TRAINING_EVENT:
+            reason = "Start Training"
+        elif not jobs.count_annotation(project, settings.train_after_annotations):
+            return jsonify(status="counted", action=action)
+        else:
+            reason = f"{settings.train_after_annotations} annotations"
+        if not project_exists(project):
+            raise ProtocolError(404, f"project {project} does not exist in Label Studio")
+        jobs.request(project, reason)
+        start_training(project)
+        return jsonify(status="training requested", action=action, project=project), 201
+
+    @app.get("/versions")
+    def versions():
+        # Label Studio asks with ?project=; older callers sent it in a JSON body.
+        data = request.get_json(silent=True) if request.is_json else None
+        given = request.args.get("project")
+        if given is None and isinstance(data, dict):
+            given = data.get("project")
+        project = protocol.required_project(given)
+        registry = predictor.registry(project)
+        found = registry.versions()
+        return jsonify(versions=[m["version"] for m in found],
+                       serving=predictor.model_version(project),
+                       details=[{k: m.get(k) for k in ("version", "created", "promoted",
+                                                       "validation", "data", "base_model")}
+                                for m in found])
+
+    @app.post("/versions/promote")
+    def promote():
+        """Serve a kept version (or roll back to an older one) and re-score."""
+        data = body()
+        project = protocol.required_project(data.get("project"))
+        try:
+            version = check_version_name(data.get("version"))
+        except InvalidName as exc:
+            raise ProtocolError(400, str(exc)) from None
+        registry = predictor.registry(project)
+        if registry.meta(version) is None:
+            raise ProtocolError(404, f"no complete model version {version} in project "
+                                     f"{project}")
+        registry.promote(version)
+        jobs.request(project, f"promoted {version} by hand", kind=RESCORE)
+        start_training(project)
+        return jsonify(project=project, serving=version)
+
+    @app.get("/training")
+    def training():
+        return jsonify(project=(project := query_project()), **jobs.status(project))
+
+    @app.get("/queue")
+    def review_queue():
+        project = query_project()
+        summary = predictor.registry(project).read_queue()
+        if summary is None:
+            raise ProtocolError(404, "no review queue yet: it is built after the first "
+                                     "promoted training run")
+        if request.args.get("format") != "csv":
+            return jsonify(summary)
+        rows = summary["rows"] if request.args.get("all") else [
+            r for r in summary["rows"] if r["in_queue"]]
+        return Response(queue.to_csv(rows), mimetype="text/csv")
+
+    @app.get("/metrics")
+    def metrics():
+        return jsonify(llm_model=predictor.labeler.model, **predictor.labeler.cache.usage())
+
+    return app

@@ -1,0 +1,78 @@
+"""gunicorn settings: `gunicorn -c python:backend.service.gunicorn_conf backend.service.wsgi:app`.
+
+Reads the same Settings as the app, so a wrong setting stops the start with its name.
+When no LLM_BASE_URL is set, the master starts the embedded llama.cpp server
+(backend.llm.local_server, a process of its own) before the workers fork, and the workers (and
+the training runners they start) use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from backend.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _exc:
+    sys.stderr.write(f"configuration error: {_exc}\n")
+    sys.exit(2)
+if (_problem := _settings.exposure_problem()) is not None:
+    sys.stderr.write(f"configuration error: {_problem}\n")
+    sys.exit(2)
+
+bind = _settings.bind
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "backend.service.worker.ReadTimeoutWorker"  # gthread with a read timeout
+limit_request_line = 8190
+limit_request_fields = 100
+# A bulk /predict answers by PREDICT_DEADLINE; leave room beyond it.
+timeout = int(_settings.predict_deadline) + 60
+graceful_timeout = 10
+loglevel = _settings.log_level.lower()
+accesslog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: "
+                                       "%(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "stream": "ext://sys.stderr"}},
+    "root": {"level": _settings.log_level, "handlers": ["console"]},
+    "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+}
+
+
+def on_starting(server) -> None:
+    if _settings.allow_unauthenticated and _settings.basic_auth is None:
+        logging.getLogger("gunicorn.error").warning(
+            "ALLOW_UNAUTHENTICATED is set: %s answers anyone without credentials",
+            _settings.bind)
+    if _settings.llm_base_url:
+        return
+    import subprocess
+
+    from backend.llm import local_server as local_llm
+
+    # Its own process, not the master: forked workers must not inherit llama.cpp's threads.
+    # Workers and training runners find it at settings.llm_endpoint.
+    port = _settings.local_llm_port
+    server.local_llm = subprocess.Popen([sys.executable, "-m", "backend.llm.local_server", "--port",
+                                         str(port)], stdin=subprocess.DEVNULL)
+    local_llm.wait_ready(f"http://127.0.0.1:{port}", timeout=120)
+    logging.getLogger("gunicorn.error").warning(
+        "LLM_BASE_URL is not set: serving the embedded %s on port %d. It is a tiny model "
+        "for trying the tool; set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL for real "
+        "pre-labels.", local_llm.MODEL_NAME, port)
+
+
+def on_exit(server) -> None:
+    process = getattr(server, "local_llm", None)
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            process.kill()

@@ -1,0 +1,1 @@
+"""Background training: triggers, coalescing, status, and the runner."""

@@ -1,0 +1,247 @@
+"""The training runner: `python -m backend.training.runner <project id>`.
+
+Started by jobs.start_runner in its own process. While runs are pending it works through
+four steps, each a function that takes its collaborators:
+  collect  pull the tasks from Label Studio, keep the training side's annotations;
+  fit      fine-tune into a staging folder;
+  judge    score the new version on its validation posts against the LLM and against
+           the serving version (policy.should_promote, policy.beats_llm);
+  publish  commit the version, promote it if judged so, re-score the unlabeled tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.config import ConfigError, Settings, load_settings
+from backend.domain import dataset, policy
+from backend.domain.taxonomy import Taxonomy, parse_taxonomy
+from backend.inference.predictor import Predictor
+from backend.inference.refresh import refresh_label_studio
+from backend.labelstudio import client as ls_client
+from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.model.trainer import TrainConfig, TrainResult, fine_tune
+from backend.training.jobs import TRAIN, JobState, acquire_runner_lock, start_waiting
+
+log = logging.getLogger("backend.training.runner")
+
+
+@dataclass(frozen=True)
+class Collected:
+    taxonomy: Taxonomy
+    tasks: list[dict]
+    examples: list[dataset.Example]
+    held_out_tasks: int
+    too_few: str | None  # why there is not enough to train, or None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    validation: dict
+    promote: bool
+    beats_llm: bool
+    reason: str | None  # why it is kept and not promoted
+
+
+def data_hash(examples: list[dataset.Example]) -> str:
+    payload = json.dumps(sorted((e.task_id, e.text, e.label) for e in examples))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def collect(client, project: int, settings: Settings) -> Collected:
+    taxonomy = parse_taxonomy(client.projects.get(id=project).label_config)
+    tasks = ls_client.all_tasks(client, project)
+    examples = dataset.labeled_examples(tasks, taxonomy,
+                                        holdout_percent=settings.holdout_percent)
+    held_out = sum(dataset.is_held_out(t, percent=settings.holdout_percent) for t in tasks)
+    short = dataset.too_few(examples, taxonomy.names, settings.train_min_per_label)
+    return Collected(taxonomy, tasks, examples, held_out, short)
+
+
+def fit(collected: Collected, settings: Settings, out_dir: Path,
+        progress: Callable[[dict], None]) -> TrainResult:
+    config = TrainConfig(base_model=settings.base_model, epochs=settings.train_epochs,
+                         learning_rate=settings.train_learning_rate,
+                         batch_size=settings.train_batch_size,
+                         max_length=settings.train_max_length, seed=settings.train_seed)
+    examples = collected.examples
+    return fine_tune([e.text for e in examples], [e.label for e in examples],
+                     label_names=list(collected.taxonomy.names), config=config,
+                     out_dir=out_dir, keys=[str(e.task_id) for e in examples],
+                     progress=progress)
+
+
+def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
+          project: int) -> Verdict:
+    """The new version against the LLM and against the serving version, both scored on
+    this run's validation posts (data grows between runs, so old figures do not compare)."""
+    from sklearn.metrics import f1_score
+
+    truth, texts = result.validation_labels, result.validation_texts
+    names = list(taxonomy.names)
+
+    def macro_f1(predicted: list[str | None]) -> float | None:
+        if not truth:
+            return None
+        return float(f1_score(truth, [p or "" for p in predicted], labels=names,
+                              average="macro", zero_division=0))
+
+    llm_labels = [o.label for o in predictor.labeler.label_many(taxonomy, texts)]
+    new_f1 = macro_f1(result.validation_predictions)
+    serving = predictor.registry(project).serving()
+    serving_f1 = None
+    if serving and texts:
+        _, old = predictor.opinions(project, taxonomy, texts, llm_only_cached=True)
+        serving_f1 = macro_f1([o.model.label if o.model else None for o in old])
+    model_accuracy = policy.accuracy(truth, result.validation_predictions)
+    llm_accuracy = policy.accuracy(truth, llm_labels)
+    promote = policy.should_promote(new_f1, serving_f1)
+    reason = None if promote else (f"kept, not promoted: validation macro-F1 {new_f1:.3f} is "
+                                   f"below the serving {serving}'s {serving_f1:.3f}")
+    return Verdict(
+        validation={"model_macro_f1": new_f1, "model_accuracy": model_accuracy,
+                    "llm_accuracy": llm_accuracy, "llm_macro_f1": macro_f1(llm_labels),
+                    "serving_version": serving, "serving_macro_f1": serving_f1},
+        promote=promote, beats_llm=policy.beats_llm(model_accuracy, llm_accuracy),
+        reason=reason)
+
+
+class Runner:
+    """Runs a project's pending work with the collaborators it is given."""
+
+    def __init__(self, settings: Settings, state: JobState, *, client,
+                 predictor: Predictor) -> None:
+        self.settings = settings
+        self.state = state
+        self.client = client
+        self.predictor = predictor
+
+    def train(self, project: int) -> None:
+        settings, state = self.settings, self.state
+        started = time.time()
+        state.set_status(project, state="running", phase="fetching annotations",
+                         started=started, reason=None, epoch=None, version=None,
+                         promoted=None)
+        collected = collect(self.client, project, settings)
+        if collected.too_few:
+            state.set_status(project, state="skipped", phase=None, reason=collected.too_few,
+                             held_out_tasks=collected.held_out_tasks, finished=time.time())
+            log.info("project %d: training skipped: %s", project, collected.too_few)
+            return
+
+        registry = self.predictor.registry(project)
+        registry.clean_staging()
+        name = registry.new_version_name()
+        staging = registry.staging_dir()
+
+        def progress(event: dict) -> None:
+            state.set_status(project, phase="training",
+                             **{k: v for k, v in event.items() if k != "phase"})
+            log.info("project %d: %s", project, event)
+
+        state.set_status(project, phase="training", n_examples=len(collected.examples))
+        try:
+            result = fit(collected, settings, staging, progress)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        state.set_status(project, phase="validating")
+        verdict = judge(result, collected.taxonomy, self.predictor, project)
+        meta = {
+            "created": time.time(), "labels": list(collected.taxonomy.names),
+            "base_model": settings.base_model, "max_length": settings.train_max_length,
+            "metrics": result.metrics,
+            "data": {"hash": data_hash(collected.examples),
+                     "n_examples": len(collected.examples),
+                     "held_out_tasks": collected.held_out_tasks},
+            "validation": verdict.validation, "beats_llm": verdict.beats_llm,
+            "timings": {"train_seconds": result.metrics["train_seconds"],
+                        "run_seconds": round(time.time() - started, 2)},
+            "promoted": verdict.promote,
+        }
+        self.publish(project, collected, staging, name, meta, verdict, started)
+
+    def publish(self, project: int, collected: Collected, staging: Path, name: str,
+                meta: dict, verdict: Verdict, started: float) -> None:
+        registry = self.predictor.registry(project)
+        registry.commit(staging, name, meta)
+        if not verdict.promote:
+            self.state.set_status(project, state="finished", phase=None, version=name,
+                                  promoted=False, reason=verdict.reason, finished=time.time())
+            log.info("project %d: %s %s", project, name, verdict.reason)
+            return
+        registry.promote(name)
+        log.info("project %d: promoted %s (validation macro-F1 %s, LLM accuracy %s)",
+                 project, name, verdict.validation["model_macro_f1"],
+                 verdict.validation["llm_accuracy"])
+        self.state.set_status(project, phase="re-scoring unlabeled tasks", version=name,
+                              promoted=True)
+        refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
+                             collected.tasks, name)
+        self.state.set_status(project, state="finished", phase=None, version=name,
+                              promoted=True, reason=None, finished=time.time(),
+                              seconds=round(time.time() - started, 2))
+
+    def rescore(self, project: int) -> None:
+        """After a promotion by hand: re-score under the version now serving."""
+        self.state.set_status(project, state="running", phase="re-scoring unlabeled tasks",
+                              started=time.time(), reason=None)
+        taxonomy = parse_taxonomy(self.client.projects.get(id=project).label_config)
+        version = self.predictor.model_version(project)
+        refresh_label_studio(self.client, self.predictor, project, taxonomy,
+                             ls_client.all_tasks(self.client, project), version)
+        self.state.set_status(project, state="finished", phase=None, version=version,
+                              promoted=True, finished=time.time())
+
+    def run_pending(self, project: int, handle) -> None:
+        """Work while runs are pending; the lock is released when none is left."""
+        while True:
+            time.sleep(self.settings.train_debounce)  # let a burst of annotations settle
+            pending = self.state.take_pending(project, handle)
+            if not pending:
+                return
+            try:
+                if pending & TRAIN:
+                    self.train(project)
+                else:
+                    self.rescore(project)
+            except Exception as exc:
+                log.exception("project %d: training failed", project)
+                self.state.set_status(project, state="failed", phase=None,
+                                      reason=ls_client.describe_error(exc),
+                                      finished=time.time())
+
+
+def main() -> int:
+    project = int(sys.argv[1])
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s train[%(process)d] %(message)s")
+    state = JobState(settings.model_dir)
+    handle = acquire_runner_lock(state, project)
+    if handle is None:
+        return 0  # another runner owns this project and will see the pending request
+    try:
+        client = ls_client.connect(settings)
+    except ConfigError as exc:
+        state.take_pending(project, handle)
+        state.set_status(project, state="failed", phase=None, reason=str(exc),
+                         finished=time.time())
+        return 2
+    runner = Runner(settings, state, client=client,
+                    predictor=Predictor(settings, labeler_from_settings(settings)))
+    runner.run_pending(project, handle)
+    start_waiting(settings, state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

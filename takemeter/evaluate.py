@@ -1,0 +1,184 @@
+"""Held-out evaluation: the fine-tuned model and the zero-shot LLM against human labels.
+
+Only held-out tasks count (backend.dataset.is_held_out, the rule the trainer uses to keep
+them out of training); the human label is each task's latest annotation that was not
+skipped. Systems:
+  - fine-tuned: the project's serving version in MODEL_DIR (or --version NAME);
+  - zero-shot: the LLM at LLM_BASE_URL and LLM_MODEL (answers come from the answer
+    cache the backend fills, LLM_CACHE, when present: re-running costs no LLM calls).
+Where held-out tasks carry annotations from several annotators, inter-annotator kappa
+is reported as the ceiling to compare the systems against.
+
+Writes the terminal report to stdout, and report.md, report.json and one confusion-matrix
+PNG per system to --out. Without any model version the LLM is evaluated alone (with a
+note), unless --require-model.
+
+Examples:
+  takemeter evaluate --project 3 --out out/eval
+  takemeter evaluate --from-file out/project-3.json --out out/eval-file
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+from backend.config import Settings
+from backend.domain.taxonomy import Taxonomy
+from backend.model.registry import Registry
+from takemeter import common as cli
+
+MODEL = "fine-tuned"
+LLM = "zero-shot"
+
+
+def annotator_pairs(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
+                    ) -> list[tuple[str, str]]:
+    """(label, label) for every two annotators of the same task (latest annotation of
+    each annotator, skipped ones left out)."""
+    pairs = []
+    for task in tasks:
+        if task.get("id") not in task_ids:
+            continue
+        by_user: dict[object, tuple[str, str]] = {}
+        for annotation in task.get("annotations") or []:
+            label = taxonomy.label_of(annotation.get("result") or [])
+            if annotation.get("was_cancelled") or label is None:
+                continue
+            user = annotation.get("completed_by")
+            user = user.get("id") if isinstance(user, dict) else user
+            stamp = str(annotation.get("updated_at") or annotation.get("created_at") or "")
+            if user not in by_user or stamp >= by_user[user][0]:
+                by_user[user] = (stamp, label)
+        labels = [label for _, label in by_user.values()]
+        pairs += list(itertools.combinations(labels, 2))
+    return pairs
+
+
+def model_predictions(settings: Settings, project: int | None, version: str | None,
+                      taxonomy: Taxonomy, texts: list[str], notes: list[str],
+                      *, require: bool) -> tuple[str | None, list[str | None] | None]:
+    """The fine-tuned version's labels, or None (with a note) when there is no model."""
+    registry = Registry(settings.model_dir, project) if project is not None else None
+    if registry is None:
+        version = None
+        reason = "the export names no single project, so no model registry applies"
+    elif version is not None:
+        if registry.meta(version) is None:
+            found = ", ".join(m["version"] for m in registry.versions()) or "none"
+            raise cli.CliError(f"model version {version!r} is not in {registry.root} "
+                               f"(versions: {found}; check --version and MODEL_DIR)")
+    else:
+        version = registry.serving()
+        reason = (f"no model version for project {project} in MODEL_DIR "
+                  f"({settings.model_dir}): train one first")
+    if registry is None or version is None:
+        if require:
+            raise cli.CliError(reason)
+        notes.append(f"{reason}; evaluating the zero-shot LLM alone")
+        return None, None
+
+    from backend.model.classifier import Classifier  # torch: imported only when needed
+
+    classifier = Classifier(registry.path(version))
+    probabilities = classifier.predict_proba(texts)
+    predicted = [classifier.labels[int(row.argmax())] for row in probabilities]
+    if not set(classifier.labels) <= set(taxonomy.names):
+        notes.append(f"model {version} was trained on labels {classifier.labels}, the config "
+                     f"has {list(taxonomy.names)}: its other labels count as no answer")
+    return version, [p if p in taxonomy.names else None for p in predicted]
+
+
+def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
+                    ) -> list[str | None] | None:
+    if not settings.llm_base_url:
+        notes.append(f"LLM_BASE_URL is not set: asking the backend's embedded LLM at "
+                     f"{settings.llm_endpoint}")
+    from backend.llm.labeler import from_settings
+
+    labeler = from_settings(settings)
+    try:
+        cached = sum(o is not None for o in labeler.cached(taxonomy, texts))
+        opinions = labeler.label_many(taxonomy, texts)
+    finally:
+        labeler.close()
+    notes.append(f"zero-shot LLM {settings.llm_model}: {cached} of {len(texts)} answers from "
+                 f"the cache")
+    errors = [o.error for o in opinions if o.label is None and o.error]
+    if errors and len(errors) == len(texts):
+        notes.append(f"the LLM answered none of the {len(texts)} posts (e.g. {errors[0]}); "
+                     f"check LLM_BASE_URL")
+    return [o.label for o in opinions]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.parser(__doc__)
+    cli.add_source_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("out/evaluation"),
+                        help="folder for report.md, report.json and PNGs "
+                             "(default: %(default)s)")
+    parser.add_argument("--version", help="evaluate this model version instead of the "
+                                          "serving one")
+    parser.add_argument("--require-model", action="store_true",
+                        help="fail when no model version exists (default: LLM alone)")
+    parser.add_argument("--no-llm", action="store_true", help="leave the LLM out")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples for the intervals (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = parser.parse_args(argv)
+    if args.resamples < 1:
+        raise cli.CliError("--resamples must be at least 1")
+
+    settings = cli.settings()
+    source = cli.load_source(args, settings)
+    taxonomy, percent = source.taxonomy, settings.holdout_percent
+    examples = cli.held_out_examples(source, percent)
+    texts = [e.text for e in examples]
+    y_true = [e.label for e in examples]
+    notes: list[str] = []
+
+    systems: dict[str, list[str | None]] = {}
+    version, predicted = model_predictions(settings, source.project, args.version, taxonomy,
+                                           texts, notes, require=args.require_model)
+    if predicted is not None:
+        systems[MODEL] = predicted
+    if not args.no_llm:
+        llm = llm_predictions(settings, taxonomy, texts, notes)
+        if llm is not None:
+            systems[LLM] = llm
+    if not systems:
+        raise cli.CliError("nothing to evaluate: no model version and no LLM (" +
+                           "; ".join(notes) + ")")
+
+    from takemeter import evaluation  # sklearn/scipy/matplotlib: after the cheap checks
+
+    pairs = annotator_pairs(source.tasks, taxonomy, {e.task_id for e in examples})
+    report = evaluation.compare_systems(y_true, systems, labels=list(taxonomy.names),
+                                        texts=texts, annotator_pairs=pairs or None,
+                                        seed=args.seed, n_resamples=args.resamples)
+    report["meta"] = {
+        "source": source.description, "project": source.project,
+        "model_version": version, "llm_model": settings.llm_model if LLM in systems else None,
+        "holdout_percent": percent, "notes": notes,
+    }
+    report["items"] = [{"task_id": e.task_id, "human": e.label,
+                        **{name: preds[i] for name, preds in systems.items()}}
+                       for i, e in enumerate(examples)]
+    title = f"Held-out evaluation: {source.description}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    markdown = evaluation.render_markdown(report, out_dir=args.out, title=title)
+    evaluation.write_json(report, args.out / "report.json")
+
+    described = {MODEL: f"model {version}", LLM: f"LLM {settings.llm_model}"}
+    print(f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems))
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    sys.stdout.write(evaluation.render_terminal(report))
+    print(f"\nwrote {markdown}, {args.out / 'report.json'} and confusion-matrix PNGs")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,141 @@
+"""Starting the local stack's processes: Label Studio, the local LLM, the backend.
+
+Shared by scripts/local_stack.py and the test fixtures, so both run the stack the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings Label Studio reads as LABEL_STUDIO_X, HEARTEX_X, then plain X: stray plain
+# ones in the environment would leak in.
+LEAKY = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG")
+
+
+@dataclass(frozen=True)
+class LabelStudioLogin:
+    url: str
+    email: str
+    password: str
+    token: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, *, timeout: float, process: subprocess.Popen | None = None,
+              headers: dict | None = None) -> None:
+    """Wait until `url` answers 200; fail early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process for {url} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                        timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+
+
+def start_label_studio(*, data_dir: Path, port: int, login: LabelStudioLogin,
+                       log_path: Path, ls_bin: Path | None = None,
+                       timeout: float = 240) -> subprocess.Popen:
+    """A headless Label Studio with SQLite, a known user and a legacy API token."""
+    ls_bin = ls_bin or ROOT / ".venv-ls" / "bin" / "label-studio"
+    if not ls_bin.exists():
+        raise FileNotFoundError(f"{ls_bin} is missing: run `make install`")
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY}
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_USERNAME": login.email,
+        "LABEL_STUDIO_PASSWORD": login.password,
+        "LABEL_STUDIO_USER_TOKEN": login.token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback
+        "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to loopback are never sent
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
+    })
+    process = _spawn([str(ls_bin), "start", "--no-browser", "--internal-host", "127.0.0.1",
+                      "--port", str(port)], env, log_path)
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout, process=process)
+    return process
+
+
+def start_local_llm(*, port: int, log_path: Path, parallel: int = 4) -> subprocess.Popen:
+    process = _spawn([sys.executable, "-m", "backend.llm.local_server", "--port", str(port),
+                      "--parallel", str(parallel)], dict(os.environ), log_path)
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=120, process=process)
+    return process
+
+
+def start_backend(*, env: dict[str, str], port: int, log_path: Path,
+                  timeout: float = 120) -> subprocess.Popen:
+    """The backend under gunicorn, as in production."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    full_env = {**os.environ, **env, "PORT": str(port), "BIND": f"127.0.0.1:{port}"}
+    process = _spawn([str(gunicorn), "-c", "python:backend.service.gunicorn_conf",
+                      "backend.service.wsgi:app"],
+                     full_env, log_path)
+    headers = {}
+    if env.get("BASIC_AUTH_USER"):
+        import base64
+
+        token = base64.b64encode(f"{env['BASIC_AUTH_USER']}:{env['BASIC_AUTH_PASS']}".encode())
+        headers["Authorization"] = "Basic " + token.decode()
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout, process=process,
+              headers=headers)
+    return process
+
+
+@contextlib.contextmanager
+def running() -> Iterator[list[subprocess.Popen]]:
+    """A list to put started processes in; all are stopped, newest first, on leaving."""
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            stop(process)
+
+
+def stop(process: subprocess.Popen | None, *, timeout: float = 15) -> None:
+    """Stop a process started here, with everything it started."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
