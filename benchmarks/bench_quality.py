@@ -53,10 +53,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.model import hardware
-from backend.model.hardware import autocast_dtype
+from backend.model import runtime
+from backend.model.runtime import autocast_dtype
 from backend.model.trainer import TrainConfig, fine_tune, predict_ids
-from takemeter.offline_data import bbc_stories
+from takemeter.offline_data import bbc_stories, short_text
 from takemeter.offline_models import minilm_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,14 +67,14 @@ log = logging.getLogger("bench_quality")
 def load_stories() -> tuple[list[str], list[str], list[str]]:
     """(keys, texts, topics) of the distinct stories; a text is headline + story."""
     stories = bbc_stories()
-    return ([s.key for s in stories], [f"{s.headline}. " + " ".join(s.sentences)
-                                       for s in stories], [s.topic for s in stories])
+    return ([s.key for s in stories], [short_text(s, None) for s in stories],
+            [s.topic for s in stories])
 
 
 def evaluate(model_dir: Path, texts: list[str], *, max_length: int, batch_size: int
              ) -> tuple[list[str], float]:
     """Labels predicted by the saved model, and the seconds it took."""
-    device = hardware.device()
+    device = runtime.device()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
     started = time.monotonic()
@@ -135,7 +135,7 @@ def main() -> None:
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          max_length=args.max_length, seed=args.seed,
                          patience=args.patience)
-    device = hardware.device().type
+    device = runtime.device().type
     load_before = os.getloadavg()
 
     def progress(event: dict) -> None:

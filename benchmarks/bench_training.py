@@ -72,10 +72,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from backend.model import hardware
+from backend.model import runtime
 from backend.model import trainer as trainer_module
 from backend.model.trainer import TrainConfig, fine_tune, length_grouped_batches
-from takemeter.offline_data import bbc_stories
+from takemeter.offline_data import bbc_posts
 from takemeter.offline_models import build_distilbert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,13 +89,10 @@ TRAINER_BATCH_SIZE = 8  # TrainingArguments' default per_device_train_batch_size
 
 def load_posts(n: int, seed: int) -> tuple[list[str], list[str]]:
     """`n` short posts (the first 1-3 sentences of distinct stories) and their topics."""
-    stories = bbc_stories()
-    if n > len(stories):
-        raise SystemExit(f"--examples {n}: only {len(stories)} distinct stories available")
-    rng = random.Random(seed)
-    picked = rng.sample(stories, n)
-    texts = [" ".join(s.sentences[:rng.randint(1, 3)]) for s in picked]
-    return texts, [s.topic for s in picked]
+    try:
+        return bbc_posts(n, seed=seed, headline=False)
+    except ValueError as exc:
+        raise SystemExit(f"--examples {n}: {exc}") from None
 
 
 # ---------------------------------------------------------------- the two sides
@@ -291,7 +288,7 @@ def main() -> None:
         raise SystemExit("transformers' Trainer needs the `accelerate` package (>=1.1.0), "
                          "which this environment lacks")
 
-    device = hardware.device().type
+    device = runtime.device().type
     model_dir = build_distilbert(args.model_dir, tiny=False)
     load_before = os.getloadavg()
     texts, labels = load_posts(args.examples, args.seed)

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from backend.config import Settings
+from backend.domain.dataset import latest_per_annotator
 from backend.domain.taxonomy import Taxonomy
 from backend.model.registry import Registry
 from takemeter import common as cli
@@ -41,18 +42,9 @@ def annotator_pairs(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
     for task in tasks:
         if task.get("id") not in task_ids:
             continue
-        by_user: dict[object, tuple[str, str]] = {}
-        for annotation in task.get("annotations") or []:
-            label = taxonomy.label_of(annotation.get("result") or [])
-            if annotation.get("was_cancelled") or label is None:
-                continue
-            user = annotation.get("completed_by")
-            user = user.get("id") if isinstance(user, dict) else user
-            stamp = str(annotation.get("updated_at") or annotation.get("created_at") or "")
-            if user not in by_user or stamp >= by_user[user][0]:
-                by_user[user] = (stamp, label)
-        labels = [label for _, label in by_user.values()]
-        pairs += list(itertools.combinations(labels, 2))
+        labels = [taxonomy.label_of(a.get("result") or [])
+                  for a in latest_per_annotator(task).values()]
+        pairs += list(itertools.combinations([x for x in labels if x is not None], 2))
     return pairs
 
 

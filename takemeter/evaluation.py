@@ -23,6 +23,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from backend.domain import policy
 from backend.files import write_text_atomic
 
 __all__ = [
@@ -112,9 +113,8 @@ def _is_right(t: str, p: Prediction) -> bool:
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[Prediction]) -> float:
     """Share of posts where the prediction equals the human label (None is wrong)."""
-    n = _check_same_length(y_true=y_true, y_pred=y_pred)
-    _check_nonempty(n)
-    return sum(_is_right(t, p) for t, p in zip(y_true, y_pred, strict=True)) / n
+    _check_nonempty(_check_same_length(y_true=y_true, y_pred=y_pred))
+    return policy.accuracy(list(y_true), list(y_pred))
 
 
 def _f1_per_label(

@@ -27,14 +27,13 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from tqdm import tqdm
 
-from backend.domain.dataset import is_held_out, latest_annotation
+from backend.domain.dataset import annotation_order, is_held_out, latest_annotation
 from backend.domain.taxonomy import Taxonomy
 from takemeter import common as cli
 
@@ -43,23 +42,14 @@ COLUMNS = ["task_id", "ref_id", "split", "text", "annotation_id", "label", "stat
            "prelabel_label", "prelabel_score", "prelabel_model_version", "prelabel_source"]
 
 
-def _when(annotation: dict) -> tuple[float, int]:
-    value = annotation.get("updated_at") or annotation.get("created_at")
-    try:
-        stamp = datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        stamp = 0.0
-    return stamp, annotation.get("id") or 0
-
-
 def chosen_annotations(task: dict, *, every: bool) -> list[dict]:
     """The annotations that get a row: all of them, or the one the trainer would use
     (falling back to the latest skipped one, so skipped tasks still show up)."""
     annotations = list(task.get("annotations") or [])
     if every or not annotations:
-        return sorted(annotations, key=_when)
+        return sorted(annotations, key=annotation_order)
     latest = latest_annotation(task)
-    return [latest if latest is not None else max(annotations, key=_when)]
+    return [latest if latest is not None else max(annotations, key=annotation_order)]
 
 
 def annotator_names(client: LabelStudio | None) -> dict[int, str]:

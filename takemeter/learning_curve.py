@@ -16,7 +16,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -62,6 +61,7 @@ def train_and_score(subset: list[Example], test: list[Example], labels: list[str
                     config: TrainConfig, bar: tqdm) -> dict:
     """Fine-tune on `subset` in a temporary folder; score it on the held-out examples."""
     from backend.model.classifier import Classifier
+    from backend.model.registry import write_meta
     from backend.model.trainer import fine_tune
     from takemeter import evaluation
 
@@ -72,10 +72,9 @@ def train_and_score(subset: list[Example], test: list[Example], labels: list[str
         result = fine_tune([e.text for e in subset], [e.label for e in subset],
                            label_names=labels, config=config, out_dir=Path(folder),
                            keys=[str(e.task_id) for e in subset], progress=progress)
-        # Classifier reads meta.json, as for a registry version.
-        (Path(folder) / "meta.json").write_text(json.dumps(
-            {"version": f"curve-{len(subset)}", "labels": labels,
-             "max_length": config.max_length}))
+        # Classifier reads a version's metadata, as for a registry version.
+        write_meta(Path(folder), {"version": f"curve-{len(subset)}", "labels": labels,
+                                  "max_length": config.max_length})
         probabilities = Classifier(Path(folder)).predict_proba([e.text for e in test])
     truth = [e.label for e in test]
     predicted = [labels[int(row.argmax())] for row in probabilities]

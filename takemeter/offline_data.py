@@ -69,12 +69,15 @@ def bbc_stories() -> list[Story]:
     return stories
 
 
-def short_text(story: Story, sentences: int) -> str:
-    """The headline and the story's first `sentences` sentences."""
-    return f"{story.headline}. " + " ".join(story.sentences[:sentences])
+def short_text(story: Story, sentences: int | None, *, headline: bool = True) -> str:
+    """The headline (unless headline=False) and the story's first `sentences` sentences
+    (all of them for None)."""
+    body = " ".join(story.sentences[:sentences])
+    return f"{story.headline}. {body}" if headline else body
 
 
-def bbc_posts(n: int, *, seed: int, max_sentences: int = 3) -> tuple[list[str], list[str]]:
+def bbc_posts(n: int, *, seed: int, max_sentences: int = 3, headline: bool = True
+              ) -> tuple[list[str], list[str]]:
     """`n` short texts (headline and the first 1..max_sentences sentences of distinct
     stories, so lengths vary like forum posts) and their topics."""
     stories = bbc_stories()
@@ -82,5 +85,5 @@ def bbc_posts(n: int, *, seed: int, max_sentences: int = 3) -> tuple[list[str], 
         raise ValueError(f"only {len(stories)} distinct stories, {n} asked for")
     rng = random.Random(seed)
     picked = rng.sample(stories, n)
-    texts = [short_text(s, rng.randint(1, max_sentences)) for s in picked]
+    texts = [short_text(s, rng.randint(1, max_sentences), headline=headline) for s in picked]
     return texts, [s.topic for s in picked]

@@ -36,20 +36,31 @@ def task_text(task: object, field: str) -> str | None:
     return text if isinstance(text, str) and text.strip() else None
 
 
+def annotation_order(annotation: dict) -> tuple[float, int]:
+    """Sort key, oldest first: last change (updated, else created), then id."""
+    value = annotation.get("updated_at") or annotation.get("created_at")
+    try:
+        stamp = datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        stamp = 0.0
+    return stamp, annotation.get("id") or 0
+
+
 def latest_annotation(task: dict) -> dict | None:
     """The newest annotation that was not skipped (cancelled)."""
     kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    if not kept:
-        return None
-    return max(kept, key=lambda a: (_timestamp(a.get("updated_at") or a.get("created_at")),
-                                    a.get("id") or 0))
+    return max(kept, key=annotation_order) if kept else None
 
 
-def _timestamp(value: object) -> float:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return 0.0
+def latest_per_annotator(task: dict) -> dict[object, dict]:
+    """Each annotator's newest annotation that was not skipped, by user id."""
+    latest: dict[object, dict] = {}
+    for annotation in sorted(task.get("annotations") or [], key=annotation_order):
+        if annotation.get("was_cancelled"):
+            continue
+        user = annotation.get("completed_by")
+        latest[user.get("id") if isinstance(user, dict) else user] = annotation
+    return latest
 
 
 @dataclass(frozen=True)

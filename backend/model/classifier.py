@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.model.hardware import device
 from backend.model.registry import read_meta
+from backend.model.runtime import clip, device
 
 
 class Classifier:
@@ -29,6 +29,7 @@ class Classifier:
     def predict_proba(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """Class probabilities, rows in input order, columns in `self.labels` order."""
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        texts = clip(texts, self.max_length)
         # Sorting by length keeps padding small inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock, torch.inference_mode():

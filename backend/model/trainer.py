@@ -23,8 +23,8 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.model import hardware
-from backend.model.hardware import autocast_dtype
+from backend.model import runtime
+from backend.model.runtime import autocast_dtype
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
     started = time.monotonic()
     report = progress or (lambda _event: None)
     seed_everything(config.seed)
-    device = hardware.device()
+    device = runtime.device()
     label_id = {name: i for i, name in enumerate(label_names)}
     y = [label_id[label] for label in labels]
 
@@ -127,7 +127,8 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         id2label=dict(enumerate(label_names)), label2id=label_id,
         ignore_mismatched_sizes=True).to(device)
     pad_id = tokenizer.pad_token_id or 0
-    encoded = tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"]
+    encoded = tokenizer(runtime.clip(texts, config.max_length), truncation=True,
+                        max_length=config.max_length)["input_ids"]
 
     train_idx, val_idx = split_validation(keys or texts, share=config.validation_share)
     counts = Counter(y[i] for i in train_idx)

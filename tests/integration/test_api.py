@@ -95,15 +95,21 @@ def test_setup_and_webhook_reject_bad_input(api):
     assert api.get("/training").status_code == 400
 
 
-def test_basic_auth_guards_every_endpoint(start_backend, label_config):
+def test_basic_auth_guards_every_endpoint_but_health(start_backend, label_config):
     guarded = start_backend(auth=("user", "pass"))
-    for method, path in [("get", "/health"), ("post", "/setup"), ("post", "/predict"),
-                         ("post", "/webhook"), ("get", "/versions"), ("get", "/metrics")]:
+    endpoints = [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"),
+                 ("get", "/versions"), ("post", "/versions/promote"), ("get", "/training"),
+                 ("get", "/queue"), ("get", "/metrics")]
+    for method, path in endpoints:
         response = getattr(requests, method)(guarded.url + path, timeout=30)
         assert response.status_code == 401, path
-    wrong = requests.get(guarded.url + "/health", auth=("user", "nope"), timeout=30)
-    assert wrong.status_code == 401
+        for wrong in [("user", "nope"), ("nope", "pass"), ("", "")]:
+            response = getattr(requests, method)(guarded.url + path, auth=wrong, timeout=30)
+            assert response.status_code == 401, (path, wrong)
+    # Liveness stays open: Label Studio and load balancers probe it; it reveals no data.
+    assert requests.get(guarded.url + "/health", timeout=30).status_code == 200
     assert guarded.get("/health").status_code == 200
+    assert guarded.get("/metrics").status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["garbage", "error", "slow", "down"])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
 
 from backend.model.classifier import Classifier
+from backend.model.registry import write_meta
 from backend.model.trainer import TrainConfig, fine_tune, length_grouped_batches, split_validation
 
 
@@ -54,8 +54,8 @@ def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
     assert metrics["val_accuracy"] >= 0.9
     assert metrics["device"] == "cpu" and metrics["samples_per_second"] > 0
     assert len(result.validation_predictions) == metrics["n_validation"]
-    (tmp_path / "meta.json").write_text(json.dumps({
-        "version": "v1", "labels": ["seeking_support", "health_claim"], "max_length": 32}))
+    write_meta(tmp_path, {"version": "v1", "labels": ["seeking_support", "health_claim"],
+                          "max_length": 32})
     probabilities = Classifier(tmp_path).predict_proba(
         ["has anyone else had lows after running 99 miles?",
          "cinnamon cures diabetes for everyone, trust me 99"])
