@@ -134,7 +134,7 @@ def main() -> None:
     config = TrainConfig(base_model=str(minilm_path()), epochs=args.epochs,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          max_length=args.max_length, seed=args.seed,
-                         patience=args.patience)
+                         patience=args.patience, judge_share=0.0)
     device = runtime.device().type
     load_before = os.getloadavg()
 

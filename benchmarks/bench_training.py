@@ -153,7 +153,8 @@ def run_ours(texts: list[str], labels: list[str], names: list[str], *, model_dir
              epochs: int, batch_size: int, max_length: int, seed: int) -> Timed:
     config = TrainConfig(base_model=str(model_dir), epochs=epochs, batch_size=batch_size,
                          max_length=max_length, seed=seed,
-                         validation_share=0.0,  # train on every example, as the Trainer does
+                         # train on every example, as the Trainer does
+                         validation_share=0.0, judge_share=0.0,
                          patience=epochs)  # never stop early: same epochs as the Trainer
     cpu = CpuClock()
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out, epoch_starts(cpu):

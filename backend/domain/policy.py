@@ -12,15 +12,28 @@ Priority, stored as the prediction score (lower = review first):
 - they disagree: 0.5 * certainty, so every disagreement sorts before every agreement.
 An unknown LLM confidence (no logprobs) leaves the model's margin alone as certainty.
 
-Promotion (`should_promote`): a new version serves when its validation macro-F1 is no
-worse than the serving version's on the same posts (or when either is unknown).
+Promotion and the switch from the LLM's label to the model's (`compare`): decided on the
+judge posts of the new version's run (never trained on, never used to pick the epoch), by
+a paired comparison of who is right on each post:
+- "better": the new version is right where the other is wrong significantly more often
+  than the reverse (exact one-sided McNemar, p < ALPHA);
+- "worse": the reverse;
+- "no worse": not worse by more than MARGIN (accuracy points) at 95% confidence: the
+  share of posts it gets right and the other wrong, minus the exact (Clopper-Pearson)
+  upper bound of the share it gets wrong and the other right, is at least -MARGIN;
+- "not enough evidence": none of these; too few or too mixed judge posts.
+A version is promoted when there is no serving version, or when it is "better" or "no
+worse" than the serving one. Annotators see the model's label instead of the LLM's only
+when the model is "better" than the LLM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -74,11 +87,59 @@ def accuracy(truth: list[str], predicted: list[str | None]) -> float | None:
     return sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth)
 
 
-def beats_llm(model_accuracy: float | None, llm_accuracy: float | None) -> bool:
-    """Whether the model's label replaces the LLM's as the pre-label."""
-    return (model_accuracy is not None and llm_accuracy is not None
-            and model_accuracy > llm_accuracy)
+ALPHA = 0.05
+MARGIN = 0.05
 
 
-def should_promote(new_macro_f1: float | None, serving_macro_f1: float | None) -> bool:
-    return serving_macro_f1 is None or new_macro_f1 is None or new_macro_f1 >= serving_macro_f1
+@dataclass(frozen=True)
+class Comparison:
+    verdict: str  # "better", "no worse", "worse" or "not enough evidence"
+    n: int  # judge posts
+    new_only: int  # posts the new system gets right and the other wrong
+    other_only: int  # the reverse
+    p_better: float  # exact one-sided McNemar p-value for "new is better"
+    lower_bound: float  # 95% lower bound of (new accuracy - other accuracy)
+
+    def describe(self, other: str) -> str:
+        relation = ("compared with" if self.verdict == "not enough evidence" else "than")
+        return (f"{self.verdict} {relation} {other} on {self.n} judge posts (right where "
+                f"{other} was wrong: {self.new_only}, the reverse: {self.other_only}; "
+                f"p = {self.p_better:.3g}; accuracy difference >= "
+                f"{self.lower_bound:+.3f} at 95%)")
+
+
+def compare(truth: Sequence[str], new: Sequence[str | None], other: Sequence[str | None],
+            *, alpha: float = ALPHA, margin: float = MARGIN) -> Comparison:
+    """The paired verdict on the same posts (see the module docstring)."""
+    n = len(truth)
+    new_only = sum(t == a and t != b for t, a, b in zip(truth, new, other, strict=True))
+    other_only = sum(t != a and t == b for t, a, b in zip(truth, new, other, strict=True))
+    discordant = new_only + other_only
+    p_better = (stats.binomtest(new_only, discordant, 0.5, alternative="greater").pvalue
+                if discordant else 1.0)
+    p_worse = (stats.binomtest(other_only, discordant, 0.5, alternative="greater").pvalue
+               if discordant else 1.0)
+    # One-sided 95% bound: a two-sided 90% Clopper-Pearson interval's upper end.
+    upper_other = (stats.binomtest(other_only, n).proportion_ci(0.90, "exact").high
+                   if n else 1.0)
+    lower_bound = new_only / n - upper_other if n else -1.0
+    if p_better < alpha:
+        verdict = "better"
+    elif p_worse < alpha:
+        verdict = "worse"
+    elif lower_bound >= -margin:
+        verdict = "no worse"
+    else:
+        verdict = "not enough evidence"
+    return Comparison(verdict, n, new_only, other_only, float(p_better),
+                      round(float(lower_bound), 4))
+
+
+def should_promote(against_serving: Comparison | None) -> bool:
+    """Promote when nothing serves yet, or when the new version is better or no worse."""
+    return against_serving is None or against_serving.verdict in ("better", "no worse")
+
+
+def beats_llm(against_llm: Comparison | None) -> bool:
+    """Whether annotators see the model's label instead of the LLM's."""
+    return against_llm is not None and against_llm.verdict == "better"

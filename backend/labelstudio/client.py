@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import dataclass
 
+import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -15,19 +17,80 @@ from backend.domain import queue
 
 log = logging.getLogger(__name__)
 
-def connect(settings: Settings) -> LabelStudio:
+# Why Label Studio refuses a token: the same words at the backend's start and in the CLI.
+REJECTED_WHY = ("it is wrong, expired or revoked, or a legacy token while the organization "
+                "has legacy tokens disabled (use a personal access token)")
+
+
+def connect(settings: Settings, *, timeout: float = 120) -> LabelStudio:
+    """An SDK client. LABEL_STUDIO_API_KEY may be a personal access token (a JWT refresh
+    token, which the SDK exchanges for access tokens itself) or a legacy token."""
     if not settings.label_studio_url or not settings.label_studio_api_key:
         raise ConfigError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to reach "
                           "Label Studio")
-    return LabelStudio(base_url=settings.label_studio_url,
-                       api_key=settings.label_studio_api_key, timeout=120)
+    try:
+        return LabelStudio(base_url=settings.label_studio_url,
+                           api_key=settings.label_studio_api_key, timeout=timeout)
+    except ApiError as exc:  # the SDK refuses an expired personal access token itself
+        raise ConfigError(f"LABEL_STUDIO_API_KEY was rejected before asking Label Studio "
+                          f"({_detail(exc)}): create a new personal access token") from None
+
+
+def _detail(exc: ApiError) -> str:
+    body = exc.body
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return " ".join(str(detail or json.dumps(body, default=str)).split())[:200]
 
 
 def describe_error(exc: Exception) -> str:
     """A one-line reason: the SDK's ApiError text carries every response header."""
     if isinstance(exc, ApiError):
-        return f"Label Studio answered {exc.status_code}: {json.dumps(exc.body)[:300]}"
+        hint = " (check LABEL_STUDIO_API_KEY)" if exc.status_code in (401, 403) else ""
+        return f"Label Studio answered {exc.status_code}: {json.dumps(exc.body)[:300]}{hint}"
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+@dataclass(frozen=True)
+class AccessProblem:
+    """Why Label Studio cannot be used as configured, in one line, and which setting to
+    check: LABEL_STUDIO_API_KEY (refused) or LABEL_STUDIO_URL (unreachable, not Label
+    Studio)."""
+
+    setting: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def check_access(settings: Settings, *, client: LabelStudio | None = None,
+                 timeout: float = 10) -> AccessProblem | None:
+    """One cheap call (users.whoami, no retries); None when the URL and token work."""
+    url = settings.label_studio_url
+
+    def not_label_studio(why: str) -> AccessProblem:
+        return AccessProblem("LABEL_STUDIO_URL", f"{url} did not answer like Label Studio "
+                                                 f"({why}): check LABEL_STUDIO_URL")
+
+    try:
+        client = client or connect(settings, timeout=timeout)
+        client.users.whoami(request_options={"max_retries": 0})
+    except ConfigError as exc:
+        setting = "LABEL_STUDIO_URL" if not url else "LABEL_STUDIO_API_KEY"
+        return AccessProblem(setting, str(exc))
+    except httpx.HTTPError as exc:
+        return AccessProblem("LABEL_STUDIO_URL", f"cannot reach Label Studio at {url} "
+                                                 f"({type(exc).__name__}): check "
+                                                 f"LABEL_STUDIO_URL")
+    except ApiError as exc:
+        if exc.status_code in (401, 403):
+            return AccessProblem("LABEL_STUDIO_API_KEY", (
+                f"Label Studio at {url} rejected LABEL_STUDIO_API_KEY ({exc.status_code}: "
+                f"{_detail(exc)}): {REJECTED_WHY}"))
+        return not_label_studio(f"it answered {exc.status_code} to the API")
+    except ValueError:  # a token exchange answered by something that is not Label Studio
+        return not_label_studio("its answer is not JSON")
+    return None
 
 
 def all_tasks(client: LabelStudio, project: int) -> list[dict]:

@@ -105,45 +105,68 @@ class TokenLogprob:
 
 def label_confidence(content: str, label: str, labels: tuple[str, ...],
                      tokens: list[TokenLogprob]) -> float | None:
-    """The share of probability that went to `label` where the answer chose among labels.
+    """The probability share of `label` among the labels, by the chain rule over the
+    tokens that spell it.
 
-    At the token where the generated label first becomes the only consistent one, the
-    alternatives listed there are mapped to the labels they would start; labels absent
-    from that list are counted at the smallest listed probability (an upper bound), so
-    the result errs low. None when the answer cannot be aligned with its tokens.
+    At each token from the label's start to the one where it becomes the only consistent
+    label, the listed alternatives are mapped to the labels they would continue; the
+    share of the chosen branch there is multiplied in. So for labels sharing a prefix
+    (not_spam / not_sure / spam) the mass that went to "spam" at the first token counts,
+    not only the choice between the two "not_" labels. Labels absent from a token's list
+    are counted at its smallest listed probability (an upper bound), so the result errs
+    low. None when the answer cannot be aligned with its tokens.
     """
     start = content.find('"' + label)  # the value in {"label": "<label>"}
     start = start + 1 if start >= 0 else content.find(label)  # or a bare label
     if start < 0 or not tokens:
         return None
+    confidence = 1.0
     offset = 0
     for token in tokens:
         end = offset + len(token.token)
         if end <= start:
             offset = end
             continue
-        before = content[start:max(offset, start)]  # value text before this token
-        prefix = content[offset:start] if offset < start else ""  # e.g. ' "' in the token
+        share = _branch_share(token, content[start:max(offset, start)],
+                              content[offset:start] if offset < start else "", label, labels)
+        if share is None:
+            return None
+        confidence *= share
         consistent_after = [n for n in labels if n.startswith(content[start:end])
                             or content[start:end].startswith(n)]
-        if len(consistent_after) > 1:
-            offset = end
-            continue
-        candidates = [n for n in labels if n.startswith(before)]
-        shares: dict[str, float] = {}
-        for alt, logprob in {**token.alternatives, token.token: token.logprob}.items():
-            if not alt.startswith(prefix):
-                continue
-            piece = before + alt[len(prefix):]
-            for name in candidates:
-                if piece and (name.startswith(piece) or piece.startswith(name)):
-                    shares[name] = max(shares.get(name, 0.0), math.exp(logprob))
-        if label not in shares:
-            return None
-        unseen = [n for n in candidates if n not in shares]
-        if unseen and not token.alternatives:
-            return None  # no alternatives listed: nothing bounds the other labels
-        floor = min((math.exp(lp) for lp in token.alternatives.values()), default=0.0)
-        total = sum(shares.values()) + floor * len(unseen)
-        return shares[label] / total if total > 0 else None
+        if len(consistent_after) <= 1:
+            return confidence  # the deciding token
+        offset = end
     return None
+
+
+def _branch_share(token: TokenLogprob, before: str, prefix: str, label: str,
+                  labels: tuple[str, ...]) -> float | None:
+    """At one token: the probability of continuing toward `label` over that of continuing
+    toward any label still possible. `before` is the label text already generated,
+    `prefix` the part of the token before the label starts (e.g. ' "')."""
+    candidates = [n for n in labels if n.startswith(before)]
+    mass: dict[str, float] = {}  # per label: its likeliest listed continuation
+    branches: dict[str, float] = {}  # per listed alternative that continues some label
+    for alt, logprob in {**token.alternatives, token.token: token.logprob}.items():
+        if not alt.startswith(prefix):
+            continue
+        piece = before + alt[len(prefix):]
+        for name in candidates:
+            if piece and (name.startswith(piece) or piece.startswith(name)):
+                mass[name] = max(mass.get(name, 0.0), math.exp(logprob))
+                branches[alt] = math.exp(logprob)
+    if label not in mass:
+        return None
+    unseen = [n for n in candidates if n not in mass]
+    if unseen and not token.alternatives:
+        return None  # no alternatives listed: nothing bounds the other labels
+    floor = min((math.exp(lp) for lp in token.alternatives.values()), default=0.0)
+    chosen = token.token if token.token in branches else None
+    if chosen is not None and sum(n.startswith(before + chosen[len(prefix):])
+                                  for n in candidates) > 1:
+        # Several labels continue this token: the branch's own probability is the share.
+        total = sum(branches.values()) + floor * len(unseen)
+        return branches[chosen] / total if total > 0 else None
+    total = sum(mass.values()) + floor * len(unseen)
+    return mass[label] / total if total > 0 else None

@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ class TrainConfig:
     batch_size: int = 16
     max_length: int = 256
     seed: int = 42
-    validation_share: float = 0.15
+    validation_share: float = 0.15  # picks the epoch (early stopping)
+    judge_share: float = 0.15  # never trained on, never picks the epoch: judges promotion
     patience: int = 1  # epochs without a better validation macro-F1 before stopping
 
 
@@ -45,6 +46,10 @@ class TrainResult:
     validation_texts: list[str]
     validation_labels: list[str]
     validation_predictions: list[str]
+    # The judge posts: held apart from training and from early stopping.
+    judge_texts: list[str] = field(default_factory=list)
+    judge_labels: list[str] = field(default_factory=list)
+    judge_predictions: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[dict], None]
@@ -56,16 +61,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _bucket(key: str) -> int:
+    return int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8],
+               16) % 10_000
+
+
 def split_validation(keys: list[str], *, share: float) -> tuple[list[int], list[int]]:
     """Indexes (train, validation) by a hash of each example's key (its task id): a post
     stays on the same side in every run, so a later run can score the serving version on
     validation posts it never trained on."""
-    cut = int(share * 10_000)
-    val = [i for i, key in enumerate(keys)
-           if int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8], 16)
-           % 10_000 < cut]
-    chosen = set(val)
-    return [i for i in range(len(keys)) if i not in chosen], val
+    train, val, _ = split_roles(keys, validation_share=share, judge_share=0.0)
+    return train, val
+
+
+def split_roles(keys: list[str], *, validation_share: float, judge_share: float
+                ) -> tuple[list[int], list[int], list[int]]:
+    """Indexes (train, validation, judge) by the same stable hash: validation picks the
+    epoch, judge decides promotion, so the posts that judge a version did not also tune
+    it. A post keeps its role as the project grows."""
+    cut_val = int(validation_share * 10_000)
+    cut_judge = cut_val + int(judge_share * 10_000)
+    buckets = [_bucket(key) for key in keys]
+    return ([i for i, b in enumerate(buckets) if b >= cut_judge],
+            [i for i, b in enumerate(buckets) if b < cut_val],
+            [i for i, b in enumerate(buckets) if cut_val <= b < cut_judge])
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random
@@ -130,7 +149,9 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
     encoded = tokenizer(runtime.clip(texts, config.max_length), truncation=True,
                         max_length=config.max_length)["input_ids"]
 
-    train_idx, val_idx = split_validation(keys or texts, share=config.validation_share)
+    train_idx, val_idx, judge_idx = split_roles(keys or texts,
+                                                validation_share=config.validation_share,
+                                                judge_share=config.judge_share)
     counts = Counter(y[i] for i in train_idx)
     # Inverse-frequency class weights: a rare label costs as much as a common one.
     weights = torch.tensor([len(train_idx) / (len(label_names) * counts[c]) if counts[c]
@@ -199,17 +220,17 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
-    val_texts = [texts[i] for i in val_idx]
-    val_truth = [labels[i] for i in val_idx]
-    val_pred = []
-    if val_idx:
-        ids = predict_ids(model, [encoded[i] for i in val_idx], pad_id, device,
-                          config.batch_size)
-        val_pred = [label_names[i] for i in ids]
+    def predicted_labels(rows: list[int]) -> list[str]:
+        if not rows:
+            return []
+        ids = predict_ids(model, [encoded[i] for i in rows], pad_id, device, config.batch_size)
+        return [label_names[i] for i in ids]
+
     best_entry = next((h for h in history if h["epoch"] == best["epoch"]), history[-1])
     metrics = {
         "n_train": len(train_idx),
         "n_validation": len(val_idx),
+        "n_judge": len(judge_idx),
         "epochs_run": len(history),
         "best_epoch": best["epoch"],
         "val_accuracy": best_entry.get("val_accuracy"),
@@ -221,4 +242,6 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         "device": str(device),
         "autocast": str(dtype).replace("torch.", "") if dtype else None,
     }
-    return TrainResult(metrics, val_texts, val_truth, val_pred)
+    return TrainResult(metrics, [texts[i] for i in val_idx], [labels[i] for i in val_idx],
+                       predicted_labels(val_idx), [texts[i] for i in judge_idx],
+                       [labels[i] for i in judge_idx], predicted_labels(judge_idx))

@@ -107,12 +107,14 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         log.exception("unexpected error on %s %s", request.method, request.path)
         return jsonify(error=f"internal error: {type(exc).__name__}"), 500
 
-    def body() -> dict:
+    def parsed_json() -> object:
         try:
-            data = request.get_json(silent=True)
+            return request.get_json(silent=True)
         except RecursionError:
             raise ProtocolError(400, "the request body nests too deeply") from None
-        return protocol.body_object(data)
+
+    def body() -> dict:
+        return protocol.body_object(parsed_json())
 
     def query_project() -> int:
         return protocol.required_project(request.args.get("project"))
@@ -162,7 +164,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     @app.get("/versions")
     def versions():
         # Label Studio asks with ?project=; older callers sent it in a JSON body.
-        data = request.get_json(silent=True) if request.is_json else None
+        data = parsed_json() if request.is_json else None
         given = request.args.get("project")
         if given is None and isinstance(data, dict):
             given = data.get("project")

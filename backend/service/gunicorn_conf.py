@@ -68,6 +68,38 @@ def on_starting(server) -> None:
         "pre-labels.", local_llm.MODEL_NAME, port)
 
 
+def when_ready(server) -> None:
+    check_label_studio(logging.getLogger("gunicorn.error"))
+
+
+def check_label_studio(log: logging.Logger) -> None:
+    """One cheap call at start, one line in the log: a refused LABEL_STUDIO_API_KEY (wrong,
+    expired, or a legacy token while legacy tokens are disabled) is an error, an
+    unreachable LABEL_STUDIO_URL a warning. The server starts either way: pre-labels from
+    the LLM need no Label Studio, and Label Studio may come up later."""
+    if not (_settings.label_studio_url and _settings.label_studio_api_key):
+        return
+    from backend.labelstudio import client as ls_client
+
+    try:
+        problem = ls_client.check_access(_settings, timeout=10)
+    except Exception as exc:  # the check must never stop the start
+        log.warning("could not check LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: %s",
+                    ls_client.describe_error(exc))
+        return
+    if problem is None:
+        kind = ("a personal access token" if _settings.label_studio_api_key.count(".") == 2
+                else "a legacy token")
+        log.info("Label Studio at %s accepts LABEL_STUDIO_API_KEY (%s)",
+                 _settings.label_studio_url, kind)
+    elif problem.setting == "LABEL_STUDIO_API_KEY":
+        log.error("%s; serving pre-labels anyway, but training and Label Studio updates "
+                  "will fail until it is fixed", problem.message)
+    else:
+        log.warning("%s (at start; pre-labels are served meanwhile, Label Studio is asked "
+                    "again when needed)", problem.message)
+
+
 def on_exit(server) -> None:
     process = getattr(server, "local_llm", None)
     if process is not None:

@@ -81,11 +81,12 @@ def fit(collected: Collected, settings: Settings, out_dir: Path,
 
 def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
           project: int) -> Verdict:
-    """The new version against the LLM and against the serving version, both scored on
-    this run's validation posts (data grows between runs, so old figures do not compare)."""
+    """The new version against the serving version and against the LLM, all scored on
+    this run's judge posts: never trained on and not used to pick the epoch (data grows
+    between runs, so older figures do not compare). policy.compare gives the verdicts."""
     from sklearn.metrics import f1_score
 
-    truth, texts = result.validation_labels, result.validation_texts
+    truth, texts = result.judge_labels, result.judge_texts
     names = list(taxonomy.names)
 
     def macro_f1(predicted: list[str | None]) -> float | None:
@@ -94,24 +95,30 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
         return float(f1_score(truth, [p or "" for p in predicted], labels=names,
                               average="macro", zero_division=0))
 
-    llm_labels = [o.label for o in predictor.labeler.label_many(taxonomy, texts)]
-    new_f1 = macro_f1(result.validation_predictions)
+    new = result.judge_predictions
+    llm = [o.label for o in predictor.labeler.label_many(taxonomy, texts, group=project)]
     serving = predictor.registry(project).serving()
-    serving_f1 = None
-    if serving and texts:
-        _, old = predictor.opinions(project, taxonomy, texts, llm_only_cached=True)
-        serving_f1 = macro_f1([o.model.label if o.model else None for o in old])
-    model_accuracy = policy.accuracy(truth, result.validation_predictions)
-    llm_accuracy = policy.accuracy(truth, llm_labels)
-    promote = policy.should_promote(new_f1, serving_f1)
-    reason = None if promote else (f"kept, not promoted: validation macro-F1 {new_f1:.3f} is "
-                                   f"below the serving {serving}'s {serving_f1:.3f}")
+    old: list[str | None] | None = None
+    if serving:
+        _, opinions = predictor.opinions(project, taxonomy, texts, llm_only_cached=True)
+        old = [o.model.label if o.model else None for o in opinions]
+    against_llm = policy.compare(truth, new, llm)
+    against_serving = policy.compare(truth, new, old) if old is not None else None
+    promote = policy.should_promote(against_serving)
+    reason = None if promote else (f"kept, not promoted: {against_serving.describe(serving)}"
+                                   "; POST /versions/promote serves it anyway")
     return Verdict(
-        validation={"model_macro_f1": new_f1, "model_accuracy": model_accuracy,
-                    "llm_accuracy": llm_accuracy, "llm_macro_f1": macro_f1(llm_labels),
-                    "serving_version": serving, "serving_macro_f1": serving_f1},
-        promote=promote, beats_llm=policy.beats_llm(model_accuracy, llm_accuracy),
-        reason=reason)
+        validation={"judge_posts": len(truth),
+                    "model_accuracy": policy.accuracy(truth, new),
+                    "model_macro_f1": macro_f1(new),
+                    "llm_accuracy": policy.accuracy(truth, llm), "llm_macro_f1": macro_f1(llm),
+                    "serving_version": serving,
+                    "serving_accuracy": policy.accuracy(truth, old) if old else None,
+                    "serving_macro_f1": macro_f1(old) if old is not None else None,
+                    "against_llm": against_llm.describe("the LLM"),
+                    "against_serving": (against_serving.describe(serving)
+                                        if against_serving else "no serving version yet")},
+        promote=promote, beats_llm=policy.beats_llm(against_llm), reason=reason)
 
 
 class Runner:
@@ -179,16 +186,15 @@ class Runner:
             log.info("project %d: %s %s", project, name, verdict.reason)
             return
         registry.promote(name)
-        log.info("project %d: promoted %s (validation macro-F1 %s, LLM accuracy %s)",
-                 project, name, verdict.validation["model_macro_f1"],
-                 verdict.validation["llm_accuracy"])
+        log.info("project %d: promoted %s: %s; %s", project, name,
+                 verdict.validation["against_serving"], verdict.validation["against_llm"])
         self.state.set_status(project, phase="re-scoring unlabeled tasks", version=name,
                               promoted=True)
         refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
                              collected.tasks, name)
         self.state.set_status(project, state="finished", phase=None, version=name,
-                              promoted=True, reason=None, finished=time.time(),
-                              seconds=round(time.time() - started, 2))
+                              promoted=True, reason=verdict.validation["against_serving"],
+                              finished=time.time(), seconds=round(time.time() - started, 2))
 
     def rescore(self, project: int) -> None:
         """After a promotion by hand: re-score under the version now serving."""

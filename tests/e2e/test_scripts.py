@@ -20,8 +20,6 @@ from backend.domain import queue
 from backend.domain.dataset import is_held_out, latest_annotation
 from backend.domain.taxonomy import parse_taxonomy
 from backend.labelstudio import client as ls_client
-from backend.llm import prompt
-from backend.llm.cache import AnswerCache, CachedAnswer
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -183,20 +181,6 @@ def trained(ls, setup_runs, sample, script_backend, label_config, llm_cache) -> 
         "task": prelabeled["id"], "result": taxonomy.result(taxonomy.names[0]),
         "score": 0.42, "model_version": version}])
     ls.projects.update(id=project, model_version=version)
-
-    # The local LLM takes seconds a post on a busy CPU: give it one held-out post to
-    # answer and put answers for the others in the backend's cache, which the training
-    # run and evaluate.py read before asking.
-    cache = AnswerCache(llm_cache)
-    for index, task in enumerate(tasks):
-        if task["id"] != held[-1]["id"]:
-            label = gold[task["data"]["ref_id"]]
-            if index % 3 == 0:  # some wrong answers, so the LLM is not perfect
-                label = next(name for name in taxonomy.names if name != label)
-            key = prompt.cache_key(LLM_MODEL, taxonomy, task["data"]["text"],
-                                   max_chars=4000)
-            cache.put(key, CachedAnswer(label, 0.6, json.dumps({"label": label})),
-                      model=LLM_MODEL)
 
     for task in tasks:
         if task["id"] == held[0]["id"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import requests
@@ -43,10 +44,12 @@ def test_predict_labels_within_the_taxonomy_even_for_an_injection(api, label_con
              {"id": 2, "data": {"text": "Does anyone else get lows after swimming?"}}]
     body = predict(api, tasks, label_config).json()
     assert len(body["results"]) == 2
+    # The real local LLM answers both within the deadline, and the strict parser keeps
+    # the injection's "banana" out: every pre-label is one of the taxonomy's labels.
     for result in body["results"]:
-        if result:  # a task may get no pre-label, never one outside the taxonomy
-            assert taxonomy.label_of(result["result"]) in taxonomy.names
-            assert result["model_version"] == "zero-shot:smollm2-135m-instruct"
+        assert result, body
+        assert taxonomy.label_of(result["result"]) in taxonomy.names
+        assert result["model_version"] == "zero-shot:smollm2-135m-instruct"
     # Token usage is logged per batch, beside the counters of GET /metrics.
     assert "asked" in api.log_path.read_text() and api.metrics()["prompt_tokens"] > 0
 
@@ -133,7 +136,17 @@ def test_a_failing_llm_leaves_predict_answering(start_backend, label_config, mod
 
 
 def test_a_killed_worker_is_replaced_and_the_backend_keeps_answering(api, label_config):
-    pid = int(api.get("/health").json()["pid"])
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(20):
-        assert api.get("/health").status_code == 200
+    def worker_pids(samples: int = 40) -> set[int]:
+        return {int(api.get("/health").json()["pid"]) for _ in range(samples)}
+
+    before = worker_pids()
+    victim = next(iter(before))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    after: set[int] = set()
+    # gunicorn starts a replacement: a pid that was not there before answers /health.
+    while time.monotonic() < deadline and not (after - before):
+        after |= worker_pids(10)
+    assert victim not in after
+    assert after - before, "no new worker answered after the kill"
+    assert api.post("/setup", json={"project": "7.1", "schema": label_config}).ok

@@ -7,7 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from backend.domain.policy import Decision, ModelOpinion, decide, model_opinion
+from backend.domain.policy import (
+    Decision,
+    ModelOpinion,
+    beats_llm,
+    compare,
+    decide,
+    model_opinion,
+    should_promote,
+)
 from backend.domain.queue import QUEUE_BELOW
 
 SS, HC, PE = "seeking_support", "health_claim", "personal_experience"
@@ -136,3 +144,52 @@ def test_disagreement_below_agreement_at_the_extremes():
     agreement = decide(HC, 0.9, tied, prefer_model=False)
     assert disagreement.disagree and not agreement.disagree
     assert disagreement.score < agreement.score
+
+
+# --- the paired promotion rule ---------------------------------------------------------
+
+def _case(n: int, new_only: int, other_only: int, both: int) -> tuple[list, list, list]:
+    """n posts: new right & other wrong, the reverse, both right, the rest both wrong."""
+    truth = ["a"] * n
+    new = ["a"] * new_only + ["b"] * other_only + ["a"] * both
+    other = ["b"] * new_only + ["a"] * other_only + ["a"] * both
+    rest = n - len(new)
+    return truth, new + ["b"] * rest, other + ["b"] * rest
+
+
+def test_compare_better_when_discordant_pairs_favour_the_new_version():
+    result = compare(*_case(40, new_only=8, other_only=0, both=30))
+    assert result.verdict == "better"
+    assert result.p_better == pytest.approx(0.5 ** 8)  # exact one-sided McNemar
+    assert (result.new_only, result.other_only, result.n) == (8, 0, 40)
+    assert should_promote(result) and beats_llm(result)
+
+
+def test_compare_worse_when_they_favour_the_other():
+    result = compare(*_case(40, new_only=0, other_only=8, both=30))
+    assert result.verdict == "worse"
+    assert not should_promote(result) and not beats_llm(result)
+
+
+def test_compare_no_worse_needs_enough_posts():
+    # 100 posts, 1 lost and 1 won: upper bound of the loss share (one-sided 95%,
+    # Clopper-Pearson) 0.0466, so the difference is >= 0.01 - 0.0466 = -0.0366 > -0.05.
+    result = compare(*_case(100, new_only=1, other_only=1, both=90))
+    assert result.verdict == "no worse"
+    assert result.lower_bound == pytest.approx(0.01 - 0.046552, abs=1e-4)
+    assert should_promote(result) and not beats_llm(result)
+
+
+def test_compare_not_enough_evidence_on_few_posts():
+    # The same shape on 20 posts: the loss share could be up to 0.22.
+    result = compare(*_case(20, new_only=1, other_only=1, both=15))
+    assert result.verdict == "not enough evidence"
+    assert not should_promote(result)
+    described = result.describe("the LLM")
+    assert "not enough evidence compared with the LLM on 20 judge posts" in described
+
+
+def test_nothing_serving_yet_promotes_and_no_judge_posts_decide_nothing():
+    assert should_promote(None)
+    empty = compare([], [], [])
+    assert empty.verdict == "not enough evidence" and not beats_llm(empty)

@@ -285,9 +285,12 @@ def test_label_confidence_merged_quote_token():
         0.7 / 0.95)
 
 
-def test_label_confidence_waits_for_the_deciding_token():
-    # 'not' and 'not_' leave two labels possible; 'spam' decides between not_spam and
-    # not_sure. 'spam' (the third label) is no longer a candidate there. 0.8 / (0.8 + 0.2)
+def test_label_confidence_multiplies_the_shares_up_to_the_deciding_token():
+    # 'not' leaves two labels possible: its branch has 0.5 / (0.5 + 0.5) against 'spam';
+    # '_' has no alternative (1.0); 'spam' decides between not_spam and not_sure:
+    # 0.8 / (0.8 + 0.2). Chain rule: 0.5 * 1.0 * 0.8 = 0.4 (the exact share of not_spam
+    # among the three label sequences is 0.398). Counting the deciding token alone, as
+    # before, gave 0.8: too high whenever labels share a prefix.
     labels = ("not_spam", "not_sure", "spam")
     content = '{"label": "not_spam"}'
     pieces = ['{"', "label", '":', ' "', "not", "_", "spam", '"}']
@@ -296,7 +299,7 @@ def test_label_confidence_waits_for_the_deciding_token():
                                                     "spam": math.log(0.5)})
     tokens[6] = TokenLogprob("spam", math.log(0.8), {"spam": math.log(0.8),
                                                      "sure": math.log(0.2)})
-    assert label_confidence(content, "not_spam", labels, tokens) == pytest.approx(0.8)
+    assert label_confidence(content, "not_spam", labels, tokens) == pytest.approx(0.4)
 
 
 def test_label_confidence_single_token_label():
@@ -306,3 +309,17 @@ def test_label_confidence_single_token_label():
         "health_claim": math.log(0.9), "personal_experience": math.log(0.05),
         "seeking": math.log(0.05)})
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(0.9)
+
+
+def test_label_confidence_counts_the_mass_before_a_shared_prefix():
+    # health_claim / health_question / personal: 'health' 0.6 vs 'personal' 0.4, then
+    # '_claim' 0.9 vs '_question' 0.1: P = 0.6 * 0.9 = 0.54 (exact: 0.54 / 1.0).
+    labels = ("health_claim", "health_question", "personal")
+    content = '{"label": "health_claim"}'
+    pieces = ['{"', "label", '":', ' "', "health", "_claim", '"}']
+    tokens = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in pieces]
+    tokens[4] = TokenLogprob("health", math.log(0.6), {"health": math.log(0.6),
+                                                       "personal": math.log(0.4)})
+    tokens[5] = TokenLogprob("_claim", math.log(0.9), {"_claim": math.log(0.9),
+                                                       "_question": math.log(0.1)})
+    assert label_confidence(content, "health_claim", labels, tokens) == pytest.approx(0.54)

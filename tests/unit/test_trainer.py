@@ -6,9 +6,16 @@ import random
 
 import pytest
 
+from backend.model import runtime
 from backend.model.classifier import Classifier
 from backend.model.registry import write_meta
-from backend.model.trainer import TrainConfig, fine_tune, length_grouped_batches, split_validation
+from backend.model.trainer import (
+    TrainConfig,
+    fine_tune,
+    length_grouped_batches,
+    split_roles,
+    split_validation,
+)
 
 
 def test_length_grouped_batches_cover_everything_once_and_group_lengths():
@@ -48,11 +55,13 @@ def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
                        progress=events.append)
     metrics = result.metrics
     assert [e["epoch"] for e in events] == list(range(1, metrics["epochs_run"] + 1))
-    assert metrics["n_train"] + metrics["n_validation"] == 120
+    # Every example has exactly one role: train, validation (early stopping) or judge.
+    assert metrics["n_train"] + metrics["n_validation"] + metrics["n_judge"] == 120
+    assert metrics["n_judge"] > 0 and len(result.judge_predictions) == metrics["n_judge"]
     # An easy, separable task: a random-init model still learns it in a few epochs.
     assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
     assert metrics["val_accuracy"] >= 0.9
-    assert metrics["device"] == "cpu" and metrics["samples_per_second"] > 0
+    assert metrics["device"] == runtime.device().type and metrics["samples_per_second"] > 0
     assert len(result.validation_predictions) == metrics["n_validation"]
     write_meta(tmp_path, {"version": "v1", "labels": ["seeking_support", "health_claim"],
                           "max_length": 32})
@@ -61,3 +70,17 @@ def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
          "cinnamon cures diabetes for everyone, trust me 99"])
     assert probabilities.shape == (2, 2)
     assert probabilities[0, 0] > 0.5 and probabilities[1, 1] > 0.5
+
+
+def test_split_roles_keeps_judge_posts_apart_and_stable():
+    keys = [str(i) for i in range(2000)]
+    train, val, judge = split_roles(keys, validation_share=0.15, judge_share=0.15)
+    assert sorted(train + val + judge) == list(range(2000))
+    assert not (set(train) & set(val)) and not (set(val) & set(judge))
+    assert 0.12 < len(judge) / 2000 < 0.18 and 0.12 < len(val) / 2000 < 0.18
+    # The validation side is the one split_validation always gave: old runs compare.
+    assert split_validation(keys, share=0.15)[1] == val
+    # A post keeps its role when the project grows.
+    _, _, judge_more = split_roles([*keys, *map(str, range(5000, 6000))],
+                                   validation_share=0.15, judge_share=0.15)
+    assert set(judge) == {i for i in judge_more if i < 2000}
