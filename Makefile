@@ -5,10 +5,10 @@ LS_VENV := .venv-ls
 
 .PHONY: up test install lint bench clean
 
-$(VENV)/.installed: requirements.txt requirements-tools.txt requirements-offline.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-tools.txt requirements-offline.txt requirements-offline-tools.txt requirements-dev.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-tools.txt -r requirements-dev.txt
-	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-offline.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-offline.txt -r requirements-offline-tools.txt
 	# The project itself, editable: the `takemeter` command and importable packages.
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@

@@ -118,9 +118,13 @@ def _parse(config: str) -> Taxonomy:
             if obj is None or obj.tag != "Text" or not value.startswith("$"):
                 continue
             labels = tuple(
-                Label(name=name, rule=(tag.attr or {}).get("hint", "").strip(),
+                # The SDK keys choices by alias when there is one: the name is the
+                # value annotators read (and the prompt shows), the alias what results
+                # store.
+                Label(name=(tag.attr or {}).get("value") or key,
+                      rule=(tag.attr or {}).get("hint", "").strip(),
                       alias=((tag.attr or {}).get("alias") or "").strip())
-                for name, tag in control.labels_attrs.items()
+                for key, tag in control.labels_attrs.items()
             )
             if len(labels) < 2:
                 raise TaxonomyError(f"Choices {control.name!r} needs at least two choices")

@@ -188,3 +188,41 @@ def test_label_of_rejects_multiple_and_unknown(main_taxonomy):
     # A later valid region of the same control still counts.
     assert main_taxonomy.label_of([region(["banana"]), region(["seeking_support"])]) == (
         "seeking_support")
+
+
+ALIASED = """
+<View>
+  <Text name="post" value="$text"/>
+  <Choices name="label" toName="post">
+    <Choice value="Seeking support" alias="seeking_support" hint="asks for help"/>
+    <Choice value="Health claim" alias="hc"/>
+    <Choice value="personal_experience"/>
+  </Choices>
+</View>
+"""
+
+
+def test_alias_is_what_results_carry_and_annotations_count():
+    taxonomy = parse_taxonomy(ALIASED)
+    assert taxonomy.names == ("Seeking support", "Health claim", "personal_experience")
+    # Label Studio stores the alias in annotations: they map back to the label, so they
+    # count for training instead of silently dropping out.
+    stored = [{"from_name": "label", "to_name": "post", "type": "choices",
+               "value": {"choices": ["hc"]}}]
+    assert taxonomy.label_of(stored) == "Health claim"
+    # Predictions carry the alias too, so Label Studio preselects the right choice.
+    assert taxonomy.result("Seeking support")[0]["value"]["choices"] == ["seeking_support"]
+    assert taxonomy.result("personal_experience")[0]["value"]["choices"] == [
+        "personal_experience"]
+    assert taxonomy.label_of(taxonomy.result("Health claim")) == "Health claim"
+    assert taxonomy.labels[0].rule == "asks for help"
+
+
+@pytest.mark.parametrize("config", [
+    ["<View/>"], {"xml": "<View/>"}, 42, None, "<View>" + " " * 300_000 + "</View>",
+    '<View><Text name="t" value="$t"/><Choices name="c" toName="missing">'
+    '<Choice value="a"/><Choice value="b"/></Choices></View>',
+])
+def test_hostile_configs_raise_taxonomy_error(config):
+    with pytest.raises(TaxonomyError):
+        parse_taxonomy(config)
