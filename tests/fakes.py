@@ -1,0 +1,252 @@
+"""An in-process Label Studio for fast tests.
+
+`FakeLabelStudio` answers exactly the label-studio-sdk calls the backend makes (see
+backend/labelstudio/client.py, backend/inference/refresh.py, backend/training/runner.py
+and backend/labelstudio/sync.py) from memory, with the SDK's own response types, and
+records every call. Like Label Studio it refuses a project `model_version` that no
+prediction carries yet, and answers 404 for a project it does not know.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.projects.types import ImportPredictionsProjectsResponse
+from label_studio_sdk.types import (
+    LseProjectResponse,
+    Prediction,
+    View,
+    Webhook,
+    WebhookSerializerForUpdate,
+)
+
+
+def not_found(what: str) -> ApiError:
+    """The error the SDK raises for Label Studio's 404."""
+    return ApiError(status_code=404, body={"detail": f"{what}: Not found."})
+
+
+@dataclass
+class FakeProject:
+    """One project's state: what Label Studio would keep in its database."""
+
+    id: int
+    title: str
+    label_config: str
+    model_version: str = ""
+    from_name: str = "label"
+    to_name: str = "text"
+    tasks: list[dict] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    views: list[View] = field(default_factory=list)
+    webhooks: list[Webhook] = field(default_factory=list)
+
+
+class FakeLabelStudio:
+    """Stands in for `label_studio_sdk.LabelStudio` (the calls the backend uses)."""
+
+    def __init__(self) -> None:
+        self.store: dict[int, FakeProject] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_with: Exception | None = None  # raised by every SDK call when set
+        self._ids = itertools.count(1)
+        self.projects = _Projects(self)
+        self.predictions = _Predictions(self)
+        self.views = _Views(self)
+        self.webhooks = _Webhooks(self)
+
+    # ------------------------------------------------------------------ test setup
+
+    def add_project(self, label_config: str, *, title: str = "Test project",
+                    model_version: str = "") -> int:
+        """Create a project; return its id."""
+        project = next(self._ids)
+        self.store[project] = FakeProject(project, title, label_config, model_version)
+        return project
+
+    def add_task(self, project: int, text: str | None, *, label: str | None = None,
+                 split: str | None = None, cancelled: bool = False,
+                 data: dict | None = None) -> int:
+        """Add a task (annotated with `label` when given); return its id."""
+        state = self.project(project)
+        task_data = dict(data or {})
+        if text is not None:
+            task_data["text"] = text
+        if split is not None:
+            task_data["split"] = split
+        task_id = next(self._ids)
+        annotations = []
+        if label is not None:
+            stamp = datetime.now(UTC).isoformat()
+            annotations.append({
+                "id": next(self._ids), "completed_by": 1, "was_cancelled": cancelled,
+                "created_at": stamp, "updated_at": stamp,
+                "result": [{"from_name": state.from_name, "to_name": state.to_name,
+                            "type": "choices", "value": {"choices": [label]}}],
+            })
+        state.tasks.append({"id": task_id, "project": project, "data": task_data,
+                            "annotations": annotations})
+        return task_id
+
+    def add_webhook(self, project: int, url: str, headers: dict | None = None) -> int:
+        """Register a webhook on the project; return its id."""
+        hook = Webhook(id=next(self._ids), project=project, url=url, headers=headers or {})
+        self.project(project).webhooks.append(hook)
+        return hook.id
+
+    # ------------------------------------------------------------------ inspection
+
+    def project(self, project: int) -> FakeProject:
+        """The project's state (a KeyError for an unknown id, unlike the SDK calls)."""
+        return self.store[project]
+
+    def called(self, name: str) -> list[dict[str, Any]]:
+        """The keyword arguments of each call to `name` (e.g. "projects.update")."""
+        return [kwargs for called, kwargs in self.calls if called == name]
+
+    def predictions_of(self, project: int, task: int | None = None) -> list[Prediction]:
+        """The predictions the project holds, optionally of one task."""
+        return [p for p in self.project(project).predictions if task is None or p.task == task]
+
+    # ------------------------------------------------------------------ internals
+
+    def _call(self, name: str, **kwargs: Any) -> None:
+        self.calls.append((name, kwargs))
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def _known(self, project: object) -> FakeProject:
+        try:
+            return self.store[int(project)]  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            raise not_found(f"project {project}") from None
+
+    def _response(self, state: FakeProject) -> LseProjectResponse:
+        return LseProjectResponse.model_validate({
+            "id": state.id, "title": state.title, "label_config": state.label_config,
+            "model_version": state.model_version, "task_number": len(state.tasks),
+            "assignment_settings": {}, "review_settings": {},
+        })
+
+
+class _Exports:
+    def __init__(self, fake: FakeLabelStudio) -> None:
+        self._fake = fake
+
+    def download_sync(self, id: int, *, export_type: str = "JSON",
+                      download_all_tasks: bool = False, **_: Any) -> Iterator[bytes]:
+        """A JSON export in small chunks; predictions appear as ids, as in Label Studio."""
+        self._fake._call("projects.exports.download_sync", id=id, export_type=export_type,
+                         download_all_tasks=download_all_tasks)
+        state = self._fake._known(id)
+        if export_type != "JSON":
+            raise ApiError(status_code=400, body={"detail": f"unsupported {export_type}"})
+        tasks = state.tasks if download_all_tasks else [t for t in state.tasks
+                                                        if t["annotations"]]
+        exported = [{**task, "predictions": [p.id for p in state.predictions
+                                             if p.task == task["id"]]} for task in tasks]
+        payload = json.dumps(exported).encode()
+        return iter([payload[i:i + 256] for i in range(0, len(payload), 256)])
+
+
+class _Projects:
+    def __init__(self, fake: FakeLabelStudio) -> None:
+        self._fake = fake
+        self.exports = _Exports(fake)
+
+    def get(self, id: int, **_: Any) -> LseProjectResponse:
+        self._fake._call("projects.get", id=id)
+        return self._fake._response(self._fake._known(id))
+
+    def update(self, id: int, **fields: Any) -> LseProjectResponse:
+        self._fake._call("projects.update", id=id, **fields)
+        state = self._fake._known(id)
+        version = fields.get("model_version")
+        if version is not None:
+            if version and not any(p.model_version == version for p in state.predictions):
+                raise ApiError(status_code=400, body={"model_version": [
+                    f"Model version doesn't exist either as live model or as static "
+                    f"predictions: {version}"]})
+            state.model_version = version
+        for name in ("title", "label_config"):
+            if name in fields:
+                setattr(state, name, fields[name])
+        return self._fake._response(state)
+
+    def import_predictions(self, id: int, *, request: list[dict],
+                           **_: Any) -> ImportPredictionsProjectsResponse:
+        self._fake._call("projects.import_predictions", id=id, request=list(request))
+        state = self._fake._known(id)
+        task_ids = {t["id"] for t in state.tasks}
+        for item in request:
+            if item.get("task") not in task_ids:
+                raise ApiError(status_code=400, body={"detail": f"task {item.get('task')} "
+                                                                f"is not in project {id}"})
+        for item in request:
+            state.predictions.append(Prediction(
+                id=next(self._fake._ids), project=id, task=item["task"],
+                model_version=item.get("model_version"), score=item.get("score"),
+                result=item.get("result") or []))
+        return ImportPredictionsProjectsResponse(created=len(request))
+
+
+class _Predictions:
+    def __init__(self, fake: FakeLabelStudio) -> None:
+        self._fake = fake
+
+    def list(self, *, project: int | None = None, **_: Any) -> list[Prediction]:
+        self._fake._call("predictions.list", project=project)
+        return list(self._fake._known(project).predictions)
+
+
+class _Views:
+    def __init__(self, fake: FakeLabelStudio) -> None:
+        self._fake = fake
+
+    def list(self, *, project: int | None = None, **_: Any) -> list[View]:
+        self._fake._call("views.list", project=project)
+        return list(self._fake._known(project).views)
+
+    def create(self, *, project: int, data: dict | None = None, **_: Any) -> View:
+        self._fake._call("views.create", project=project, data=data)
+        view = View(id=next(self._fake._ids), project=project, data=data or {})
+        self._fake._known(project).views.append(view)
+        return view
+
+    def update(self, id: int | str, *, project: int, data: dict | None = None,
+               **_: Any) -> View:
+        self._fake._call("views.update", id=id, project=project, data=data)
+        state = self._fake._known(project)
+        for index, view in enumerate(state.views):
+            if str(view.id) == str(id):
+                state.views[index] = View(id=view.id, project=project, data=data or {})
+                return state.views[index]
+        raise not_found(f"view {id}")
+
+
+class _Webhooks:
+    def __init__(self, fake: FakeLabelStudio) -> None:
+        self._fake = fake
+
+    def list(self, *, project: int | str | None = None, **_: Any) -> list[Webhook]:
+        self._fake._call("webhooks.list", project=project)
+        return list(self._fake._known(project).webhooks)
+
+    def update(self, id: int, *, url: str | None = None, headers: dict | None = None,
+               **_: Any) -> WebhookSerializerForUpdate:
+        self._fake._call("webhooks.update", id=id, url=url, headers=headers)
+        for state in self._fake.store.values():
+            for index, hook in enumerate(state.webhooks):
+                if hook.id == id:
+                    state.webhooks[index] = Webhook(
+                        id=id, project=hook.project, url=url or hook.url,
+                        headers=hook.headers if headers is None else headers)
+                    return WebhookSerializerForUpdate(id=id, url=url or hook.url,
+                                                      headers=headers)
+        raise not_found(f"webhook {id}")
