@@ -6,8 +6,13 @@ skipped. Systems:
   - fine-tuned: the project's serving version in MODEL_DIR (or --version NAME);
   - zero-shot: the LLM at LLM_BASE_URL and LLM_MODEL (answers come from the answer
     cache the backend fills, LLM_CACHE, when present: re-running costs no LLM calls).
-Where held-out tasks carry annotations from several annotators, inter-annotator kappa
-is reported as the ceiling to compare the systems against.
+Where held-out tasks carry annotations from several annotators, their agreement is
+reported as the ceiling to compare the systems against: Cohen's kappa for two annotators,
+Fleiss' kappa or Krippendorff's alpha for more.
+
+Accuracy and coverage carry exact (Clopper-Pearson) intervals, F1 BCa bootstrap ones;
+two systems are compared on the same posts (McNemar test and a paired bootstrap interval
+of the difference), and "better" is claimed only where both agree.
 
 Writes the terminal report to stdout, and report.md, report.json and one confusion-matrix
 PNG per system to --out. Without any model version the LLM is evaluated alone (with a
@@ -20,7 +25,6 @@ Examples:
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
@@ -34,18 +38,20 @@ MODEL = "fine-tuned"
 LLM = "zero-shot"
 
 
-def annotator_pairs(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
-                    ) -> list[tuple[str, str]]:
-    """(label, label) for every two annotators of the same task (latest annotation of
-    each annotator, skipped ones left out)."""
-    pairs = []
+def annotator_labels(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
+                     ) -> list[dict[object, str]]:
+    """{annotator: label} for every task two or more annotators labeled (latest annotation
+    of each, skipped ones left out): who labeled what decides the agreement statistic."""
+    labeled = []
     for task in tasks:
         if task.get("id") not in task_ids:
             continue
-        labels = [taxonomy.label_of(a.get("result") or [])
-                  for a in latest_per_annotator(task).values()]
-        pairs += list(itertools.combinations([x for x in labels if x is not None], 2))
-    return pairs
+        by_annotator = {who: taxonomy.label_of(a.get("result") or [])
+                        for who, a in latest_per_annotator(task).items()}
+        usable = {who: label for who, label in by_annotator.items() if label is not None}
+        if len(usable) >= 2:
+            labeled.append(usable)
+    return labeled
 
 
 def model_predictions(settings: Settings, project: int | None, version: str | None,
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fail when no model version exists (default: LLM alone)")
     parser.add_argument("--no-llm", action="store_true", help="leave the LLM out")
     parser.add_argument("--resamples", type=int, default=2000,
-                        help="bootstrap resamples for the intervals (default: %(default)s)")
+                        help="bootstrap resamples for the F1 and paired-difference intervals "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
     if args.resamples < 1:
@@ -145,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from takemeter import evaluation  # sklearn/scipy/matplotlib: after the cheap checks
 
-    pairs = annotator_pairs(source.tasks, taxonomy, {e.task_id for e in examples})
+    annotations = annotator_labels(source.tasks, taxonomy, {e.task_id for e in examples})
     report = evaluation.compare_systems(y_true, systems, labels=list(taxonomy.names),
-                                        texts=texts, annotator_pairs=pairs or None,
+                                        texts=texts, annotations=annotations or None,
                                         seed=args.seed, n_resamples=args.resamples)
     report["meta"] = {
         "source": source.description, "project": source.project,

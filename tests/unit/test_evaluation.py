@@ -9,17 +9,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import f1_score
+from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
+from backend.domain.taxonomy import parse_taxonomy
+from takemeter.evaluate import annotator_labels
 from takemeter.evaluation import (
+    BCA,
+    CLOPPER_PEARSON,
+    EXACT_FALLBACK,
+    FLEISS,
+    KRIPPENDORFF,
+    PAIRED_BCA,
+    WILSON,
+    Resampling,
     accuracy,
+    accuracy_ci,
     bootstrap_ci,
     cohen_kappa,
     compare_systems,
     confusion,
     evaluate_system,
+    f1_intervals,
+    fleiss_kappa,
+    inter_annotator_agreement,
+    krippendorff_alpha,
     macro_f1,
     mcnemar,
+    paired_differences,
+    proportion_ci,
     render_markdown,
     render_terminal,
     top_confusions,
@@ -47,6 +66,8 @@ FINETUNED = [SS] * 20 + [PE] * 3 + [HC] * 7 + [None] + [PE] * 9
 TEXTS = [f"post {i}" for i in range(40)]
 # Double-annotated posts for the 2x2 kappa table used below.
 ANNOTATOR_PAIRS = [("yes", "yes")] * 4 + [("yes", "no")] + [("no", "yes")] * 2 + [("no", "no")] * 3
+# The same posts as compare_systems takes them: {annotator: label}, two annotators.
+ANNOTATIONS = [{"ann": x, "bob": y} for x, y in ANNOTATOR_PAIRS]
 
 
 def _report(n_resamples: int = 500) -> dict:
@@ -55,7 +76,7 @@ def _report(n_resamples: int = 500) -> dict:
         {"finetuned": FINETUNED, "llm": LLM},
         labels=LABELS,
         texts=TEXTS,
-        annotator_pairs=ANNOTATOR_PAIRS,
+        annotations=ANNOTATIONS,
         n_resamples=n_resamples,
     )
 
@@ -113,9 +134,26 @@ def test_macro_f1_matches_sklearn_on_random_data():
 # ------------------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_all_right_gives_degenerate_interval():
+def test_all_right_gets_exact_intervals_not_a_degenerate_one():
+    # Replaces an assertion of the old percentile bootstrap, which gave [1, 1] here.
+    # Every resample of 30 right answers scores 1, so BCa is undefined (None) ...
     y = ["A", "B", "C"] * 10
-    assert bootstrap_ci(y, y, metric=accuracy, n_resamples=300) == (1.0, 1.0)
+    assert bootstrap_ci(y, y, metric=accuracy, n_resamples=300) is None
+    res = evaluate_system(y, y, labels=ABC, texts=["t"] * 30, n_resamples=300)
+    # ... accuracy is exact: Clopper-Pearson lower bound (0.025)^(1/30) = 0.884 ...
+    assert res["accuracy_ci"] == pytest.approx([0.025 ** (1 / 30), 1.0])
+    assert res["accuracy_ci_method"] == CLOPPER_PEARSON
+    # ... and each label's F1 (10 of 10 posts involving it agree, J = 1) falls back to the
+    # exact bound through J: J >= 0.025^(1/10) = 0.6915, F1 = 2J / (1 + J) >= 0.8176.
+    j = 0.025 ** (1 / 10)
+    assert res["per_label_ci"]["A"] == {
+        "f1_ci": pytest.approx([2 * j / (1 + j), 1.0]),
+        "f1_ci_method": EXACT_FALLBACK,
+    }
+    # macro-F1: Bonferroni over the 3 labels, each at 1 - 0.05/3.
+    j3 = (0.05 / 3 / 2) ** (1 / 10)
+    assert res["macro_f1_ci"] == pytest.approx([2 * j3 / (1 + j3), 1.0])
+    assert res["macro_f1_ci_method"] == EXACT_FALLBACK
 
 
 def test_bootstrap_half_right_width_matches_normal_approximation():
@@ -141,6 +179,70 @@ def test_bootstrap_is_deterministic_per_seed():
 def test_bootstrap_rejects_bad_confidence():
     with pytest.raises(ValueError):
         bootstrap_ci(["A"], ["A"], metric=accuracy, confidence=1.0)
+
+
+# -------------------------------------------------------------------- exact intervals
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "clopper_pearson", "wilson"),
+    [
+        # The issue's cases: the percentile bootstrap gave [0.848, 1.000] and [1, 1].
+        (31, 33, (0.798, 0.993), (0.804, 0.983)),
+        (30, 30, (0.884, 1.000), (0.886, 1.000)),
+    ],
+)
+def test_proportion_intervals_match_scipy_binomtest(k, n, clopper_pearson, wilson):
+    exact = stats.binomtest(k, n).proportion_ci(method="exact")
+    score = stats.binomtest(k, n).proportion_ci(method="wilson")
+    cp = proportion_ci(k, n)
+    assert cp.method == CLOPPER_PEARSON
+    assert (cp.low, cp.high) == pytest.approx((exact.low, exact.high))
+    assert (round(cp.low, 3), round(cp.high, 3)) == clopper_pearson
+    w = proportion_ci(k, n, method=WILSON)
+    assert w.method == WILSON
+    assert (w.low, w.high) == pytest.approx((score.low, score.high))
+    assert (round(w.low, 3), round(w.high, 3)) == wilson
+
+
+def test_accuracy_ci_is_clopper_pearson_of_right_answers():
+    # 31 of 33 right, the last two wrong (one of them no answer).
+    y_true = ["A"] * 33
+    y_pred = ["A"] * 31 + ["B", None]
+    low, high, method = accuracy_ci(y_true, y_pred)
+    assert (round(low, 3), round(high, 3), method) == (0.798, 0.993, CLOPPER_PEARSON)
+    report = compare_systems(y_true, {"s": y_pred}, labels=["A", "B"], texts=["t"] * 33)
+    [row] = [r for r in render_terminal(report).splitlines() if r.startswith("accuracy")]
+    assert row.split() == ["accuracy", "(Clopper-Pearson)", "0.939", "[0.798,", "0.993]"]
+
+
+def test_proportion_ci_rejects_bad_input():
+    with pytest.raises(ValueError):
+        proportion_ci(1, 0)
+    with pytest.raises(ValueError):
+        proportion_ci(4, 3)
+    with pytest.raises(ValueError):
+        proportion_ci(1, 3, method="percentile")
+    with pytest.raises(ValueError):
+        proportion_ci(1, 3, confidence=1.0)
+
+
+def test_f1_intervals_are_bca_and_hold_the_point_estimate():
+    macro, per_label = f1_intervals(
+        HUMAN, LLM, labels=LABELS, resampling=Resampling(n_resamples=500)
+    )
+    assert macro.method == BCA
+    assert macro.low < macro_f1(HUMAN, LLM, labels=LABELS) < macro.high
+    f1 = evaluate_system(HUMAN, LLM, labels=LABELS, texts=TEXTS, n_resamples=500)["per_label"]
+    for label, interval in per_label.items():
+        assert interval.method == BCA
+        assert interval.low <= f1[label]["f1"] <= interval.high
+
+
+def test_f1_interval_of_an_unused_label_is_none():
+    # D: no post has it, none gets it: nothing to estimate (its F1 is 0 by convention).
+    _, per_label = f1_intervals(["A", "B", "A"], ["A", "B", "B"], labels=["A", "B", "D"])
+    assert per_label["D"] is None
 
 
 # ---------------------------------------------------------------------------- McNemar
@@ -182,6 +284,81 @@ def test_mcnemar_none_prediction_is_wrong():
     assert (result["b"], result["c"]) == (1, 0)
 
 
+@pytest.mark.parametrize(
+    ("b", "c"), [(1, 6), (0, 0), (0, 9), (12, 12), (12, 13), (10, 20), (30, 5)]
+)
+def test_mcnemar_matches_statsmodels(b, c):
+    # The 2x2 table of (A right?, B right?) counts; exact below 25 discordant posts.
+    both_right, both_wrong = 3, 2
+    expected = statsmodels_mcnemar(
+        [[both_right, b], [c, both_wrong]], exact=b + c < 25, correction=True
+    )
+    result = mcnemar(*_paired(b=b, c=c, both_right=both_right, both_wrong=both_wrong))
+    assert result["p_value"] == pytest.approx(float(expected.pvalue))
+    assert result["statistic"] == pytest.approx(float(expected.statistic))
+
+
+def test_mcnemar_equal_discordance_in_chi2_regime_has_p_one():
+    # statsmodels' corrected chi2 gives (|15 - 15| - 1)^2 / 30 = 1/30 here (p = 0.855):
+    # the correction overshoots when b == c, which is no evidence either way.
+    result = mcnemar(*_paired(b=15, c=15))
+    assert (result["method"], result["statistic"], result["p_value"]) == ("chi2-corrected", 0, 1)
+
+
+# ---------------------------------------------------------------------- paired differences
+
+
+def _strictly_better() -> tuple[list[str], list[str], list[str]]:
+    """60 posts; A errs on 6 of them, B on the same 6 and 12 more: A is better."""
+    y_true = ["A"] * 20 + ["B"] * 20 + ["C"] * 20
+    shift = {"A": "B", "B": "C", "C": "A"}
+    pred_a = [shift[t] if i % 20 < 2 else t for i, t in enumerate(y_true)]
+    pred_b = [shift[t] if i % 20 < 6 else t for i, t in enumerate(y_true)]
+    return y_true, pred_a, pred_b
+
+
+def test_paired_difference_interval_when_one_system_is_strictly_better():
+    y_true, pred_a, pred_b = _strictly_better()
+    assert (accuracy(y_true, pred_a), accuracy(y_true, pred_b)) == (0.9, 0.7)
+    diffs = paired_differences(y_true, pred_a, pred_b, labels=ABC)
+    difference, interval = diffs["accuracy"]
+    assert difference == pytest.approx(0.2)
+    assert interval.method == PAIRED_BCA
+    # b = 12, c = 0: the difference is 12/60 times Bin(60, 0.2)/12, SE = sqrt(.2*.8/60)
+    # = 0.0516, so the interval is about 2 * 1.96 * 0.0516 = 0.202 wide, clear of 0.
+    assert 0 < interval.low < 0.2 < interval.high
+    assert abs((interval.high - interval.low) - 2 * 1.96 * math.sqrt(0.2 * 0.8 / 60)) < 0.04
+    f1_difference, f1_interval = diffs["macro_f1"]
+    assert f1_interval.method == PAIRED_BCA
+    assert 0 < f1_interval.low < f1_difference < f1_interval.high
+    # The separate intervals overlap, yet the paired comparison settles it.
+    a, b = accuracy_ci(y_true, pred_a), accuracy_ci(y_true, pred_b)
+    assert a.low < b.high
+    report = compare_systems(
+        y_true, {"a": pred_a, "b": pred_b}, labels=ABC, texts=["t"] * 60, n_resamples=500
+    )
+    [pair] = report["paired"]
+    assert (pair["better"], pair["verdict"]) == ("a", "a is better than b")
+    assert report["mcnemar"][0]["p_value"] == pytest.approx(2 / 2**12)
+    [wide] = [w for w in report["warnings"] if "intervals are wide" in w]
+    assert "a is better than b (a \u2212 b accuracy +0.200 [" in wide
+    assert "McNemar exact p = 0.000488" in wide
+
+
+def test_paired_difference_of_identical_systems_falls_back_to_exact_bound():
+    # No discordant post: every resample's difference is 0, BCa is undefined. The exact
+    # bound: |difference| <= P(discordant) <= Clopper-Pearson upper of 0 of 30 at
+    # 1 - 0.05/2, i.e. 1 - 0.0125^(1/30) = 0.136.
+    y = ["A", "B", "C"] * 10
+    pred = ["A", "B", "B"] * 10
+    difference, interval = paired_differences(y, pred, list(pred), labels=ABC)["accuracy"]
+    bound = 1 - 0.0125 ** (1 / 30)
+    assert difference == 0
+    assert (interval.low, interval.high) == pytest.approx((-bound, bound))
+    assert round(bound, 3) == 0.136
+    assert interval.method == EXACT_FALLBACK
+
+
 # ------------------------------------------------------------------------------ kappa
 
 
@@ -202,6 +379,115 @@ def test_cohen_kappa_two_by_two_by_hand():
 def test_cohen_kappa_undefined_cases_return_none():
     assert cohen_kappa(["A"], ["A"]) is None  # fewer than 2 items
     assert cohen_kappa(["A", "A", "A"], ["A", "A", "A"]) is None  # pe = 1 -> 0/0
+
+
+# Fleiss (1971) as on Wikipedia's "Fleiss' kappa": 10 subjects, 14 raters each,
+# counts per category 1..5. kappa = (0.378 - 0.213) / (1 - 0.213) = 0.210.
+FLEISS_TABLE = [
+    [0, 0, 0, 0, 14],
+    [0, 2, 6, 4, 2],
+    [0, 0, 3, 5, 6],
+    [0, 3, 9, 2, 0],
+    [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0],
+    [3, 2, 6, 3, 0],
+    [2, 5, 3, 2, 2],
+    [6, 5, 2, 1, 0],
+    [0, 2, 2, 3, 7],
+]
+FLEISS_RATINGS = [
+    [f"c{j + 1}" for j, count in enumerate(row) for _ in range(count)] for row in FLEISS_TABLE
+]
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", nominal example:
+# observers A-D on 12 units, some missing (None); published alpha = 0.743.
+KRIPPENDORFF_OBSERVERS = {
+    "A": [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+    "B": [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+    "C": [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+    "D": [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+}
+KRIPPENDORFF_UNITS = [
+    {who: str(values[u]) for who, values in KRIPPENDORFF_OBSERVERS.items() if values[u]}
+    for u in range(12)
+]
+
+
+def test_fleiss_kappa_published_example():
+    assert round(fleiss_kappa(FLEISS_RATINGS), 3) == 0.210
+    # As annotations: 14 different annotators per post, so Fleiss' kappa, not Cohen's.
+    agreement = inter_annotator_agreement(
+        [{f"r{i}": label for i, label in enumerate(row)} for row in FLEISS_RATINGS]
+    )
+    assert agreement["statistic"] == FLEISS
+    assert round(agreement["value"], 3) == 0.210
+    assert (agreement["n_posts"], agreement["n_annotators"]) == (10, 14)
+    assert agreement["n_pairs"] == 10 * 91  # C(14, 2) per post
+
+
+def test_fleiss_kappa_needs_equal_counts_and_two_labels():
+    with pytest.raises(ValueError):
+        fleiss_kappa([["a", "b"], ["a", "b", "b"]])
+    assert fleiss_kappa([["a", "a"], ["a", "a"]]) is None
+
+
+def test_krippendorff_alpha_published_example():
+    units = [list(u.values()) for u in KRIPPENDORFF_UNITS]
+    assert round(krippendorff_alpha(units), 3) == 0.743
+    # Two to four annotators per post: only Krippendorff's alpha takes that.
+    agreement = inter_annotator_agreement(KRIPPENDORFF_UNITS)
+    assert agreement["statistic"] == KRIPPENDORFF
+    assert round(agreement["value"], 3) == 0.743
+    assert agreement["n_posts"] == 11  # unit 12 has a single value: nothing to agree on
+
+
+def test_agreement_is_cohen_for_exactly_two_annotators_only():
+    agreement = inter_annotator_agreement(ANNOTATIONS)
+    assert (agreement["statistic"], agreement["n_annotators"]) == ("Cohen's kappa", 2)
+    assert agreement["value"] == pytest.approx(0.4)
+    # Three annotators in pairs: pooling the pairs into one Cohen's kappa mixed raters.
+    mixed = [{"ann": "yes", "bob": "yes"}, {"ann": "no", "cy": "yes"}, {"bob": "no", "cy": "no"}]
+    assert inter_annotator_agreement(mixed)["statistic"] == FLEISS
+
+
+def test_annotator_labels_keep_who_labeled_what():
+    taxonomy = parse_taxonomy(Path("label_config.xml").read_text(encoding="utf-8"))
+
+    def annotation(user, label, when, *, skipped=False):
+        result = [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            }
+        ]
+        return {
+            "completed_by": user,
+            "result": result,
+            "updated_at": when,
+            "was_cancelled": skipped,
+        }
+
+    tasks = [
+        {
+            "id": 1,
+            "annotations": [
+                annotation(1, SS, "2024-01-01T00:00:00"),
+                annotation(2, PE, "2024-01-01T00:00:00"),
+                annotation(2, HC, "2024-01-02T00:00:00"),  # user 2's latest wins
+                annotation(3, SS, "2024-01-03T00:00:00", skipped=True),
+            ],
+        },
+        {"id": 2, "annotations": [annotation(1, SS, "2024-01-01T00:00:00")]},  # one only
+        {
+            "id": 3,
+            "annotations": [
+                annotation(1, SS, "2024-01-01T00:00:00"),
+                annotation(2, SS, "2024-01-01T00:00:00"),
+            ],
+        },  # not held out
+    ]
+    assert annotator_labels(tasks, taxonomy, {1, 2}) == [{1: SS, 2: HC}]
 
 
 # -------------------------------------------------------------------------- confusion
@@ -325,6 +611,24 @@ def test_compare_systems_small_n_warning_gives_interval_width():
     assert any("finetuned gave no prediction for 1 of 40" in w for w in report["warnings"])
 
 
+def test_compare_systems_small_n_warning_judges_by_the_paired_comparison():
+    report = _report()
+    [wide] = [w for w in report["warnings"] if "intervals are wide" in w]
+    # finetuned 36/40 vs llm 31/40, b = 8, c = 3: McNemar p = 0.227 and the paired
+    # interval of the difference includes 0, so neither is shown better.
+    [pair] = report["paired"]
+    low, high = pair["accuracy_difference_ci"]
+    assert low < 0 < high and pair["accuracy_difference_ci_method"] == PAIRED_BCA
+    assert pair["accuracy_difference"] == pytest.approx(5 / 40)
+    assert (pair["better"], pair["verdict"]) == (
+        None,
+        "not evidence that finetuned or llm is better",
+    )
+    assert "judge differences by the paired comparison on the same posts" in wide
+    assert "McNemar exact p = 0.227" in wide and "paired BCa bootstrap" in wide
+    assert "smaller than about" not in wide  # the old widest-interval rule
+
+
 def test_compare_systems_no_small_n_warning_at_100_or_more():
     report = compare_systems(
         HUMAN * 3,
@@ -359,6 +663,30 @@ def test_render_terminal_contains_all_sections():
     assert "Inter-annotator kappa: 0.400" in text
     for sentence in report["findings"] + report["warnings"]:
         assert sentence in text
+
+
+def test_render_terminal_names_interval_methods_and_paired_results():
+    report = _report()
+    text = render_terminal(report)
+    assert "Clopper-Pearson (exact) for accuracy and coverage" in text
+    assert "accuracy (Clopper-Pearson)" in text and "macro-F1 (BCa bootstrap)" in text
+    assert "coverage (Clopper-Pearson)" in text
+    pair = report["paired"][0]
+    low, high = pair["macro_f1_difference_ci"]
+    assert (
+        f"finetuned \u2212 llm macro-F1: {pair['macro_f1_difference']:+.3f} "
+        f"[{low:+.3f}, {high:+.3f}] (paired BCa bootstrap)"
+    ) in text
+    assert "\u2192 not evidence that finetuned or llm is better" in text
+    assert "Inter-annotator kappa: 0.400 (Cohen's kappa; 2 annotators, 10 posts" in text
+    # finetuned gets all 20 seeking_support posts right and reads no other post as one:
+    # every resample scores F1 = 1, so BCa is undefined and the cell carries the exact
+    # bound (J >= 0.025^(1/20)), marked with a dagger that a note explains.
+    j = 0.025 ** (1 / 20)
+    cell = report["systems"]["finetuned"]["per_label_ci"][SS]
+    assert cell == {"f1_ci": pytest.approx([2 * j / (1 + j), 1.0]), "f1_ci_method": EXACT_FALLBACK}
+    assert f"1.000 [{2 * j / (1 + j):.3f}, 1.000]\u2020" in text
+    assert "\u2020 BCa undefined here" in text
 
 
 def test_render_markdown_writes_report_and_pngs(tmp_path: Path):
