@@ -66,13 +66,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import logging
 import os
 import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -98,6 +95,7 @@ from backend.model import trainer as trainer_module
 from backend.model.trainer import TrainConfig, fine_tune
 from takemeter.offline_data import bbc_posts
 from takemeter.offline_models import build_distilbert
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "training.json"
@@ -520,17 +518,6 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def git_state() -> dict:
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-
-    this_file = str(Path(__file__).resolve().relative_to(ROOT))
-    return {"revision": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain")),
-            "this_file_dirty": bool(git("status", "--porcelain", "--", this_file))}
-
-
 def machine(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"cpu, {torch.get_num_threads()} threads"
@@ -574,8 +561,6 @@ def summarize(args: argparse.Namespace, sides: list[Side], inputs: Inputs,
     speed = ratios(figures, "samples_per_second")
     return {
         "benchmark": "training",
-        "command": shlex.join(sys.orig_argv),
-        "git": git_state(),
         "machine": machine(device),
         "load_average": {**load, "cores": os.cpu_count()},
         "config": {k: (shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -665,8 +650,7 @@ def print_report(result: dict) -> None:
 
 
 def write_json(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(path, result)
     print(f"Wrote {path}")
 
 
