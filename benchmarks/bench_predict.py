@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from takemeter import stack
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,9 @@ def main() -> int:
     parser.add_argument("--llm-model", default="smollm2-135m-instruct")
     parser.add_argument("--wait-warm", type=float, default=1800,
                         help="seconds to wait for the background to answer every post")
-    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--json", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "predict.json",
+                        help="write the figures here (default: %(default)s)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
@@ -94,7 +97,7 @@ def main() -> int:
         print(f"LLM calls {metrics['llm_calls']}, prompt tokens {metrics['prompt_tokens']}, "
               f"completion tokens {metrics['completion_tokens']}")
         if args.json:
-            args.json.write_text(json.dumps(figures, indent=2))
+            write_result(args.json, figures)
         return 0
 
 

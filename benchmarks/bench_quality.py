@@ -37,7 +37,6 @@ shared) machine.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -58,6 +57,7 @@ from backend.model.runtime import autocast_dtype
 from backend.model.trainer import TrainConfig, fine_tune, predict_ids
 from takemeter.offline_data import bbc_stories, short_text
 from takemeter.offline_models import minilm_path
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +203,7 @@ def main() -> None:
             "tfidf_logreg_floor": {"test": floor},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_result(args.json, payload)
         print(f"Wrote {args.json}")
 
 

@@ -25,6 +25,7 @@ from backend.labelstudio import client as ls_client
 from takemeter import stack
 from takemeter.offline_data import bbc_label_config, bbc_posts
 from takemeter.offline_models import minilm_path
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +108,7 @@ def main() -> int:
         }
         print(json.dumps(figures, indent=2))
         if args.json:
-            args.json.write_text(json.dumps(figures, indent=2))
+            write_result(args.json, figures)
         return 0
 
 

@@ -63,6 +63,7 @@ from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
 from backend.llm.local_server import MODEL_NAME, start_server, wait_ready
 from takemeter.offline_data import BBC_RULES, bbc_label_config, bbc_stories, short_text
 from takemeter.offline_models import minilm_path
+from takemeter.provenance import write_result
 from takemeter.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -430,7 +431,7 @@ def main() -> None:
                      "per_seed_labels_needed": per_seed},
         "seconds": round(time.monotonic() - started, 1),
     }
-    (args.out / "active_learning.json").write_text(json.dumps(result, indent=2))
+    write_result(args.out / "active_learning.json", result)
     (args.out / "active_learning_table.txt").write_text(table + "\n")
     print(f"\nWrote {args.out / 'active_learning.png'}, active_learning.json and "
           f"active_learning_table.txt ({result['seconds']:.0f} s)")
