@@ -12,9 +12,7 @@ import argparse
 import contextlib
 import json
 import random
-import shlex
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +27,7 @@ from backend.domain.taxonomy import parse_taxonomy
 from backend.llm import prompt
 from backend.llm.cache import AnswerCache, CachedAnswer
 from takemeter import stack
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = ("bench", "bench-secret")
@@ -154,14 +153,13 @@ def main() -> int:
     print(f"/health: {health['answers'].get('200', 0)} of {health['requests']} polls answered "
           f"200, slowest {health['max_ms']} ms; slow clients: {dict(slow)}; LLM calls "
           f"{metrics.get('llm_calls')}, cache hits {metrics.get('cache_hits')}")
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "git_revision": revision, "command": shlex.join(sys.orig_argv), "duration_s": args.duration,
+    write_result(args.json, {
+        "duration_s": args.duration,
         "clients": {**clients, "slow": args.slow_clients},
         "backend": {"workers": 2, "threads": 8, "basic_auth": True},
-        "endpoints": endpoints, "slow_clients": dict(slow), "metrics": metrics}, indent=2))
+        "endpoints": endpoints, "slow_clients": dict(slow), "metrics": metrics,
+        "health_polls_ms": [[round(t * 1000, 1), a] for n, t, a in samples if n == "/health"],
+    })
     print(f"wrote {args.json}")
     return 0
 

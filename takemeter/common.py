@@ -85,27 +85,20 @@ def settings() -> Settings:
 
 
 def connect(config: Settings) -> LabelStudio:
-    """An SDK client whose URL and token were checked with one cheap call."""
+    """An SDK client whose URL and token (a personal access token or a legacy token) were
+    checked with one cheap call."""
     if not config.label_studio_url:
         raise CliError("LABEL_STUDIO_URL is not set (e.g. http://localhost:8080)")
     if not config.label_studio_api_key:
-        raise CliError("LABEL_STUDIO_API_KEY is not set (Account & Settings -> Access Token)")
-    url = config.label_studio_url
-    client = ls_client.connect(config)
+        raise CliError("LABEL_STUDIO_API_KEY is not set (Account & Settings -> Personal "
+                       "Access Token, or a legacy token)")
     try:
-        client.users.whoami()
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach Label Studio at {url} ({type(exc).__name__}): check "
-                       f"LABEL_STUDIO_URL") from None
-    except ApiError as exc:
-        if exc.status_code in (401, 403):
-            raise CliError(f"Label Studio at {url} rejected the API key ({exc.status_code}): "
-                           f"check LABEL_STUDIO_API_KEY") from None
-        if exc.status_code == 404:
-            raise CliError(f"{url} answered 404 for the Label Studio API: check "
-                           f"LABEL_STUDIO_URL") from None
-        raise CliError(f"Label Studio at {url}: {ls_client.describe_error(exc)} (check "
-                       f"LABEL_STUDIO_URL)") from None
+        client = ls_client.connect(config)
+    except ConfigError as exc:  # e.g. an expired personal access token
+        raise CliError(str(exc)) from None
+    problem = ls_client.check_access(config, client=client)
+    if problem is not None:
+        raise CliError(problem.message)
     return client
 
 
