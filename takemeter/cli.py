@@ -20,6 +20,8 @@ COMMANDS = {
     "learning-curve": ("takemeter.learning_curve",
                        "held-out accuracy of models trained on growing shares"),
     "queue": ("takemeter.review_queue", "the review queue and its disagreements"),
+    "label-issues": ("takemeter.label_issues",
+                     "annotated tasks whose label the model and the LLM doubt, ranked"),
 }
 
 
