@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 
 from backend.domain.taxonomy import parse_taxonomy
-from backend.llm import prompt
-from backend.llm.cache import AnswerCache, CachedAnswer
 from takemeter import label_issues
 from tests.conftest import ROOT
+from tests.integration.llm_double import MisbehavingLLM
 
 pytestmark = pytest.mark.e2e
 
-LLM_MODEL = "smollm2-135m-instruct"
 PLANTED = range(3, 180, 30)  # post indexes given a wrong label: 6 of 180
 
 
@@ -42,7 +40,7 @@ def tab_tasks(ls, project: int) -> tuple[int, list[int]]:
 
 
 @pytest.fixture(scope="module")
-def project(ls, posts, label_config, label_studio, tmp_path_factory) -> dict:
+def project(ls, posts, label_config, label_studio, tmp_path_factory, request) -> dict:
     """180 posts imported with annotations, 6 of them wrong; the LLM's answers (right on
     the wrong ones, wrong on a quarter of the others) put in an answer cache."""
     taxonomy = parse_taxonomy(label_config)
@@ -64,22 +62,28 @@ def project(ls, posts, label_config, label_studio, tmp_path_factory) -> dict:
         "title": label_issues.SUSPECT_TAB, "ordering": ["tasks:id"],
         "filters": {"conjunction": "and", "items": []}})
 
-    cache_path = tmp_path_factory.mktemp("label-issues-llm") / "answers.sqlite"
-    cache = AnswerCache(cache_path)
-    for i, post in enumerate(posts):
-        label = gold[i] if i % 4 else names[(names.index(gold[i]) + 2) % len(names)]
-        cache.put(prompt.cache_key(LLM_MODEL, taxonomy, post["text"], max_chars=4000),
-                  CachedAnswer(label, 0.6, json.dumps({"label": label})), model=LLM_MODEL)
+    # The LLM: an OpenAI-compatible endpoint whose answers the test knows (right on the
+    # wrong ones, wrong on a quarter of the others), asked by the command itself.
+    answers = {post["text"]: (gold[i] if i % 4 or i in PLANTED
+                              else names[(names.index(gold[i]) + 2) % len(names)])
+               for i, post in enumerate(posts)}
+
+    def answer(prompt_text: str) -> str:
+        return next(label for text, label in answers.items() if text in prompt_text)
+
+    llm = MisbehavingLLM("scripted", answer=answer).__enter__()
+    request.addfinalizer(lambda: llm.__exit__(None, None, None))
     env = {k: v for k, v in os.environ.items() if k not in ("BASE_MODEL", "LLM_BASE_URL")}
     env.update(LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-               LLM_CACHE=str(cache_path), LLM_MODEL=LLM_MODEL,
+               LLM_BASE_URL=llm.url, LLM_MODEL="double",
+               LLM_CACHE=str(tmp_path_factory.mktemp("label-issues-llm") / "answers.sqlite"),
                MODEL_DIR=str(tmp_path_factory.mktemp("label-issues-models")))
     return {"id": created.id, "ids": ids, "wrong": {ids[i] for i in PLANTED}, "env": env,
             "taxonomy": taxonomy, "gold": gold, "stale_tab": stale_tab.id}
 
 
 def test_suspect_tab_lists_the_flagged_tasks_in_rank_order(ls, project):
-    summary = takemeter("--project", str(project["id"]), "--tab", "--json",
+    summary = takemeter("--project", str(project["id"]), "--tab", "--json", "--llm", "ask",
                         env=project["env"])
     suspects = summary["suspects"]
     assert summary["annotated"] == len(project["ids"])
@@ -98,7 +102,8 @@ def test_suspect_tab_lists_the_flagged_tasks_in_rank_order(ls, project):
         s = by_task[task]
         gold = project["gold"][project["ids"].index(task)]
         assert s["human_label"] != gold and s["llm_label"] == gold
-        assert s["llm_confidence"] == 0.6 and 0 <= s["model_p_human"] <= 1
+        assert s["llm_confidence"] is None  # the endpoint gives no logprobs
+        assert 0 <= s["model_p_human"] <= 1
         assert s["model_label"] in project["taxonomy"].names
 
     # The tab (the one there was, put right): exactly the flagged tasks, in rank order,

@@ -3,8 +3,10 @@ in for a paid or remote API failing in ways the local llama.cpp server does not.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
@@ -13,9 +15,12 @@ from takemeter.stack import free_port
 
 
 class MisbehavingLLM:
-    """mode: "garbage" (answers outside the label set), "error" (HTTP 500), "slow"."""
+    """mode: "garbage" (answers outside the label set), "error" (HTTP 500), "slow", or
+    "scripted": `answer(prompt)` gives the label for the user message, standing in for a
+    hosted LLM whose answers a test must know (no logprobs, like many hosted APIs)."""
 
-    def __init__(self, mode: str, *, delay: float = 5.0) -> None:
+    def __init__(self, mode: str, *, delay: float = 5.0,
+                 answer: Callable[[str], str] | None = None) -> None:
         self.mode = mode
         self.delay = delay
         self.requests = 0
@@ -24,16 +29,20 @@ class MisbehavingLLM:
         @app.post("/v1/chat/completions")
         def complete():
             self.requests += 1
-            request.get_json()
+            body = request.get_json()
             if self.mode == "error":
                 return jsonify(error={"message": "upstream exploded"}), 500
             if self.mode == "slow":
                 time.sleep(self.delay)
+            label = "banana"
+            if self.mode == "scripted" and answer is not None:
+                user = [m["content"] for m in body["messages"] if m["role"] == "user"]
+                label = answer(user[-1] if user else "")
             return jsonify({
                 "id": "x", "object": "chat.completion", "created": 0, "model": "double",
                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                              "message": {"role": "assistant",
-                                         "content": '{"label": "banana"}'}}],
+                                         "content": json.dumps({"label": label})}}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             })
 
