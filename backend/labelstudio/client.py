@@ -47,7 +47,7 @@ def describe_error(exc: Exception) -> str:
     if isinstance(exc, ApiError):
         hint = " (check LABEL_STUDIO_API_KEY)" if exc.status_code in (401, 403) else ""
         return f"Label Studio answered {exc.status_code}: {json.dumps(exc.body)[:300]}{hint}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 @dataclass(frozen=True)
