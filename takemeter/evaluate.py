@@ -25,7 +25,7 @@ Examples:
 
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 
 from backend.config import Settings
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap resamples for the F1 and paired-difference intervals "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cli.add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.resamples < 1:
         raise cli.CliError("--resamples must be at least 1")
@@ -170,12 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.write_json(report, args.out / "report.json")
 
     described = {MODEL: f"model {version}", LLM: f"LLM {settings.llm_model}"}
-    print(f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems))
-    for note in notes:
-        print(f"note: {note}")
-    print()
-    sys.stdout.write(evaluation.render_terminal(report))
-    print(f"\nwrote {markdown}, {args.out / 'report.json'} and confusion-matrix PNGs")
+    lines = [f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems),
+             *(f"note: {note}" for note in notes), "",
+             evaluation.render_terminal(report).rstrip("\n"),
+             f"\nwrote {markdown}, {args.out / 'report.json'} and confusion-matrix PNGs"]
+    cli.emit(json.loads((args.out / "report.json").read_text()), lines, as_json=args.json)
     return 0
 
 
