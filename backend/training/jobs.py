@@ -137,28 +137,53 @@ class JobState:
         return sum(self.runner_alive(project) for project, _ in self.projects())
 
 
+LOCK_FD = "--lock-fd="
+
+
 def start_runner(settings: Settings, state: JobState, project: int) -> bool:
     """Start a runner process for `project` unless one is alive or MAX_TRAINING_RUNNERS
     are busy (then the request waits: a runner that finishes starts the waiting ones).
-    A fresh interpreter (spawn, not fork): CUDA and forked gunicorn workers do not mix."""
-    if state.runner_alive(project):
-        return False
-    busy = state.live_runners()
-    if busy >= settings.max_training_runners:
-        log.info("project %d: training waits, %d of MAX_TRAINING_RUNNERS=%d runners busy",
-                 project, busy, settings.max_training_runners)
-        return False
-    log_dir = settings.model_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"train-{project}.log", "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend.training.runner", str(project)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=os.environ.copy(),
-            cwd=Path(__file__).resolve().parents[2])
+    A fresh interpreter (spawn, not fork): CUDA and forked gunicorn workers do not mix.
+
+    The project's lock is taken here and handed to the runner (--lock-fd), so a runner
+    counts as busy from its start, not seconds later once its imports are done; and one
+    start at a time (runners.lock) across workers and runners, so the count is right."""
+    with open(settings.model_dir / "runners.lock", "a+") as starting:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        if state.runner_alive(project):
+            return False
+        busy = state.live_runners()
+        if busy >= settings.max_training_runners:
+            log.info("project %d: training waits, %d of MAX_TRAINING_RUNNERS=%d runners "
+                     "busy", project, busy, settings.max_training_runners)
+            return False
+        with open(state.lock_path(project), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a runner started by hand took it meanwhile
+            log_dir = settings.model_dir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / f"train-{project}.log", "ab") as log_file:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "backend.training.runner", str(project),
+                     f"{LOCK_FD}{lock.fileno()}"], pass_fds=(lock.fileno(),),
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, env=os.environ.copy(),
+                    cwd=Path(__file__).resolve().parents[2])
+        # Closing this copy keeps the lock: the runner's copy holds it until it is done.
     # Reap it when it ends, so finished runners leave no zombies behind.
     threading.Thread(target=process.wait, daemon=True).start()
     return True
+
+
+def runner_lock(state: JobState, project: int, args: list[str]):
+    """The runner's lock handle: the one start_runner handed over (--lock-fd=N), else
+    (a runner started by hand) the lock taken here, or None when another runner has it."""
+    for arg in args:
+        if arg.startswith(LOCK_FD):
+            return os.fdopen(int(arg[len(LOCK_FD):]), "a+")
+    return acquire_runner_lock(state, project)
 
 
 def start_waiting(settings: Settings, state: JobState) -> None:

@@ -29,7 +29,7 @@ from backend.inference.refresh import refresh_label_studio
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
-from backend.training.jobs import TRAIN, JobState, acquire_runner_lock, start_waiting
+from backend.training.jobs import TRAIN, JobState, runner_lock, start_waiting
 
 log = logging.getLogger("backend.training.runner")
 
@@ -232,7 +232,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s train[%(process)d] %(message)s")
     state = JobState(settings.model_dir)
-    handle = acquire_runner_lock(state, project)
+    handle = runner_lock(state, project, sys.argv[2:])
     if handle is None:
         return 0  # another runner owns this project and will see the pending request
     try:
