@@ -49,7 +49,7 @@ import numpy as np
 from label_studio_sdk import LabelStudio
 
 from backend.config import Settings
-from backend.domain.dataset import is_held_out, latest_annotation, task_text
+from backend.domain.dataset import is_held_out, text_and_label
 from backend.domain.taxonomy import Taxonomy
 from backend.llm.labeler import LLMOpinion
 from takemeter import common as cli
@@ -104,14 +104,10 @@ def annotated_tasks(tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: i
     """Every task with a usable latest annotation, training and held-out alike."""
     found = []
     for task in tasks:
-        annotation = latest_annotation(task)
-        text = task_text(task, taxonomy.text_field)
-        if annotation is None or text is None:
-            continue
-        label = taxonomy.label_of(annotation.get("result") or [])
-        if label is not None:
+        labeled = text_and_label(task, taxonomy)
+        if labeled is not None:
             split = "test" if is_held_out(task, percent=holdout_percent) else "train"
-            found.append(Annotated(int(task["id"]), text, label, split))
+            found.append(Annotated(int(task["id"]), *labeled, split))
     return found
 
 

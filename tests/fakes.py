@@ -135,9 +135,14 @@ class FakeLabelStudio:
         })
 
 
-class _Exports:
+class _Resource:
+    """One resource of the client (projects, views, ...), reading the fake's state."""
+
     def __init__(self, fake: FakeLabelStudio) -> None:
         self._fake = fake
+
+
+class _Exports(_Resource):
 
     def download_sync(self, id: int, *, export_type: str = "JSON",
                       download_all_tasks: bool = False, **_: Any) -> Iterator[bytes]:
@@ -155,9 +160,9 @@ class _Exports:
         return iter([payload[i:i + 256] for i in range(0, len(payload), 256)])
 
 
-class _Projects:
+class _Projects(_Resource):
     def __init__(self, fake: FakeLabelStudio) -> None:
-        self._fake = fake
+        super().__init__(fake)
         self.exports = _Exports(fake)
 
     def get(self, id: int, **_: Any) -> LseProjectResponse:
@@ -196,18 +201,14 @@ class _Projects:
         return ImportPredictionsProjectsResponse(created=len(request))
 
 
-class _Predictions:
-    def __init__(self, fake: FakeLabelStudio) -> None:
-        self._fake = fake
+class _Predictions(_Resource):
 
     def list(self, *, project: int | None = None, **_: Any) -> list[Prediction]:
         self._fake._call("predictions.list", project=project)
         return list(self._fake._known(project).predictions)
 
 
-class _Views:
-    def __init__(self, fake: FakeLabelStudio) -> None:
-        self._fake = fake
+class _Views(_Resource):
 
     def list(self, *, project: int | None = None, **_: Any) -> list[View]:
         self._fake._call("views.list", project=project)
@@ -230,9 +231,7 @@ class _Views:
         raise not_found(f"view {id}")
 
 
-class _Webhooks:
-    def __init__(self, fake: FakeLabelStudio) -> None:
-        self._fake = fake
+class _Webhooks(_Resource):
 
     def list(self, *, project: int | str | None = None, **_: Any) -> list[Webhook]:
         self._fake._call("webhooks.list", project=project)

@@ -78,14 +78,21 @@ def labeled_examples(tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: 
     for task in tasks:
         if is_held_out(task, percent=holdout_percent) != held_out:
             continue
-        annotation = latest_annotation(task)
-        text = task_text(task, taxonomy.text_field)
-        if annotation is None or text is None:
-            continue
-        label = taxonomy.label_of(annotation.get("result") or [])
-        if label is not None:
-            examples.append(Example(int(task["id"]), text, label))
+        labeled = text_and_label(task, taxonomy)
+        if labeled is not None:
+            examples.append(Example(int(task["id"]), *labeled))
     return examples
+
+
+def text_and_label(task: dict, taxonomy: Taxonomy) -> tuple[str, str] | None:
+    """The task's text and the label of its latest annotation that was not skipped; None
+    when either is missing or the annotation chose no single label of the taxonomy."""
+    annotation = latest_annotation(task)
+    text = task_text(task, taxonomy.text_field)
+    if annotation is None or text is None:
+        return None
+    label = taxonomy.label_of(annotation.get("result") or [])
+    return (text, label) if label is not None else None
 
 
 def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> str | None:

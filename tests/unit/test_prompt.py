@@ -291,15 +291,22 @@ def test_label_confidence_multiplies_the_shares_up_to_the_deciding_token():
     # 0.8 / (0.8 + 0.2). Chain rule: 0.5 * 1.0 * 0.8 = 0.4 (the exact share of not_spam
     # among the three label sequences is 0.398). Counting the deciding token alone, as
     # before, gave 0.8: too high whenever labels share a prefix.
-    labels = ("not_spam", "not_sure", "spam")
-    content = '{"label": "not_spam"}'
-    pieces = ['{"', "label", '":', ' "', "not", "_", "spam", '"}']
-    tokens = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in pieces]
-    tokens[4] = TokenLogprob("not", math.log(0.5), {"not": math.log(0.5),
-                                                    "spam": math.log(0.5)})
-    tokens[6] = TokenLogprob("spam", math.log(0.8), {"spam": math.log(0.8),
-                                                     "sure": math.log(0.2)})
-    assert label_confidence(content, "not_spam", labels, tokens) == pytest.approx(0.4)
+    tokens = _label_tokens(["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5},
+                                                  "spam": {"spam": 0.8, "sure": 0.2}})
+    assert label_confidence('{"label": "not_spam"}', "not_spam",
+                            ("not_spam", "not_sure", "spam"), tokens) == pytest.approx(0.4)
+
+
+def _label_tokens(label_pieces: list[str], alternatives: dict[str, dict[str, float]]
+                  ) -> list[TokenLogprob]:
+    """Tokens of '{"label": "<pieces>"}' with probability 0.99 except where alternatives
+    (probabilities, the chosen piece among them) are given."""
+    out = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)})
+           for p in ['{"', "label", '":', ' "']]
+    for piece in label_pieces:
+        alts = {k: math.log(v) for k, v in alternatives.get(piece, {piece: 0.99}).items()}
+        out.append(TokenLogprob(piece, alts[piece], alts))
+    return [*out, TokenLogprob('"}', math.log(0.99), {'"}': math.log(0.99)})]
 
 
 def test_label_confidence_single_token_label():
@@ -314,12 +321,8 @@ def test_label_confidence_single_token_label():
 def test_label_confidence_counts_the_mass_before_a_shared_prefix():
     # health_claim / health_question / personal: 'health' 0.6 vs 'personal' 0.4, then
     # '_claim' 0.9 vs '_question' 0.1: P = 0.6 * 0.9 = 0.54 (exact: 0.54 / 1.0).
-    labels = ("health_claim", "health_question", "personal")
-    content = '{"label": "health_claim"}'
-    pieces = ['{"', "label", '":', ' "', "health", "_claim", '"}']
-    tokens = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in pieces]
-    tokens[4] = TokenLogprob("health", math.log(0.6), {"health": math.log(0.6),
-                                                       "personal": math.log(0.4)})
-    tokens[5] = TokenLogprob("_claim", math.log(0.9), {"_claim": math.log(0.9),
-                                                       "_question": math.log(0.1)})
-    assert label_confidence(content, "health_claim", labels, tokens) == pytest.approx(0.54)
+    tokens = _label_tokens(["health", "_claim"], {
+        "health": {"health": 0.6, "personal": 0.4}, "_claim": {"_claim": 0.9, "_question": 0.1}})
+    assert label_confidence('{"label": "health_claim"}', "health_claim",
+                            ("health_claim", "health_question", "personal"),
+                            tokens) == pytest.approx(0.54)
