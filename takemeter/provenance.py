@@ -25,10 +25,16 @@ def _git(*command: str) -> str:
         return ""
 
 
+# Read when the benchmark starts (it imports this first thing): the code that ran, even
+# if the tree changes before the result is written.
+_CODE = {"git_revision": _git("rev-parse", "HEAD") or None,
+         "git_uncommitted_changes": bool(_git("status", "--porcelain",
+                                              "--untracked-files=no"))}
+
+
 def provenance() -> dict:
     return {
-        "git_revision": _git("rev-parse", "HEAD") or None,
-        "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **_CODE,
         "command": shlex.join(sys.orig_argv),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
