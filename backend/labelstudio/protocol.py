@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from backend.model.registry import MAX_PROJECT_ID
+from backend.model.registry import InvalidName, check_project_id
 
 ANNOTATION_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED",
                                "ANNOTATION_DELETED", "ANNOTATIONS_CREATED",
@@ -30,14 +30,13 @@ def project_id(value: object) -> int | None:
     {"id": 3}); None when absent or malformed."""
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, bool):
-        return None
     if isinstance(value, str):
         match = _PROJECT.fullmatch(value.strip())
         value = int(match.group(1)) if match else None
-    if isinstance(value, int) and 0 < value <= MAX_PROJECT_ID:
-        return value
-    return None
+    try:
+        return check_project_id(value)  # the registry's rule: one range for every id
+    except InvalidName:
+        return None
 
 
 def required_project(value: object) -> int:
