@@ -133,7 +133,9 @@ def backend(start_backend, label_studio) -> Backend:
     """The shared backend: basic auth on, connected to the session's Label Studio."""
     return start_backend(auth=BACKEND_AUTH, LABEL_STUDIO_URL=label_studio.url,
                          LABEL_STUDIO_API_KEY=label_studio.token,
-                         TRAIN_AFTER_ANNOTATIONS="6")
+                         # Room for a burst of SDK annotations to land before a run
+                         # exports them (the debounce's purpose), also on a busy CI box.
+                         TRAIN_AFTER_ANNOTATIONS="6", TRAIN_DEBOUNCE="2")
 
 
 def basic_auth_header(auth: tuple[str, str]) -> str:
