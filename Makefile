@@ -26,6 +26,8 @@ up: install
 
 ## Lint, then every test (unit, integration, end-to-end with a real Label Studio).
 test: install
+	# The browser tests drive Debian's chromium (Playwright downloads no browser).
+	test -x /usr/bin/chromium || apt-get install -y chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -37,6 +37,15 @@ class Settings:
     max_request_bytes: int
     max_predict_tasks: int
     max_training_runners: int
+    # Jobs (pre-labeling, training, re-scoring). No REDIS_URL: the embedded mode, one
+    # machine, no server. REDIS_URL: job state, LLM answers and claims live in Redis, and
+    # the jobs go through Dramatiq on BROKER_URL (Redis or RabbitMQ, default REDIS_URL)
+    # to `takemeter worker` processes on any host.
+    redis_url: str | None
+    broker_url: str | None
+    prelabel_batch: int  # predictions pushed to Label Studio per import call
+    reconcile_seconds: float  # how often projects are checked for tasks with no pre-label
+    job_retries: int  # attempts of a failing job before it is marked failed
     # The zero-shot LLM (any OpenAI-compatible endpoint).
     llm_base_url: str | None  # None: the embedded llama.cpp server on local_llm_port
     local_llm_port: int
@@ -49,6 +58,10 @@ class Settings:
     llm_max_queued: int  # posts waiting for the LLM per project and worker
     llm_breaker_errors: int  # consecutive failures that open the circuit breaker
     llm_breaker_cooldown: float  # seconds before an open breaker lets one request try
+    # How the LLM answers (backend.llm.prompt): "json" ({"label": ...}) or "code" (one letter
+    # per label, one token); calibrate: divide out the model's prior over the labels.
+    llm_answer_format: str
+    llm_calibrate: bool
     llm_cache: Path
     predict_deadline: float
     # The fine-tuned classifier.
@@ -87,7 +100,8 @@ class Settings:
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets masked."""
-        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key"}
+        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key", "redis_url",
+              "broker_url"}  # URLs may carry passwords
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else
                      str(getattr(self, f.name)))
@@ -134,6 +148,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_str(env, name) or default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _url(env: Mapping[str, str], name: str) -> str | None:
     raw = _str(env, name)
     if raw is None:
@@ -142,6 +163,17 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
     return raw.rstrip("/")
+
+
+def _service_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise ConfigError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL, "
+                          f"got {raw!r}")
+    return raw
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -158,7 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if holdout > 90:
         raise ConfigError(f"HOLDOUT_PERCENT must be between 0 and 90, got {holdout}")
     model_dir = Path(_str(env, "MODEL_DIR", "./model_data") or ".").resolve()
-    return Settings(
+    settings = Settings(
         model_dir=model_dir,
         label_studio_url=_url(env, "LABEL_STUDIO_URL"),
         label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
@@ -175,17 +207,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1024),
         max_predict_tasks=_int(env, "MAX_PREDICT_TASKS", 20000, minimum=1),
         max_training_runners=_int(env, "MAX_TRAINING_RUNNERS", 2, minimum=1),
+        redis_url=(redis_url := _service_url(env, "REDIS_URL", ("redis", "rediss"))),
+        broker_url=_service_url(env, "BROKER_URL", ("redis", "rediss", "amqp", "amqps"))
+        or redis_url,
+        prelabel_batch=_int(env, "PRELABEL_BATCH", 100, minimum=1),
+        reconcile_seconds=_float(env, "RECONCILE_SECONDS", 60.0, minimum=1.0),
+        job_retries=_int(env, "JOB_RETRIES", 4, minimum=1),
         llm_base_url=_url(env, "LLM_BASE_URL"),
         local_llm_port=_int(env, "LOCAL_LLM_PORT", 8081, minimum=1),
         llm_api_key=_str(env, "LLM_API_KEY", "not-needed") or "",
         llm_model=_str(env, "LLM_MODEL", "smollm2-135m-instruct") or "",
-        llm_concurrency=_int(env, "LLM_CONCURRENCY", 8, minimum=1),
+        # The embedded server has 4 slots: more requests in flight only wait there and
+        # time out on a busy machine.
+        llm_concurrency=_int(env, "LLM_CONCURRENCY", 8 if _str(env, "LLM_BASE_URL") else 4,
+                             minimum=1),
         llm_timeout=_float(env, "LLM_TIMEOUT", 30.0, minimum=0.1),
         llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
         llm_max_chars=_int(env, "LLM_MAX_CHARS", 4000, minimum=100),
         llm_max_queued=_int(env, "LLM_MAX_QUEUED", 5000, minimum=1),
         llm_breaker_errors=_int(env, "LLM_BREAKER_ERRORS", 5, minimum=1),
         llm_breaker_cooldown=_float(env, "LLM_BREAKER_COOLDOWN", 30.0, minimum=0.1),
+        llm_answer_format=_choice(env, "LLM_ANSWER_FORMAT", "json", ("json", "code")),
+        llm_calibrate=_bool(env, "LLM_CALIBRATE", False),
         llm_cache=Path(_str(env, "LLM_CACHE") or model_dir / "llm_cache.sqlite").resolve(),
         predict_deadline=_float(env, "PREDICT_DEADLINE", 80.0, minimum=1.0),
         base_model=_str(env, "BASE_MODEL", "distilbert-base-uncased") or "",
@@ -199,3 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         train_seed=_int(env, "TRAIN_SEED", 42),
         holdout_percent=holdout,
     )
+    if settings.broker_url and not settings.redis_url:
+        raise ConfigError("BROKER_URL needs REDIS_URL too: the job state, the LLM answer "
+                          "cache and its claims live in Redis in the distributed mode")
+    return settings

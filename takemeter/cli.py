@@ -12,6 +12,8 @@ COMMANDS = {
     "up": ("takemeter.local_stack",
            "Label Studio, the backend, the LLM and a demo project on this machine"),
     "serve": ("takemeter.serve", "run the backend under gunicorn"),
+    "worker": ("backend.jobs.worker",
+               "run jobs from the queue (distributed mode: REDIS_URL, BROKER_URL)"),
     "setup": ("takemeter.setup_project",
               "create or update a project, import posts, connect the backend"),
     "export": ("takemeter.export", "export annotations (JSONL, CSV, Label Studio JSON)"),

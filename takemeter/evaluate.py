@@ -14,9 +14,16 @@ Accuracy and coverage carry exact (Clopper-Pearson) intervals, F1 BCa bootstrap 
 two systems are compared on the same posts (McNemar test and a paired bootstrap interval
 of the difference), and "better" is claimed only where both agree.
 
-Writes the terminal report to stdout, and report.md, report.json and one confusion-matrix
-PNG per system to --out. Without any model version the LLM is evaluated alone (with a
-note), unless --require-model.
+The prediction score (the estimated probability that the pre-label shown is right, from
+the project's calibrator, MODEL_DIR/projects/<id>/calibration.json, or the prior) is
+measured on the same held-out posts: the pre-label the backend would show for each post
+against the human label, with the Brier score, the expected calibration error (10
+equal-width bins) and a reliability diagram (reliability.png); the prior is measured
+beside a fitted calibrator. The calibrator is never fitted on held-out posts.
+
+Writes the terminal report to stdout, and report.md, report.json, one confusion-matrix
+PNG per system and reliability.png to --out. Without any model version the LLM is
+evaluated alone (with a note), unless --require-model.
 
 Examples:
   takemeter evaluate --project 3 --out out/eval
@@ -27,12 +34,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from backend.config import Settings
+from backend.domain import calibration
 from backend.domain.dataset import latest_per_annotator
 from backend.domain.taxonomy import Taxonomy
 from backend.model.registry import Registry
 from takemeter import common as cli
+
+if TYPE_CHECKING:  # scipy, openai: imported where used, after the cheap checks
+    from backend.domain import policy
+    from backend.llm.labeler import LLMOpinion
 
 MODEL = "fine-tuned"
 LLM = "zero-shot"
@@ -54,10 +67,18 @@ def annotator_labels(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
     return labeled
 
 
+class ModelAnswers(NamedTuple):
+    version: str | None
+    labels: list[str | None] | None  # None: no model to evaluate
+    opinions: list[policy.ModelOpinion] | None  # None where the backend would not use it
+    prefer_model: bool  # the backend shows the model's label (it beat the LLM)
+
+
 def model_predictions(settings: Settings, project: int | None, version: str | None,
                       taxonomy: Taxonomy, texts: list[str], notes: list[str],
-                      *, require: bool) -> tuple[str | None, list[str | None] | None]:
-    """The fine-tuned version's labels, or None (with a note) when there is no model."""
+                      *, require: bool) -> ModelAnswers:
+    """The fine-tuned version's labels and opinions, or none (with a note) when there is
+    no model."""
     registry = Registry(settings.model_dir, project) if project is not None else None
     if registry is None:
         version = None
@@ -75,8 +96,9 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
         if require:
             raise cli.CliError(reason)
         notes.append(f"{reason}; evaluating the zero-shot LLM alone")
-        return None, None
+        return ModelAnswers(None, None, None, False)
 
+    from backend.domain import policy
     from backend.model.classifier import Classifier  # torch: imported only when needed
 
     classifier = Classifier(registry.path(version))
@@ -85,11 +107,15 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
     if not set(classifier.labels) <= set(taxonomy.names):
         notes.append(f"model {version} was trained on labels {classifier.labels}, the config "
                      f"has {list(taxonomy.names)}: its other labels count as no answer")
-    return version, [p if p in taxonomy.names else None for p in predicted]
+    # The backend uses a model only when its labels are the config's, in order.
+    opinions = ([policy.model_opinion(classifier.labels, row) for row in probabilities]
+                if classifier.labels == list(taxonomy.names) else None)
+    return ModelAnswers(version, [p if p in taxonomy.names else None for p in predicted],
+                        opinions, bool(classifier.meta.get("beats_llm", False)))
 
 
 def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
-                    ) -> list[str | None] | None:
+                    ) -> list[LLMOpinion]:
     if not settings.llm_base_url:
         notes.append(f"LLM_BASE_URL is not set: asking the backend's embedded LLM at "
                      f"{settings.llm_endpoint}")
@@ -107,7 +133,55 @@ def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], no
     if errors and len(errors) == len(texts):
         notes.append(f"the LLM answered none of the {len(texts)} posts (e.g. {errors[0]}); "
                      f"check LLM_BASE_URL")
-    return [o.label for o in opinions]
+    return opinions
+
+
+def score_calibration(settings: Settings, project: int | None, y_true: list[str],
+                      llm: list[LLMOpinion] | None, model: ModelAnswers) -> dict | None:
+    """The served score against what happened: for each held-out post the pre-label the
+    backend would show (policy.decide) and its P(right), from the project's calibrator and
+    from the prior; None when no post gets a pre-label."""
+    from backend.domain import policy
+
+    registry = Registry(settings.model_dir, project) if project is not None else None
+    calibrator = calibration.load(registry.read_calibration() if registry else None)
+    calibrators = {"prior": calibration.PRIOR}
+    if calibrator.kind == "fitted":
+        calibrators = {"project's calibrator": calibrator, **calibrators}
+    scores: dict[str, list[float]] = {name: [] for name in calibrators}
+    right = []
+    for i, human in enumerate(y_true):
+        answer = llm[i] if llm is not None else None
+        opinion = model.opinions[i] if model.opinions is not None else None
+        label = answer.label if answer is not None else None
+        confidence = answer.confidence if answer is not None else None
+        decisions = {name: policy.decide(label, confidence, opinion,
+                                         prefer_model=model.prefer_model, calibrator=c)
+                     for name, c in calibrators.items()}
+        shown = next(iter(decisions.values()))
+        if shown is None:
+            continue
+        right.append(shown.label == human)
+        for name, decision in decisions.items():
+            scores[name].append(decision.score)
+    if not right:
+        return None
+    from takemeter import evaluation
+
+    notes = [f"score source: {calibrator.describe()}"]
+    if llm is None and model.opinions is not None:
+        notes.append("the LLM was left out: these are the model's pre-labels and scores "
+                     "alone, as the backend gives them where the LLM has no answer")
+    if registry and calibrator.kind == "fitted" and model.version not in (
+            None, registry.serving()):
+        notes.append(f"the calibrator was fitted for the serving version, not {model.version}")
+    if len(right) < len(y_true):
+        notes.append(f"{len(y_true) - len(right)} held-out posts get no pre-label and no score")
+    if len(right) < evaluation.SMALL_N:
+        notes.append(f"only {len(right)} scored posts: a bin of a few posts moves ECE by "
+                     f"several points; read the Brier scores side by side")
+    return {**evaluation.calibration_summary(scores, right), "notes": notes,
+            "calibrator": calibrator.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,14 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
 
     systems: dict[str, list[str | None]] = {}
-    version, predicted = model_predictions(settings, source.project, args.version, taxonomy,
-                                           texts, notes, require=args.require_model)
-    if predicted is not None:
-        systems[MODEL] = predicted
-    if not args.no_llm:
-        llm = llm_predictions(settings, taxonomy, texts, notes)
-        if llm is not None:
-            systems[LLM] = llm
+    model = model_predictions(settings, source.project, args.version, taxonomy, texts, notes,
+                              require=args.require_model)
+    version = model.version
+    if model.labels is not None:
+        systems[MODEL] = model.labels
+    llm = None if args.no_llm else llm_predictions(settings, taxonomy, texts, notes)
+    if llm is not None:
+        systems[LLM] = [o.label for o in llm]
     if not systems:
         raise cli.CliError("nothing to evaluate: no model version and no LLM (" +
                            "; ".join(notes) + ")")
@@ -165,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     report["items"] = [{"task_id": e.task_id, "human": e.label,
                         **{name: preds[i] for name, preds in systems.items()}}
                        for i, e in enumerate(examples)]
+    report["calibration"] = score_calibration(settings, source.project, y_true, llm, model)
     title = f"Held-out evaluation: {source.description}"
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = evaluation.render_markdown(report, out_dir=args.out, title=title)
@@ -174,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems),
              *(f"note: {note}" for note in notes), "",
              evaluation.render_terminal(report).rstrip("\n"),
-             f"\nwrote {markdown}, {args.out / 'report.json'} and confusion-matrix PNGs"]
+             f"\nwrote {markdown}, {args.out / 'report.json'}, confusion-matrix PNGs"
+             + (f" and {evaluation.RELIABILITY_PNG}" if report["calibration"] else "")]
     cli.emit(json.loads((args.out / "report.json").read_text()), lines, as_json=args.json)
     return 0
 

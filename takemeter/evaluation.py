@@ -8,7 +8,8 @@ shares (accuracy, coverage; Wilson alongside), BCa bootstrap for F1 (which is no
 with an exact Clopper-Pearson bound where BCa is undefined. Two systems are compared on
 the same posts (McNemar, paired bootstrap of the difference), never by overlapping
 intervals. Agreement among annotators: Cohen's kappa for two, Fleiss' kappa or
-Krippendorff's alpha for more.
+Krippendorff's alpha for more. The prediction score, P(the shown pre-label is right), is
+measured by its Brier score, expected calibration error and a reliability diagram.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats import contingency_tables, inter_rater
 
-from backend.domain import policy
+from backend.domain import calibration, policy
 from backend.files import write_text_atomic
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "accuracy",
     "accuracy_ci",
     "bootstrap_ci",
+    "calibration_summary",
     "cohen_kappa",
     "compare_systems",
     "confusion",
@@ -934,6 +936,127 @@ def compare_systems(
     }
 
 
+# ---------------------------------------------------------------------- calibration
+
+RELIABILITY_PNG = "reliability.png"
+
+
+def calibration_summary(
+    scores: Mapping[str, Sequence[float]],
+    right: Sequence[bool],
+    *,
+    bins: int = calibration.BINS,
+) -> dict[str, Any]:
+    """How well each named set of scores reads as P(right) on the same posts.
+
+    Per set: the Brier score (mean squared error of the probability; lower is better),
+    the expected calibration error over ``bins`` equal-width bins, the mean score and the
+    reliability table. ``brier_constant`` is the Brier score of always answering the share
+    right: a score that tells right from wrong pre-labels apart does better.
+    """
+    if not scores:
+        raise ValueError("need at least one set of scores")
+    outcomes = [bool(r) for r in right]
+    named = {f"scores {name!r}": values for name, values in scores.items()}
+    n = _same_length({"right": outcomes, **named})
+    _check_nonempty(n)
+    share = sum(outcomes) / n
+    return {
+        "n": n,
+        "n_right": sum(outcomes),
+        "share_right": share,
+        "bins": bins,
+        "brier_constant": share * (1 - share),
+        "scores": {
+            name: {
+                "brier": calibration.brier(values, outcomes),
+                "ece": calibration.ece(values, outcomes, bins=bins),
+                "mean_score": float(np.mean(values)),
+                "reliability": calibration.reliability_bins(values, outcomes, bins=bins),
+            }
+            for name, values in scores.items()
+        },
+    }
+
+
+def _calibration_lines(cal: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Score = estimated P(the shown pre-label is right), on {_posts(cal['n'])} with a "
+        f"pre-label ({cal['n_right']} right, {cal['share_right']:.1%}); always answering "
+        f"{cal['share_right']:.2f} would score Brier {cal['brier_constant']:.3f}."
+    ]
+    lines += list(cal.get("notes") or [])
+    for name, res in cal["scores"].items():
+        lines.append(
+            f"{name}: Brier {res['brier']:.3f}, ECE {res['ece']:.3f} ({cal['bins']} bins), "
+            f"mean score {res['mean_score']:.3f}"
+        )
+    return lines
+
+
+def _reliability_lines(cal: Mapping[str, Any]) -> list[str]:
+    name, res = next(iter(cal["scores"].items()))
+    lines = [f"Reliability of {name} (bins with posts):"]
+    for b in res["reliability"]:
+        if b["n"]:
+            lines.append(
+                f"  score {b['low']:.1f}-{b['high']:.1f}: {_posts(b['n'])}, mean score "
+                f"{b['mean_score']:.2f}, right {b['share_right']:.0%}"
+            )
+    return lines
+
+
+def _reliability_table(cal: Mapping[str, Any]) -> list[str]:
+    sets = list(cal["scores"].values())
+    head = " | ".join(f"{_md(name)}: posts, mean score, right" for name in cal["scores"])
+    rows = [f"| score | {head} |", "|---|" + "---|" * len(sets)]
+    for k in range(cal["bins"]):
+        cells = [
+            f"{b['n']}, {b['mean_score']:.2f}, {b['share_right']:.0%}" if b["n"] else "0"
+            for b in (res["reliability"][k] for res in sets)
+        ]
+        edge = sets[0]["reliability"][k]
+        rows.append(f"| {edge['low']:.1f}-{edge['high']:.1f} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _plot_reliability(cal: Mapping[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfectly calibrated")
+    names = list(cal["scores"])
+    width = 1 / cal["bins"] / (len(names) + 1)
+    largest = max(b["n"] for res in cal["scores"].values() for b in res["reliability"])
+    for k, (name, res) in enumerate(cal["scores"].items()):
+        used = [b for b in res["reliability"] if b["n"]]
+        xs = [b["mean_score"] for b in used]
+        ys = [b["share_right"] for b in used]
+        # Marker area follows the bin's post count: a bin of 2 posts proves little.
+        sizes = [20 + 180 * b["n"] / largest for b in used]
+        label = f"{name}: Brier {res['brier']:.3f}, ECE {res['ece']:.3f}"
+        (line,) = top.plot(xs, ys, marker="", lw=1.5, label=label)
+        top.scatter(xs, ys, s=sizes, color=line.get_color(), zorder=3)
+        bottom.bar([b["low"] + width * (k + 0.5) for b in res["reliability"]],
+                   [b["n"] for b in res["reliability"]], width=width, align="edge",
+                   color=line.get_color(), label=name)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("share of pre-labels right")
+    top.set_title(
+        f"Score reliability on {_posts(cal['n'])} ({cal['share_right']:.0%} right)"
+    )
+    top.legend(loc="lower right", fontsize="small")  # calibrated points stay off it
+    top.grid(alpha=0.3)
+    bottom.set_xlabel("score: estimated P(the shown pre-label is right)")
+    bottom.set_ylabel("posts")
+    bottom.set_xticks([i / cal["bins"] for i in range(cal["bins"] + 1)])
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------------ rendering
 
 _FALLBACK_MARK = "\u2020"
@@ -1066,6 +1189,11 @@ def render_terminal(report: Mapping[str, Any]) -> str:
     if report["paired"]:
         out += ["", "Paired comparisons (same posts):", *_paired_lines(report)]
     out += ["", *_kappa_lines(report)]
+    if report.get("calibration"):
+        lines = _calibration_lines(report["calibration"]) + _reliability_lines(
+            report["calibration"]
+        )
+        out += ["", "Score calibration:", *(f"  {line}" for line in lines)]
     out += ["", "Findings:"]
     out += [f"  - {f}" for f in report["findings"]] or ["  (none)"]
     out += ["", "Warnings:"]
@@ -1159,6 +1287,14 @@ def render_markdown(
     for heading, items in sections:
         md += ["", f"## {heading}", ""]
         md += [f"- {_md(item)}" for item in items] or ["(none)"]
+
+    cal = report.get("calibration")
+    if cal:
+        _plot_reliability(cal, out_dir / RELIABILITY_PNG)
+        md += ["", "## Score calibration", ""]
+        md += [f"- {_md(line)}" for line in _calibration_lines(cal)]
+        md += ["", *_reliability_table(cal)]
+        md += ["", f"![Reliability diagram of the score]({RELIABILITY_PNG})"]
 
     for name in names:
         res = report["systems"][name]

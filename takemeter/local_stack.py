@@ -1,6 +1,6 @@
 """Bring up the whole stack locally: Label Studio (pip, SQLite), the backend under gunicorn
 (with the embedded llama.cpp LLM unless LLM_BASE_URL is set), and a demo project with the
-demo posts imported, the backend connected and pre-labels retrieved. Ctrl-C stops it all.
+demo posts imported, the backend connected and its pre-labels pushed. Ctrl-C stops it all.
 
 State lives in .stack/ (Label Studio's data, the backend's MODEL_DIR, logs): a second start
 reuses it. `make up` runs this after installing both environments.
@@ -56,21 +56,24 @@ def backend_env(args: argparse.Namespace, login: stack.LabelStudioLogin) -> dict
     return env
 
 
-def prelabel(project: int, backend_url: str) -> None:
-    """Retrieve pre-labels until every task has one. Each bulk /predict answers within
-    PREDICT_DEADLINE; posts the LLM has not answered yet come with the next retrieval."""
+def prelabel(project: int, backend_url: str, *, wait: float = 1200) -> None:
+    """Follow the background pre-labeling job (connecting the backend started it) until
+    every task has a pre-label, or `wait` seconds."""
     client = ls_client.connect(load_settings())
     total = len(ls_client.all_tasks(client, project))
-    started = time.monotonic()
-    for _ in range(30):
-        ls_client.retrieve_predictions(client, project)
+    ls_client.retrieve_predictions(client, project)  # what is cached now, the rest queued
+    started, done, shown = time.monotonic(), 0, -1
+    while time.monotonic() - started < wait:
         done = len(ls_client.prediction_versions(client, project))
-        print(f"  pre-labels: {done}/{total} tasks ({time.monotonic() - started:.0f} s)",
-              flush=True)
+        if done != shown:
+            print(f"  pre-labels: {done}/{total} tasks ({time.monotonic() - started:.0f} s)",
+                  flush=True)
+            shown = done
         if done >= total:
             return
-    print(f"  {total - done} tasks still have no pre-label; 'Retrieve Predictions' in the "
-          f"Data Manager asks again (backend log: {backend_url})", flush=True)
+        time.sleep(5)
+    print(f"  {total - done} tasks have no pre-label yet; the job goes on in the background "
+          f"(progress: {backend_url}/jobs?project={project})", flush=True)
 
 
 def interrupt(*_: object) -> None:

@@ -8,8 +8,9 @@ Steps, each safe to repeat (a second run changes nothing):
      --import-labels-as-annotations;
   3. data.split = "test" / "train" on every task, by the same held-out rule the trainer
      uses (backend.dataset.is_held_out), so the Data Manager can show and filter it;
-  4. the backend connected (--backend-url; basic auth from BASIC_AUTH_USER/PASS), its
-     webhooks given that auth, and the review-queue tab;
+  4. the review-queue tab, uncertainty sampling (so "Label All Tasks" serves the lowest
+     prediction score first), and the backend connected (--backend-url; basic auth from
+     BASIC_AUTH_USER/PASS), its webhooks given that auth;
   5. with --retrieve-predictions, pre-labels for every task.
 
 Example:
@@ -206,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     # tab exists, and check-then-create calls racing each other would make several.
     summary["review_tab"] = ls_client.ensure_review_tab(client, project.id)
     lines.append(f"review-queue tab {summary['review_tab']}")
+    # "Label All Tasks" follows the sampling, not the tab: lowest prediction score first.
+    ls_client.ensure_sampling(client, project.id, project.sampling)
+    summary["sampling"] = ls_client.UNCERTAINTY_SAMPLING
+    lines.append(f"Label All Tasks: {ls_client.UNCERTAINTY_SAMPLING.lower()} (lowest "
+                 f"prediction score first)")
     connection = None
     if not args.no_backend:
         auth = settings.basic_auth

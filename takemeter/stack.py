@@ -57,17 +57,36 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def _await_http(process: subprocess.Popen, url: str, *, timeout: float,
+                headers: dict | None = None) -> subprocess.Popen:
+    """wait_http for a process started here; stopped if it never answers, so a failed
+    start leaves nothing running."""
+    try:
+        wait_http(url, timeout=timeout, process=process, headers=headers)
+    except BaseException:
+        stop(process)
+        raise
+    return process
+
+
+def _spawn(command: list[str], env: dict[str, str], log_path: Path,
+           wrap: list[str] | None = None) -> subprocess.Popen:
+    """Start `command` in a session of its own (stop() ends the whole group). `wrap` is a
+    prefix that execs the command elsewhere, e.g. ["ip", "netns", "exec", "tm-a"]."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        return subprocess.Popen([*(wrap or []), *command], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+                                start_new_session=True)
 
 
 def start_label_studio(*, data_dir: Path, port: int, login: LabelStudioLogin,
                        log_path: Path, ls_bin: Path | None = None,
-                       timeout: float = 240) -> subprocess.Popen:
-    """A headless Label Studio with SQLite, a known user and a legacy API token."""
+                       timeout: float = 240, host: str = "127.0.0.1",
+                       wrap: list[str] | None = None,
+                       extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A headless Label Studio with a known user and a legacy API token, listening on
+    `host`; SQLite unless `extra_env` chooses another database (DJANGO_DB, POSTGRE_*)."""
     ls_bin = ls_bin or ROOT / ".venv-ls" / "bin" / "label-studio"
     if not ls_bin.exists():
         raise FileNotFoundError(f"{ls_bin} is missing: run `make install`")
@@ -79,15 +98,15 @@ def start_label_studio(*, data_dir: Path, port: int, login: LabelStudioLogin,
         "LABEL_STUDIO_USER_TOKEN": login.token,
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback
-        "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to loopback are never sent
+        "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback or a private address
+        "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to such addresses are never sent
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        **(extra_env or {}),
     })
-    process = _spawn([str(ls_bin), "start", "--no-browser", "--internal-host", "127.0.0.1",
-                      "--port", str(port)], env, log_path)
-    wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout, process=process)
-    return process
+    process = _spawn([str(ls_bin), "start", "--no-browser", "--internal-host", host,
+                      "--port", str(port)], env, log_path, wrap)
+    return _await_http(process, f"http://{host}:{port}/health", timeout=timeout)
 
 
 def start_local_llm(*, port: int, log_path: Path, parallel: int = 4) -> subprocess.Popen:
@@ -98,22 +117,32 @@ def start_local_llm(*, port: int, log_path: Path, parallel: int = 4) -> subproce
 
 
 def start_backend(*, env: dict[str, str], port: int, log_path: Path,
-                  timeout: float = 120) -> subprocess.Popen:
-    """The backend under gunicorn, as in production."""
+                  timeout: float = 120, host: str = "127.0.0.1",
+                  wrap: list[str] | None = None) -> subprocess.Popen:
+    """The backend under gunicorn, as in production, listening on `host`."""
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    full_env = {**os.environ, **env, "PORT": str(port), "BIND": f"127.0.0.1:{port}"}
+    full_env = {**os.environ, **env, "PORT": str(port), "BIND": f"{host}:{port}"}
     process = _spawn([str(gunicorn), "-c", "python:backend.service.gunicorn_conf",
                       "backend.service.wsgi:app"],
-                     full_env, log_path)
+                     full_env, log_path, wrap)
     headers = {}
     if env.get("BASIC_AUTH_USER"):
         import base64
 
         token = base64.b64encode(f"{env['BASIC_AUTH_USER']}:{env['BASIC_AUTH_PASS']}".encode())
         headers["Authorization"] = "Basic " + token.decode()
-    wait_http(f"http://127.0.0.1:{port}/health", timeout=timeout, process=process,
-              headers=headers)
-    return process
+    return _await_http(process, f"http://{host}:{port}/health", timeout=timeout,
+                       headers=headers)
+
+
+def start_worker(*, env: dict[str, str], log_path: Path, queues: str | None = None,
+                 wrap: list[str] | None = None) -> subprocess.Popen:
+    """A job worker of the distributed mode (`takemeter worker`); `env` needs REDIS_URL.
+    It has no port to wait on: the caller watches its log or the jobs it runs."""
+    command = [sys.executable, "-m", "backend.jobs.worker"]
+    if queues:
+        command += ["--queues", queues]
+    return _spawn(command, {**os.environ, **env}, log_path, wrap)
 
 
 @contextlib.contextmanager

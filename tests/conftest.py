@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +24,41 @@ BACKEND_AUTH = ("takemeter", "backend-secret")
 def load_posts() -> list[dict]:
     lines = (ROOT / "data" / "demo_posts.jsonl").read_text().splitlines()
     return [row for row in map(json.loads, lines) if "text" in row]
+
+
+def need_service(name: str, problem: Exception) -> None:
+    """A local service the test needs is down: a failure under CI=true (no silent
+    skips there), a skip on a developer's machine without it."""
+    message = f"{name} is not reachable: {type(problem).__name__}: {problem}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def live_redis(url: str = REDIS_URL):
+    """A client of the machine's Redis (a failure under CI=true when it is down)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        need_service("Redis", exc)
+    return client
+
+
+@pytest.fixture
+def redis_prefix():
+    """A real Redis and a key prefix of this test's own, removed afterwards."""
+    client = live_redis()
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield client, prefix
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +148,7 @@ def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., 
         model_dir = tmp_path_factory.mktemp("model-dir")
         settings = {
             "MODEL_DIR": str(model_dir), "LLM_BASE_URL": llm_url, "LLM_CACHE": str(llm_cache),
+            "LLM_CONCURRENCY": "4",  # the session's llama.cpp server has 4 slots
             "LLM_MODEL": "smollm2-135m-instruct", "BASE_MODEL": str(tiny_model),
             "WORKERS": "2", "THREADS": "4", "TRAIN_EPOCHS": "3", "TRAIN_DEBOUNCE": "0.5",
             "TRAIN_MIN_PER_LABEL": "2", "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128",

@@ -1,10 +1,12 @@
 """An in-process Label Studio for fast tests.
 
 `FakeLabelStudio` answers exactly the label-studio-sdk calls the backend makes (see
-backend/labelstudio/client.py, backend/inference/refresh.py, backend/training/runner.py
-and backend/labelstudio/sync.py) from memory, with the SDK's own response types, and
-records every call. Like Label Studio it refuses a project `model_version` that no
-prediction carries yet, and answers 404 for a project it does not know.
+backend/labelstudio/client.py, backend/inference/refresh.py, backend/training/runner.py,
+backend/labelstudio/sync.py and backend/labelstudio/card.py) from memory, with the SDK's
+own response types, and records every call. Like Label Studio it refuses a project
+`model_version` that no prediction carries yet, a sampling it does not offer, and an ML
+connection update without url and project (500) or, for a basic-auth connection, without
+its auth fields; and it answers 404 for a project it does not know.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.projects.types import ImportPredictionsProjectsResponse
 from label_studio_sdk.types import (
     LseProjectResponse,
+    MlBackend,
     Prediction,
     View,
     Webhook,
     WebhookSerializerForUpdate,
 )
+
+SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
 
 
 def not_found(what: str) -> ApiError:
@@ -40,12 +45,14 @@ class FakeProject:
     title: str
     label_config: str
     model_version: str = ""
+    sampling: str = "Sequential sampling"  # Label Studio's default for a new project
     from_name: str = "label"
     to_name: str = "text"
     tasks: list[dict] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
     views: list[View] = field(default_factory=list)
     webhooks: list[Webhook] = field(default_factory=list)
+    ml_backends: list[MlBackend] = field(default_factory=list)
 
 
 class FakeLabelStudio:
@@ -60,6 +67,7 @@ class FakeLabelStudio:
         self.predictions = _Predictions(self)
         self.views = _Views(self)
         self.webhooks = _Webhooks(self)
+        self.ml = _Ml(self)
 
     # ------------------------------------------------------------------ test setup
 
@@ -100,6 +108,17 @@ class FakeLabelStudio:
         self.project(project).webhooks.append(hook)
         return hook.id
 
+    def add_ml_backend(self, project: int, url: str, *, title: str = "TakeMeter",
+                       model_version: str = "", basic_auth_user: str | None = None) -> int:
+        """Connect an ML backend to the project (with basic auth when a user is given);
+        return the connection's id."""
+        backend = MlBackend(id=next(self._ids), project=project, url=url, title=title,
+                            description="", model_version=model_version,
+                            auth_method="BASIC_AUTH" if basic_auth_user else "NONE",
+                            basic_auth_user=basic_auth_user or "")
+        self.project(project).ml_backends.append(backend)
+        return backend.id
+
     # ------------------------------------------------------------------ inspection
 
     def project(self, project: int) -> FakeProject:
@@ -131,6 +150,7 @@ class FakeLabelStudio:
         return LseProjectResponse.model_validate({
             "id": state.id, "title": state.title, "label_config": state.label_config,
             "model_version": state.model_version, "task_number": len(state.tasks),
+            "sampling": state.sampling,
             "assignment_settings": {}, "review_settings": {},
         })
 
@@ -179,6 +199,12 @@ class _Projects(_Resource):
                     f"Model version doesn't exist either as live model or as static "
                     f"predictions: {version}"]})
             state.model_version = version
+        sampling = fields.get("sampling")
+        if sampling is not None:
+            if sampling not in SAMPLINGS:
+                raise ApiError(status_code=400, body={"sampling": [
+                    f'"{sampling}" is not a valid choice.']})
+            state.sampling = sampling
         for name in ("title", "label_config"):
             if name in fields:
                 setattr(state, name, fields[name])
@@ -249,3 +275,32 @@ class _Webhooks(_Resource):
                     return WebhookSerializerForUpdate(id=id, url=url or hook.url,
                                                       headers=headers)
         raise not_found(f"webhook {id}")
+
+
+class _Ml(_Resource):
+
+    def list(self, *, project: int | None = None, **_: Any) -> list[MlBackend]:
+        self._fake._call("ml.list", project=project)
+        return list(self._fake._known(project).ml_backends)
+
+    def update(self, id: int, **fields: Any) -> MlBackend:
+        fields.pop("request_options", None)
+        self._fake._call("ml.update", id=id, **fields)
+        if "url" not in fields or "project" not in fields:  # what Label Studio 1.23 does
+            raise ApiError(status_code=500, body={"detail": "url and project are required"})
+        state = self._fake._known(fields["project"])
+        for index, backend in enumerate(state.ml_backends):
+            if backend.id != id:
+                continue
+            # Label Studio re-checks the connection with the fields sent: a basic-auth
+            # backend answers its /setup with 401 without them.
+            if backend.auth_method == "BASIC_AUTH" and not (
+                    fields.get("auth_method") == "BASIC_AUTH"
+                    and fields.get("basic_auth_user") == backend.basic_auth_user
+                    and "basic_auth_pass" in fields):
+                raise ApiError(status_code=400, body={"non_field_errors": [
+                    "Successfully connected but it doesn't look like a valid ML backend"]})
+            changed = {k: fields[k] for k in ("title", "description", "url") if k in fields}
+            state.ml_backends[index] = backend.model_copy(update=changed)
+            return state.ml_backends[index]
+        raise not_found(f"ML backend {id}")

@@ -1,16 +1,14 @@
-"""Which pre-label the annotator sees, and the review priority carried in its score.
+"""Which pre-label the annotator sees, and the score it carries.
 
-Pre-label: the LLM's label until a fine-tuned version beats the LLM on the validation
-posts of its own training run (`beats_llm`, by accuracy); from then on the
-model's. When the preferred opinion is
-missing (the LLM failed, say) the other one is shown.
+Pre-label: the LLM's label until a fine-tuned version is "better" than the LLM on the
+judge posts of its own training run (`beats_llm`, below); from then on the model's. When
+the preferred opinion is missing (the LLM failed, say) the other one is shown.
 
-Priority, stored as the prediction score (lower = review first):
-- only one opinion: its certainty (the LLM's confidence, or the model's margin
-  p1 - p2 between its two most likely labels);
-- both agree: 0.5 + 0.5 * certainty, certainty being the smaller of the two;
-- they disagree: 0.5 * certainty, so every disagreement sorts before every agreement.
-An unknown LLM confidence (no logprobs) leaves the model's margin alone as certainty.
+Score, stored as the prediction score: the estimated probability that the shown
+pre-label is the label a human gives it, from the project's calibrator
+(domain.calibration: a documented prior until the project has enough annotations, then a
+fit on them). Lower = review first, and every model-vs-LLM disagreement scores below
+every agreement (calibration's ordering rule).
 
 Promotion and the switch from the LLM's label to the model's (`compare`): decided on the
 judge posts of the new version's run (never trained on, never used to pick the epoch), by
@@ -34,6 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from backend.domain import calibration
+from backend.domain.calibration import Calibrator
 
 
 @dataclass(frozen=True)
@@ -61,22 +62,21 @@ def model_opinion(labels: list[str], probabilities: np.ndarray) -> ModelOpinion:
 
 
 def decide(llm_label: str | None, llm_confidence: float | None, model: ModelOpinion | None,
-           *, prefer_model: bool) -> Decision | None:
-    """The pre-label and its priority score; None when there is no opinion at all."""
+           *, prefer_model: bool, calibrator: Calibrator | None = None) -> Decision | None:
+    """The pre-label and its score, P(right) from `calibrator` (None: the prior); None when
+    there is no opinion at all."""
     if llm_label is None and model is None:
         return None
-    certainties = [c for c in (llm_confidence if llm_label is not None else None,
-                               model.margin if model is not None else None) if c is not None]
-    certainty = min(certainties) if certainties else 0.5
-    if llm_label is None or model is None:
-        label, source = (model.label, "model") if model is not None else (llm_label, "llm")
-        return Decision(label, round(certainty, 6), source, disagree=False)
-    use_model = prefer_model or llm_label is None
-    label, source = (model.label, "model") if use_model else (llm_label, "llm")
-    if model.label == llm_label:
-        return Decision(label, round(0.5 + 0.5 * certainty, 6), source, disagree=False)
-    # Kept strictly below 0.5: a certain disagreement still sorts before any agreement.
-    return Decision(label, min(round(0.5 * certainty, 6), 0.499999), source, disagree=True)
+    if model is not None and (prefer_model or llm_label is None):
+        label, source = model.label, "model"
+    else:
+        label, source = llm_label, "llm"
+    features = calibration.features(
+        label, from_model=source == "model", llm_label=llm_label,
+        llm_confidence=llm_confidence, model_label=model.label if model else None,
+        model_probabilities=model.probabilities if model else None)
+    score = (calibrator or calibration.PRIOR).score(features)
+    return Decision(label, score, source, disagree=features.regime == "disagree")
 
 
 def accuracy(truth: list[str], predicted: list[str | None]) -> float | None:

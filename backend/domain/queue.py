@@ -1,8 +1,10 @@
 """The review queue: which unlabeled tasks an annotator should look at first.
 
-Each task's priority is its prediction score (see policy.decide: lower = review first,
-every model-vs-LLM disagreement before every agreement). The queue is the unlabeled tasks
-scored under QUEUE_BELOW, lowest first. It exists in three shapes, all built here:
+Each task's priority is its prediction score: the estimated probability that its shown
+pre-label is right (policy.decide, domain.calibration), so lower = review first, and every
+model-vs-LLM disagreement scores below every agreement. The queue is the unlabeled tasks
+whose pre-label is less than QUEUE_BELOW likely to be right, lowest first. It exists in
+three shapes, all built here:
 - the "Review queue" Data Manager tab (filters and ordering Label Studio applies itself);
 - queue rows (both opinions, the shown label, the priority) with a disagreement summary,
   kept by the registry after each re-score and served by GET /queue;
@@ -18,7 +20,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
-QUEUE_BELOW = 0.75  # the review queue holds predictions scored under this
+# P(right) under 0.8 is worth a look: at least one such pre-label in five is corrected.
+QUEUE_BELOW = 0.8
 REVIEW_TAB = "Review queue"
 FIELDS = ["task", "priority", "in_queue", "disagree", "shown_label", "shown_from",
           "llm_label", "llm_confidence", "model_label", "model_probabilities", "text"]

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from backend.config import Settings
-from backend.domain import policy
+from backend.domain import calibration, policy
 from backend.domain.dataset import task_text
 from backend.domain.taxonomy import Taxonomy
 from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
@@ -16,6 +16,8 @@ from backend.model.classifier import ServingModels
 from backend.model.registry import Registry
 
 log = logging.getLogger(__name__)
+
+NOT_CACHED = "not cached"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,16 @@ class Predictor:
                  deadline: float | None = None, llm_only_cached: bool = False
                  ) -> tuple[str, list[Opinions]]:
         """Both opinions and the decision for each text, and the version they belong to."""
+        if llm_only_cached:
+            cached = self.labeler.cached(taxonomy, texts)
+            llm = [o or LLMOpinion(None, None, error=NOT_CACHED) for o in cached]
+        else:
+            llm = self.labeler.label_many(taxonomy, texts, deadline=deadline, group=project)
+        return self.combine(project, taxonomy, texts, llm)
+
+    def combine(self, project: int | None, taxonomy: Taxonomy, texts: list[str],
+                llm: list[LLMOpinion]) -> tuple[str, list[Opinions]]:
+        """The serving model's opinion beside the LLM's given ones, and the decisions."""
         version = self.model_version(project)
         classifier = None
         if project is not None and version != self.llm_version():
@@ -65,11 +77,6 @@ class Predictor:
             except Exception as exc:  # a broken version must not stop the LLM pre-labels
                 log.error("cannot load model %s (%s); serving LLM pre-labels", version, exc)
                 version = self.llm_version()
-        if llm_only_cached:
-            cached = self.labeler.cached(taxonomy, texts)
-            llm = [o or LLMOpinion(None, None, error="not cached") for o in cached]
-        else:
-            llm = self.labeler.label_many(taxonomy, texts, deadline=deadline, group=project)
         models: list[policy.ModelOpinion | None] = [None] * len(texts)
         prefer_model = False
         if classifier is not None and classifier.labels == list(taxonomy.names):
@@ -79,16 +86,21 @@ class Predictor:
         elif classifier is not None:
             log.warning("model %s was trained on labels %s, the config has %s; not used",
                         version, classifier.labels, list(taxonomy.names))
+        calibrator = calibration.load(self.registry(project).read_calibration()
+                                      if project is not None else None)
         out = []
         for opinion, model in zip(llm, models, strict=True):
             decision = policy.decide(opinion.label, opinion.confidence, model,
-                                     prefer_model=prefer_model)
+                                     prefer_model=prefer_model, calibrator=calibrator)
             out.append(Opinions(opinion, model, decision))
         return version, out
 
-    def predict(self, project: int | None, taxonomy: Taxonomy, tasks: list) -> tuple[str, list]:
+    def predict(self, project: int | None, taxonomy: Taxonomy, tasks: list, *,
+                ask_llm: bool = True) -> tuple[str, list, int]:
         """Label Studio `results`: one entry per task, `[]` for a task with no pre-label
-        (Label Studio then stores nothing for it and asks again on the next retrieval)."""
+        (Label Studio then stores nothing for it and asks again on the next retrieval),
+        and how many tasks wait for an LLM answer. With `ask_llm` False only cached
+        answers are used: the caller queues the rest for the background job."""
         started = time.monotonic()
         texts = [task_text(task, taxonomy.text_field) for task in tasks]
         usable = [i for i, text in enumerate(texts) if text is not None]
@@ -97,13 +109,16 @@ class Predictor:
                         len(tasks) - len(usable), len(tasks), taxonomy.text_field)
         version, opinions = self.opinions(
             project, taxonomy, [texts[i] for i in usable],
-            deadline=started + self.settings.predict_deadline)
+            deadline=started + self.settings.predict_deadline, llm_only_cached=not ask_llm)
         results: list = [[] for _ in tasks]
+        missing = 0
         for index, item in zip(usable, opinions, strict=True):
-            if item.decision is not None:
+            if item.llm is not None and item.llm.error == NOT_CACHED:
+                missing += 1
+            elif item.decision is not None:
                 results[index] = {"result": taxonomy.result(item.decision.label),
                                   "score": item.decision.score, "model_version": version}
         labeled = sum(1 for r in results if r)
-        log.info("predict: %d tasks, %d pre-labeled, version %s, %.2f s", len(tasks), labeled,
-                 version, time.monotonic() - started)
-        return version, results
+        log.info("predict: %d tasks, %d pre-labeled, %d wait for the LLM, version %s, "
+                 "%.2f s", len(tasks), labeled, missing, version, time.monotonic() - started)
+        return version, results, missing

@@ -1,17 +1,20 @@
 """Refresh Label Studio after a promotion: re-score every unlabeled task under the serving
 version and push the predictions in bulk.
 
-Each unlabeled task gets the serving version's prediction (policy label, priority score).
+First the project's calibrator is refitted for the version now serving (refit_calibration,
+also run before each training run), so the scores are P(right) for what is served. Each
+unlabeled task gets the serving version's prediction (policy label, P(right) as score).
 Where the model and the LLM disagree, both opinions are added as predictions of their
-own ("zero-shot:<llm>" and "<version>:model"), so the annotator sees both labels in the
-labeling view. The review-queue summary is logged and kept by the registry.
+own ("zero-shot:<llm>" and "<version>:model"), each scored with the P(right) of its own
+label, so the annotator sees both labels in the labeling view. The review-queue summary
+is logged and kept by the registry.
 """
 
 from __future__ import annotations
 
 import logging
 
-from backend.domain import dataset, queue
+from backend.domain import calibration, dataset, policy, queue
 from backend.domain.taxonomy import Taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
@@ -19,9 +22,46 @@ from backend.labelstudio import client as ls_client
 log = logging.getLogger(__name__)
 
 
+def refit_calibration(predictor: Predictor, project: int, taxonomy: Taxonomy,
+                      tasks: list[dict]) -> calibration.Calibrator | None:
+    """Fit the project's calibrator on its annotated tasks under the version now serving
+    and store it. Never raises: a failure is logged and the stored calibrator stays."""
+    try:
+        registry = predictor.registry(project)
+        trained = trained_on(tasks) if registry.serving() else set()
+
+        def opinions(texts: list[str]) -> list:
+            return predictor.opinions(project, taxonomy, texts, llm_only_cached=True)[1]
+
+        fitted = calibration.fit_from_tasks(
+            tasks, taxonomy, opinions, holdout_percent=predictor.settings.holdout_percent,
+            usable=lambda task: task not in trained)
+        registry.write_calibration(fitted.to_dict())
+        log.info("project %d: score calibrator %s", project, fitted.describe())
+        return fitted
+    except Exception:
+        log.exception("project %d: the score calibrator was not refitted", project)
+        return None
+
+
+def trained_on(tasks: list[dict]) -> set[int]:
+    """Task ids a version may have trained on: those in the trainer's training bucket
+    (not validation, not judge). Their model probabilities look surer than they are, so
+    the calibrator is not fitted on them."""
+    from backend.model.trainer import TrainConfig, split_roles  # torch: only when needed
+
+    ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
+    train, _, _ = split_roles([str(i) for i in ids],
+                              validation_share=TrainConfig.validation_share,
+                              judge_share=TrainConfig.judge_share)
+    return {ids[i] for i in train}
+
+
 def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
             tasks: list[dict]) -> dict:
     """Refresh the predictions of every unlabeled task; keep and return the summary."""
+    calibrator = refit_calibration(predictor, project, taxonomy, tasks) or calibration.load(
+        predictor.registry(project).read_calibration())
     with_text = [t for t in tasks if dataset.task_text(t, taxonomy.text_field) is not None]
     unlabeled = [t for t in with_text if dataset.latest_annotation(t) is None]
     # Label Studio accepts a project model_version only once a prediction carries it: in a
@@ -43,11 +83,11 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
         versions = existing.get(task["id"], set())
         if llm_version not in versions:
             predictions.append({"task": task["id"], "model_version": llm_version,
-                                "score": item.llm.confidence,
+                                "score": own_score(item, calibrator, from_model=False),
                                 "result": taxonomy.result(item.llm.label)})
         if f"{version}:model" not in versions:
             predictions.append({"task": task["id"], "model_version": f"{version}:model",
-                                "score": item.model.margin,
+                                "score": own_score(item, calibrator, from_model=True),
                                 "result": taxonomy.result(item.model.label)})
     ls_client.import_predictions(client, project, predictions)
     rows = queue.rows([t["id"] for t in unlabeled], texts, opinions) if unlabeled else []
@@ -57,6 +97,13 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
              "disagreements (%s)", len(unlabeled), version, summary["in_queue"],
              summary["disagreements"], queue.describe(summary))
     return summary
+
+
+def own_score(item, calibrator: calibration.Calibrator, *, from_model: bool) -> float:
+    """P(right) of one opinion's label in a disagreement, as if it were the one shown."""
+    decision = policy.decide(item.llm.label, item.llm.confidence, item.model,
+                             prefer_model=from_model, calibrator=calibrator)
+    return decision.score
 
 
 def refresh_label_studio(client, predictor: Predictor, project: int, taxonomy: Taxonomy,

@@ -140,21 +140,43 @@ def ensure_review_tab(client: LabelStudio, project: int) -> int:
     return client.views.create(project=project, data=data).id
 
 
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+
+
+def ensure_sampling(client: LabelStudio, project: int, current: object = None) -> bool:
+    """Make "Label All Tasks" walk the review order. Label Studio serves that button by
+    the project's sampling, not by any tab; uncertainty sampling serves unlabeled tasks
+    lowest prediction score first (among predictions of the project's model_version),
+    at random among the first (annotators + 1) so several annotators do not get the same
+    task. `current` is the project's sampling when the caller has it; True when it had
+    to be set."""
+    if current is None:
+        current = client.projects.get(id=project).sampling
+    if current == UNCERTAINTY_SAMPLING:
+        return False
+    client.projects.update(id=project, sampling=UNCERTAINTY_SAMPLING)
+    return True
+
+
 def ensure_webhook_auth(client: LabelStudio, project: int, backend_url: str,
-                        auth: tuple[str, str] | None) -> None:
+                        auth: tuple[str, str] | None) -> bool:
     """Label Studio's annotation webhooks do not carry the backend's basic auth by
     themselves: give the Authorization header to the project's webhook that points at
-    this backend (exactly `backend_url` + "/webhook"), and to no other."""
+    this backend (exactly `backend_url` + "/webhook"), and to no other. False when that
+    webhook does not exist yet (Label Studio calls /setup before it creates it)."""
     if auth is None:
-        return
+        return True
     own = backend_url.rstrip("/") + "/webhook"
     header = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    found = False
     for hook in client.webhooks.list(project=project):
         if hook.url.rstrip("/") != own:
             continue
+        found = True
         if (hook.headers or {}).get("Authorization") != header:
             client.webhooks.update(id=hook.id, url=hook.url,
                                    headers={**(hook.headers or {}), "Authorization": header})
+    return found
 
 
 def project_exists(client: LabelStudio, project: int) -> bool:

@@ -14,6 +14,7 @@ ANNOTATION_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED",
                                "ANNOTATION_DELETED", "ANNOTATIONS_CREATED",
                                "ANNOTATIONS_DELETED"})
 TRAINING_EVENT = "START_TRAINING"
+TASKS_EVENT = "TASKS_CREATED"  # data import: the pre-labeling job takes the new tasks
 # Label Studio names projects "<id>.<created timestamp>" in /setup and /predict.
 _PROJECT = re.compile(r"([0-9]{1,10})(\.[0-9]{1,20})?")
 

@@ -1,7 +1,9 @@
-"""Keep Label Studio's side of a project right: webhook auth, the review tab, and the
-project's model_version. Label Studio calls /setup before every prediction, so a change
-made there is picked up within seconds; the work runs in the background, at most every
-few seconds per project, one worker at a time."""
+"""Keep Label Studio's side of a project right: webhook auth, the review tab, the
+sampling that makes "Label All Tasks" follow the review order, the project's
+model_version, and pre-labels for every task (the pre-labeling job is requested when the
+project has tasks it has not seen). Label Studio calls /setup before every prediction,
+so a change made there is picked up within seconds; the work runs in the background, at
+most every few seconds per project, one worker at a time."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from collections.abc import Callable
 
 from backend.config import Settings
 from backend.inference.predictor import Predictor
+from backend.jobs.reconcile import prelabel_due
+from backend.jobs.state import PRELABEL
 from backend.labelstudio import client as ls_client
 
 log = logging.getLogger(__name__)
@@ -22,9 +26,12 @@ EVERY_SECONDS = 5.0
 
 class ProjectSync:
     def __init__(self, settings: Settings, predictor: Predictor, *,
-                 connect: Callable[[], object] | None = None) -> None:
+                 connect: Callable[[], object] | None = None, jobs=None,
+                 kick: Callable[[int, str], object] | None = None) -> None:
         self.settings = settings
         self.predictor = predictor
+        self.jobs = jobs  # with `kick`: request the pre-labeling job where it is due
+        self.kick = kick
         self.connect = connect or (lambda: ls_client.connect(settings))
         self._last: dict[int, float] = {}
         self._refused: set[tuple[int, str]] = set()
@@ -49,17 +56,28 @@ class ProjectSync:
             with open(self.predictor.registry(project).lock_file("sync"), "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 client = self.connect()
-                ls_client.ensure_webhook_auth(client, project, backend_url,
-                                              self.settings.basic_auth)
+                if not ls_client.ensure_webhook_auth(client, project, backend_url,
+                                                     self.settings.basic_auth):
+                    # Connecting calls /setup before the webhook exists: let the next
+                    # /setup try again instead of waiting out the interval.
+                    with self._lock:
+                        self._last.pop(project, None)
                 ls_client.ensure_review_tab(client, project)
+                current = client.projects.get(id=project)
                 version = self.predictor.model_version(project)
                 # Label Studio refuses a version no prediction carries yet: try again on
                 # later /setup calls, with one log line, not one each time.
-                if client.projects.get(id=project).model_version != version:
+                if current.model_version != version:
                     key = (project, version)
                     if not ls_client.set_model_version(client, project, version,
                                                        quiet=key in self._refused):
                         self._refused.add(key)
+                ls_client.ensure_sampling(client, project, current.sampling)
+                if self.jobs is not None and self.kick is not None:
+                    reason = prelabel_due(client, self.jobs, project)
+                    if reason:
+                        self.jobs.request(project, reason, kind=PRELABEL)
+                        self.kick(project, "prelabel")
         except Exception as exc:
             with self._lock:
                 self._last.pop(project, None)

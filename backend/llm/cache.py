@@ -1,16 +1,23 @@
-"""A persistent SQLite cache of LLM answers, shared by every worker, with usage counters.
+"""The LLM answer cache, shared by every worker, with usage counters and claims.
 
 Keyed by model, prompt and text (see prompt.cache_key): asking again for the same posts
-costs no LLM call, also after a restart.
+costs no LLM call, also after a restart. A claim says "this process is asking the LLM for
+this key now": whoever holds it asks, everyone else waits for the answer, so each
+distinct post is paid for once across workers, replicas and hosts. A claim expires, so
+a killed worker's claim does not block a post for good.
+
+Two stores with one interface: SQLite in MODEL_DIR (the embedded default) and Redis
+(REDIS_URL: several replicas and worker hosts share it).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 COUNTERS = ("llm_calls", "llm_failures", "cache_hits", "cache_misses",
@@ -25,6 +32,8 @@ class CachedAnswer:
 
 
 class AnswerCache:
+    """SQLite store: one file, safe across threads and forked workers on one machine."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,12 +53,18 @@ class AnswerCache:
             db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"
                        " confidence REAL, raw TEXT, model TEXT, created REAL)")
             db.execute("CREATE TABLE IF NOT EXISTS usage (name TEXT PRIMARY KEY, value INTEGER)")
+            db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT,"
+                       " expires REAL)")
             db.executemany("INSERT OR IGNORE INTO usage VALUES (?, 0)",
                            [(name,) for name in COUNTERS])
 
     def _connect(self) -> sqlite3.Connection:
         # One short-lived connection per call: safe across threads and forked workers.
-        return sqlite3.connect(self.path, timeout=30)
+        db = sqlite3.connect(self.path, timeout=30)
+        # WAL without an fsync per commit: a crash of the process loses nothing; a power
+        # cut may lose the last answers, which are then asked again.
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
         keys = list(dict.fromkeys(keys))
@@ -65,9 +80,25 @@ class AnswerCache:
         return found
 
     def put(self, key: str, answer: CachedAnswer, *, model: str) -> None:
+        """Store the answer and drop the key's claim: waiters find the answer."""
         with closing(self._connect()) as db, db:
             db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                        (key, answer.label, answer.confidence, answer.raw, model, time.time()))
+            db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        """True when `owner` may ask the LLM for `key` now (no live claim by another)."""
+        now = time.time()
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM claims WHERE key = ? AND expires < ?", (key, now))
+            taken = db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
+                               (key, owner, now + ttl)).rowcount
+        return bool(taken)
+
+    def release(self, key: str, owner: str) -> None:
+        """Give up a claim without an answer (the call failed): another may ask."""
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
 
     def count(self, **increments: int) -> None:
         """Add to the usage counters (names from COUNTERS)."""
@@ -81,4 +112,51 @@ class AnswerCache:
         with closing(self._connect()) as db:
             counters = dict(db.execute("SELECT name, value FROM usage"))
             counters["cached_answers"] = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        return counters
+
+
+class RedisAnswerCache:
+    """Redis store: answers in one hash, counters in another, a key per live claim."""
+
+    def __init__(self, client, *, prefix: str = "takemeter") -> None:
+        self.redis = client
+        self.answers = f"{prefix}:llm:answers"
+        self.counters = f"{prefix}:llm:usage"
+        self.claims = f"{prefix}:llm:claim:"
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, CachedAnswer] = {}
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i:i + 1000]
+            for key, raw in zip(chunk, self.redis.hmget(self.answers, chunk), strict=True):
+                if raw is not None:
+                    found[key] = CachedAnswer(**json.loads(raw))
+        return found
+
+    def put(self, key: str, answer: CachedAnswer, *, model: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hset(self.answers, key, json.dumps(asdict(answer)))
+        pipe.delete(self.claims + key)
+        pipe.execute()
+
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        return bool(self.redis.set(self.claims + key, owner, nx=True, px=int(ttl * 1000)))
+
+    def release(self, key: str, owner: str) -> None:
+        if (self.redis.get(self.claims + key) or b"").decode() == owner:
+            self.redis.delete(self.claims + key)
+
+    def count(self, **increments: int) -> None:
+        pairs = {name: value for name, value in increments.items() if value}
+        if pairs:
+            pipe = self.redis.pipeline()
+            for name, value in pairs.items():
+                pipe.hincrby(self.counters, name, value)
+            pipe.execute()
+
+    def usage(self) -> dict[str, int]:
+        stored = {k.decode(): int(v) for k, v in self.redis.hgetall(self.counters).items()}
+        counters = {name: stored.get(name, 0) for name in COUNTERS}
+        counters["cached_answers"] = int(self.redis.hlen(self.answers))
         return counters

@@ -9,9 +9,12 @@ per batch when the endpoint fails instead of a stack trace per post.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -21,7 +24,7 @@ from backend.config import Settings
 from backend.domain.taxonomy import Taxonomy
 from backend.llm import prompt
 from backend.llm.breaker import CircuitBreaker
-from backend.llm.cache import AnswerCache, CachedAnswer
+from backend.llm.cache import AnswerCache, CachedAnswer, RedisAnswerCache
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,22 @@ class LLMOpinion:
 
 
 class ZeroShotLabeler:
-    def __init__(self, *, base_url: str, api_key: str, model: str, cache: AnswerCache,
+    def __init__(self, *, base_url: str, api_key: str, model: str,
+                 cache: AnswerCache | RedisAnswerCache,
                  concurrency: int = 8, timeout: float = 30.0, max_retries: int = 2,
                  max_chars: int = 4000, max_queued: int = 5000,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None,
+                 answer_format: str = prompt.DEFAULT_ANSWER_FORMAT,
+                 calibrate: bool = prompt.DEFAULT_CALIBRATE) -> None:
+        if answer_format not in prompt.ANSWER_FORMATS:
+            raise ValueError(f"answer_format must be one of {prompt.ANSWER_FORMATS}")
         self.model = model
+        self.answer_format = answer_format
+        self.calibrate = calibrate
+        # The model's prior over the labels, per (format, system prompt): asked once per
+        # process, by one thread, the first time an answer comes with logprobs.
+        self._priors: dict[tuple[str, str], list[float] | None] = {}
+        self._prior_locks: dict[tuple[str, str], threading.Lock] = {}
         self.cache = cache
         self.max_chars = max_chars
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
@@ -53,14 +67,23 @@ class ZeroShotLabeler:
         self.max_queued = max_queued
         self._queued: Counter[object] = Counter()  # posts waiting or asked, per group
         self.breaker = breaker or CircuitBreaker(errors=5, cooldown=30.0)
+        self.concurrency = concurrency
+        # A claim outlives the longest a call may take (its retries included).
+        self.claim_seconds = timeout * (max_retries + 1) + 10
 
     def key(self, taxonomy: Taxonomy, text: str) -> str:
-        return prompt.cache_key(self.model, taxonomy, text, max_chars=self.max_chars)
+        return prompt.cache_key(self.model, taxonomy, text, max_chars=self.max_chars,
+                                answer_format=self.answer_format, calibrate=self.calibrate)
 
     def cached(self, taxonomy: Taxonomy, texts: list[str]) -> list[LLMOpinion | None]:
         """Answers already in the cache (None where a post was never asked)."""
         keys = [self.key(taxonomy, text) for text in texts]
-        found = self.cache.get_many(keys)
+        try:
+            found = self.cache.get_many(keys)
+        except Exception as exc:  # a shared cache away (Redis down): answer without it
+            log.warning("LLM answer cache unreachable (%s: %s); answering without it",
+                        type(exc).__name__, exc)
+            found = {}
         return [LLMOpinion(found[k].label, found[k].confidence, cached=True) if k in found
                 else None for k in keys]
 
@@ -123,10 +146,65 @@ class ZeroShotLabeler:
                 if self._queued[group] >= self.max_queued:
                     return None
                 self._queued[group] += 1
-                future = self._pool.submit(self._ask, taxonomy, text)
+                future = self._pool.submit(self._ask_once, taxonomy, text)
                 self._inflight[key] = future
                 future.add_done_callback(lambda _f, k=key, g=group: self._forget(k, g))
             return future
+
+    def label_stream(self, taxonomy: Taxonomy, texts: list[str], *, group: object = None
+                     ) -> Iterator[tuple[list[int], LLMOpinion]]:
+        """(indexes, opinion) as answers arrive, cached ones first; a text that occurs
+        several times is asked once. Keeps the pool full (twice its size in flight), so a
+        long list runs at the endpoint's full concurrency without queueing it all."""
+        opinions = self.cached(taxonomy, texts)
+        by_text: dict[str, list[int]] = {}
+        for index, opinion in enumerate(opinions):
+            if opinion is not None:
+                yield [index], opinion
+            else:
+                by_text.setdefault(texts[index], []).append(index)
+        self.cache.count(cache_hits=len(texts) - sum(map(len, by_text.values())),
+                         cache_misses=len(by_text))
+        waiting = list(by_text.items())
+        waiting.reverse()  # popped from the end: asked in the order given
+        in_flight: dict[Future, list[int]] = {}
+        while waiting or in_flight:
+            while waiting and len(in_flight) < 2 * self.concurrency:
+                text, indexes = waiting.pop()
+                future = self._submit(taxonomy, text, group)
+                if future is None:
+                    yield indexes, LLMOpinion(None, None, error="LLM_MAX_QUEUED posts of "
+                                              "this project already wait for the LLM")
+                    continue
+                in_flight[future] = indexes
+            if in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield in_flight.pop(future), future.result()
+
+    def _ask_once(self, taxonomy: Taxonomy, text: str) -> LLMOpinion:
+        """Ask unless another process (worker, replica, host) asks for the same post now:
+        then wait for its answer in the shared cache. Paid once per distinct post."""
+        key = self.key(taxonomy, text)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        claimed, opinion = False, None
+        try:
+            # The caller looked in the cache already: claim first, then look again (an
+            # answer stored between the two looks dropped its asker's claim, and must not
+            # be paid for twice); without the claim, wait for the asker's answer.
+            while True:
+                claimed = self.cache.claim(key, owner, self.claim_seconds)
+                found = self.cache.get_many([key]).get(key)
+                if found is not None:
+                    return LLMOpinion(found.label, found.confidence, cached=True)
+                if claimed:
+                    opinion = self._ask(taxonomy, text)
+                    return opinion
+                time.sleep(0.2)
+        finally:
+            # A stored answer dropped the claim; a failed call gives it up for others.
+            if claimed and (opinion is None or opinion.error):
+                self.cache.release(key, owner)
 
     def _forget(self, key: str, group: object) -> None:
         with self._lock:
@@ -139,9 +217,17 @@ class ZeroShotLabeler:
         if not self.breaker.allow():
             return LLMOpinion(None, None, error="the LLM endpoint is failing; not asked "
                                                 "during the circuit breaker's cool-down")
-        messages = prompt.build_messages(taxonomy, text, max_chars=self.max_chars)
+        fmt = prompt.answer_format_for(taxonomy, self.answer_format)
+        messages = prompt.build_messages(taxonomy, text, max_chars=self.max_chars,
+                                         answer_format=fmt)
         try:
-            response = self._complete(taxonomy, messages)
+            response = self._complete(taxonomy, messages, fmt)
+            spent = self._count(response)
+            reading = self._read(response, taxonomy, fmt)
+            if self.calibrate and reading.probs is not None:
+                prior = self._prior(taxonomy, fmt)
+                if prior is not None:
+                    reading = reading.calibrated(prior, taxonomy.names)
         except (openai.APIConnectionError, openai.APITimeoutError,
                 openai.InternalServerError, openai.RateLimitError) as exc:
             self.cache.count(llm_failures=1)
@@ -158,33 +244,90 @@ class ZeroShotLabeler:
             self.cache.count(llm_failures=1)
             return LLMOpinion(None, None, error=f"{type(exc).__name__}: {exc}")
         self.breaker.succeeded()
+        label, confidence = reading.label, reading.confidence
+        self.cache.put(self.key(taxonomy, text),
+                       CachedAnswer(label, confidence, reading.content[:500]), model=self.model)
+        if label is None:
+            return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
+        return LLMOpinion(label, confidence, tokens=spent)
+
+    def _count(self, response) -> int:
         usage = response.usage
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         self.cache.count(llm_calls=1, prompt_tokens=prompt_tokens,
                          completion_tokens=completion_tokens)
-        spent = prompt_tokens + completion_tokens
+        return prompt_tokens + completion_tokens
+
+    def _read(self, response, taxonomy: Taxonomy, fmt: str) -> _Reading:
+        """The label, its confidence and, where the logprobs give it, every label's share."""
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content if choice and choice.message else None) or ""
-        label = prompt.parse_label(content, taxonomy.names)
-        confidence = None
-        if label is not None and choice is not None and choice.logprobs is not None:
+        logprobs = None
+        if choice is not None and choice.logprobs is not None:
             logprobs = [prompt.TokenLogprob(t.token, t.logprob,
                                             {a.token: a.logprob for a in t.top_logprobs or []})
                         for t in choice.logprobs.content or []]
-            confidence = prompt.label_confidence(content, label, taxonomy.names, logprobs)
-        self.cache.put(self.key(taxonomy, text), CachedAnswer(label, confidence, content[:500]),
-                       model=self.model)
-        if label is None:
-            return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
-        return LLMOpinion(label, confidence, tokens=spent)
+        names = taxonomy.names
+        if fmt == "code":
+            probs = prompt.code_distribution(logprobs[0], len(names)) if logprobs else None
+            if probs is None:  # no logprobs (or no letter among them): the answer as given
+                return _Reading(prompt.parse_code(content, names), None, None, content)
+            # The likeliest letter, even where the token sampled was no letter at all.
+            best = max(range(len(names)), key=probs.__getitem__)
+            return _Reading(names[best], probs[best], probs, content)
+        label = prompt.parse_label(content, names)
+        if label is None or not logprobs:
+            return _Reading(label, None, None, content)
+        return _Reading(label, prompt.label_confidence(content, label, names, logprobs),
+                        prompt.label_distribution(content, label, names, logprobs)
+                        if self.calibrate else None, content)
 
-    def _complete(self, taxonomy: Taxonomy, messages: list[dict]):
+    def known_prior(self, taxonomy: Taxonomy) -> list[float] | None:
+        """The prior this labeler divides out for `taxonomy`, if it has asked for it."""
+        fmt = prompt.answer_format_for(taxonomy, self.answer_format)
+        with self._lock:
+            return self._priors.get((fmt, prompt.system_prompt(taxonomy, fmt)))
+
+    def _prior(self, taxonomy: Taxonomy, fmt: str) -> list[float] | None:
+        """The model's distribution over the labels for content-free posts (their mean),
+        asked once per process and prompt; concurrent first answers wait for one asker.
+        A failed call raises (nothing is kept, the next answer tries again); None, kept,
+        when the endpoint gives no distribution for them."""
+        key = (fmt, prompt.system_prompt(taxonomy, fmt))
+        with self._lock:
+            if key in self._priors:
+                return self._priors[key]
+            lock = self._prior_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._priors:
+                    return self._priors[key]
+            found = []
+            for filler in prompt.CONTENT_FREE:
+                messages = prompt.build_messages(taxonomy, filler, max_chars=self.max_chars,
+                                                 answer_format=fmt)
+                response = self._complete(taxonomy, messages, fmt)
+                self._count(response)
+                probs = self._read(response, taxonomy, fmt).probs
+                if probs is not None:
+                    found.append(probs)
+            prior = prompt.mean_prior(found)
+            with self._lock:
+                self._priors[key] = prior
+            if prior is not None:
+                log.info("LLM %s: prior over the labels %s", self.model,
+                         ", ".join(f"{n} {p:.3f}" for n, p in zip(taxonomy.names, prior,
+                                                                    strict=True)))
+            return prior
+
+    def _complete(self, taxonomy: Taxonomy, messages: list[dict], fmt: str = "json"):
+        # One letter is the whole "code" answer; its alternatives carry every label's share.
         options: dict = {"model": self.model, "messages": messages, "temperature": 0,
-                         "max_tokens": 40}
+                         "max_tokens": 1 if fmt == "code" else 40}
         if self._logprobs_supported:
-            options.update(logprobs=True, top_logprobs=10)
-        if self._schema_supported:
+            options.update(logprobs=True, top_logprobs=20 if fmt == "code" else 10)
+        if self._schema_supported and fmt == "json":
             options["response_format"] = prompt.response_format(taxonomy)
         try:
             return self._client.chat.completions.create(**options)
@@ -203,10 +346,25 @@ class ZeroShotLabeler:
                                 _describe(exc))
                 else:
                     raise
-            return self._complete(taxonomy, messages)
+            return self._complete(taxonomy, messages, fmt)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    label: str | None
+    confidence: float | None
+    probs: list[float] | None  # every label's share, in the taxonomy's order, when known
+    content: str
+
+    def calibrated(self, prior: list[float], names: tuple[str, ...]) -> _Reading:
+        """The likeliest label once the model's prior is divided out, and its share."""
+        assert self.probs is not None
+        probs = prompt.calibrate(self.probs, prior)
+        best = max(range(len(names)), key=probs.__getitem__)
+        return _Reading(names[best], probs[best], probs, self.content)
 
 
 def _describe(exc: Exception) -> str:
@@ -218,9 +376,20 @@ def _describe(exc: Exception) -> str:
 def from_settings(settings: Settings) -> ZeroShotLabeler:
     return ZeroShotLabeler(
         base_url=settings.llm_endpoint, api_key=settings.llm_api_key, model=settings.llm_model,
-        cache=AnswerCache(settings.llm_cache),
+        cache=open_cache(settings),
         concurrency=settings.llm_concurrency, timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries, max_chars=settings.llm_max_chars,
         max_queued=settings.llm_max_queued,
         breaker=CircuitBreaker(errors=settings.llm_breaker_errors,
-                               cooldown=settings.llm_breaker_cooldown))
+                               cooldown=settings.llm_breaker_cooldown),
+        answer_format=settings.llm_answer_format, calibrate=settings.llm_calibrate)
+
+
+def open_cache(settings: Settings) -> AnswerCache | RedisAnswerCache:
+    """The answer cache where every process that asks the LLM finds it: Redis when
+    REDIS_URL is set, else the SQLite file LLM_CACHE."""
+    if settings.redis_url:
+        from backend.jobs.connections import redis_client
+
+        return RedisAnswerCache(redis_client(settings))
+    return AnswerCache(settings.llm_cache)

@@ -4,13 +4,16 @@ knows the layout of a project's folder:
     MODEL_DIR/projects/<id>/versions/<version>/   weights, tokenizer, meta.json
     MODEL_DIR/projects/<id>/serving               the promoted version's name
     MODEL_DIR/projects/<id>/queue.json            the review queue after the last re-score
+    MODEL_DIR/projects/<id>/calibration.json      the score calibrator (domain.calibration)
     MODEL_DIR/projects/<id>/*.lock                cross-process locks (training, sync)
 
 A version is written into a hidden temporary folder and renamed into `versions/` only
 when complete, and `serving` is replaced with os.replace, so a run killed at any moment
 leaves the registry valid. Workers read `serving` on each request and switch without a
 restart. Version names are checked against one pattern before any path is built from
-them, so no name reaches outside `versions/`.
+them, so no name reaches outside `versions/`. Everything outside the registry knows a
+measured version by its shown name ("v3 84% (n=25)"), written into meta.json at commit and
+never changed; `folder` maps it back.
 """
 
 from __future__ import annotations
@@ -43,6 +46,32 @@ def check_version_name(name: object) -> str:
         shown = repr(name)[:60]
         raise InvalidName(f"{shown} is not a model version name (like v3.20260101T120000)")
     return name
+
+
+# The name a measured version is shown under: its number and accuracy on its judge posts,
+# like "v3 84% (n=25)". Label Studio's prediction tab cuts model versions longer than 15
+# characters to their first 8 and last 6, so the name is kept that short.
+SHOWN_NAME = re.compile(r"v(\d{1,9}) [0-9a-z%()= ]{1,40}")
+
+
+def shown_name(folder: str, meta: dict) -> str:
+    """The name a version is shown under, from the figures its run measured (fixed at
+    commit: Label Studio keys predictions by it); the folder name for a version without
+    figures."""
+    validation = meta.get("validation")
+    if not isinstance(validation, dict):
+        return folder
+    number = check_version_name(folder).split(".", 1)[0]
+    accuracy, posts = validation.get("model_accuracy"), validation.get("judge_posts")
+    if not isinstance(accuracy, (int, float)) or not isinstance(posts, int) or posts <= 0:
+        return f"{number} unmeasured"
+    return f"{number} {accuracy:.0%} (n={posts})"
+
+
+def name_in(meta: dict) -> str:
+    """The name a committed version's metadata gives it."""
+    name = meta.get("shown_name")
+    return name if isinstance(name, str) and name else meta["version"]
 
 
 def check_project_id(project: object) -> int:
@@ -90,6 +119,26 @@ class Registry:
         except FileNotFoundError:
             return None
 
+    def write_calibration(self, calibrator: dict) -> None:
+        write_json_atomic(self.root / "calibration.json", calibrator)
+
+    def read_calibration(self) -> dict | None:
+        """The last fitted calibrator's stored form; None before the first fit, or (with
+        one log line) when the file cannot be read: the prior scores until the next fit."""
+        path = self.root / "calibration.json"
+        try:
+            stored = json.loads(path.read_text())
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+            return stored
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            if path.name not in self._warned:
+                self._warned.add(path.name)
+                log.warning("ignoring %s (%s); scoring with the prior", path, exc)
+            return None
+
     # -------------------------------------------------------------------- versions
 
     def new_version_name(self) -> str:
@@ -104,26 +153,53 @@ class Registry:
 
     def commit(self, staging: Path, name: str, meta: dict) -> Path:
         """Write meta.json last, then rename the folder into place (atomic)."""
-        write_meta(staging, {**meta, "version": check_version_name(name)})
+        meta = {**meta, "version": check_version_name(name)}
+        shown = shown_name(name, meta)
+        write_meta(staging, meta if shown == name else {**meta, "shown_name": shown})
         final = self.versions_dir / name
         os.rename(staging, final)
         return final
 
     def promote(self, name: str) -> None:
+        """Serve the version `name` (its folder name or its shown name)."""
         if self.meta(name) is None:
             raise ValueError(f"version {name!r} is not a complete version")
-        write_text_atomic(self.root / "serving", name)
+        write_text_atomic(self.root / "serving", self.folder(name))
 
     def serving(self) -> str | None:
-        """The promoted version, if it is complete."""
+        """The promoted version's shown name, if it is complete."""
         try:
-            name = (self.root / "serving").read_text().strip()
+            folder = (self.root / "serving").read_text().strip()
         except FileNotFoundError:
             return None
-        return name if self.meta(name) is not None else None
+        meta = self.meta(folder)
+        return name_in(meta) if meta is not None else None
+
+    def name(self, version: str) -> str:
+        """The shown name of a complete version given by either name; else `version`."""
+        meta = self.meta(version)
+        return name_in(meta) if meta is not None else version
+
+    def folder(self, name: object) -> str:
+        """The folder a version name points at: a folder name itself, or the version whose
+        stored shown name is exactly `name` (raises InvalidName for anything else)."""
+        match = SHOWN_NAME.fullmatch(name) if isinstance(name, str) else None
+        if match:
+            number = f"v{match.group(1)}."
+            for folder in self._version_folders():
+                if not folder.name.startswith(number):
+                    continue
+                try:
+                    if read_meta(folder).get("shown_name") == name:
+                        return folder.name
+                except (OSError, ValueError):
+                    continue
+            raise InvalidName(f"{name[:60]!r} names no model version of project "
+                              f"{self.project}")
+        return check_version_name(name)
 
     def path(self, name: str) -> Path:
-        return self.versions_dir / check_version_name(name)
+        return self.versions_dir / self.folder(name)
 
     def meta(self, name: str) -> dict | None:
         """The version's metadata, or None (with one log line) if it is incomplete or the
@@ -151,6 +227,10 @@ class Registry:
             if meta is not None:
                 found.append(meta)
         return sorted(found, key=lambda m: m.get("created", 0))
+
+    def names(self) -> list[str]:
+        """The shown names of the complete versions, oldest first."""
+        return [name_in(meta) for meta in self.versions()]
 
     def clean_staging(self) -> None:
         """Remove folders left by runs that were killed mid-write."""

@@ -3,10 +3,12 @@
     GET  /health     liveness (Label Studio calls it before everything else; no auth)
     POST /setup      {"project", "schema"} -> {"model_version"}
     POST /predict    {"tasks", "label_config", "project"} -> {"results": [...]}
-    POST /webhook    START_TRAINING and ANNOTATION_* events -> training triggers
+    POST /webhook    START_TRAINING and ANNOTATION_* events -> training triggers;
+                     TASKS_CREATED -> the pre-labeling job
     GET  /versions   the project's model versions
     POST /versions/promote  {"project", "version"}: serve a kept or older version
     GET  /training   the project's training status
+    GET  /jobs       the project's jobs: pre-labeling and training, with counts
     GET  /queue      the review queue (JSON, or CSV of the queued tasks with ?format=csv,
                      of every unlabeled task with &all=1)
     GET  /metrics    LLM calls, cache hits and token usage
@@ -23,19 +25,21 @@ import os
 from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
 from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
 from backend.inference.predictor import Predictor
+from backend.jobs.dispatch import Dispatcher, open_state
+from backend.jobs.state import PRELABEL, RESCORE, TRAIN, JobState, RedisJobState, lane_of
 from backend.labelstudio import client as ls_client
 from backend.labelstudio import protocol
 from backend.labelstudio.protocol import ProtocolError
 from backend.labelstudio.sync import ProjectSync
 from backend.llm.labeler import from_settings as labeler_from_settings
-from backend.model.registry import InvalidName, check_version_name
-from backend.training.jobs import RESCORE, JobState, start_runner
+from backend.model.registry import SHOWN_NAME, InvalidName, name_in
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +52,25 @@ def _taxonomy(config: object):
 
 
 def create_app(settings: Settings | None = None, *, predictor: Predictor | None = None,
-               jobs: JobState | None = None, sync: ProjectSync | None = None,
-               start_training: Callable[[int], object] | None = None,
+               jobs: JobState | RedisJobState | None = None,
+               sync: ProjectSync | None = None,
+               kick: Callable[[int, str], object] | None = None,
                project_exists: Callable[[int], bool] | None = None) -> Flask:
     """The Flask app. Collaborators left out are built from `settings`: the predictor
-    (LLM labeler + serving models), the job state, the Label Studio sync, the runner
-    launcher and the project check (Label Studio's, when it is configured)."""
+    (LLM labeler + serving models), the job state, the Label Studio sync, what gets a
+    project's job lane run (`kick(project, lane)`: a runner process, or a queue message)
+    and the project check (Label Studio's, when it is configured)."""
     settings = settings or load_settings()
     predictor = predictor or Predictor(settings, labeler_from_settings(settings))
-    jobs = jobs or JobState(settings.model_dir)
-    sync = sync or ProjectSync(settings, predictor)
-    start_training = start_training or (lambda project: start_runner(settings, jobs, project))
+    jobs = jobs or open_state(settings)
+    kick = kick or Dispatcher(settings, jobs).kick
+    sync = sync or ProjectSync(settings, predictor, jobs=jobs, kick=kick)
+    # With Label Studio configured, the pre-labeling job pushes what /predict lacks.
+    pushes = bool(settings.label_studio_url and settings.label_studio_api_key)
+
+    def run_job(project: int, reason: str, kind: int) -> None:
+        jobs.request(project, reason, kind=kind)
+        kick(project, lane_of(kind))
     if project_exists is None:
         def project_exists(project: int) -> bool:
             if not settings.label_studio_url:
@@ -102,6 +114,12 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     def http_error(exc: HTTPException):
         return jsonify(error=exc.description or exc.name), exc.code
 
+    @app.errorhandler(RedisError)
+    def shared_state_away(exc: RedisError):
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
+        return jsonify(error=f"the job state's Redis (REDIS_URL) is unreachable: "
+                             f"{type(exc).__name__}; try again shortly"), 503
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)
@@ -138,14 +156,28 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         data = body()
         tasks = protocol.predict_tasks(data, limit=settings.max_predict_tasks)
         taxonomy = _taxonomy(data.get("label_config"))
-        version, results = predictor.predict(protocol.project_id(data.get("project")),
-                                             taxonomy, tasks)
+        project = protocol.project_id(data.get("project"))
+        queue_rest = pushes and project is not None
+        version, results, missing = predictor.predict(project, taxonomy, tasks,
+                                                      ask_llm=not queue_rest)
+        if queue_rest and missing:
+            try:
+                run_job(project, f"Retrieve Predictions: {missing} posts not asked yet",
+                        PRELABEL)
+            except Exception as exc:  # the queue away: still answer with what is cached
+                log.warning("project %d: could not queue pre-labeling: %s", project,
+                            ls_client.describe_error(exc))
         return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
     def webhook():
         data = body()
         action = protocol.action(data)
+        if action == protocol.TASKS_EVENT and pushes:
+            project = protocol.required_project(data.get("project"))
+            run_job(project, "tasks imported", PRELABEL)
+            return jsonify(status="pre-labeling requested", action=action,
+                           project=project), 201
         if action != protocol.TRAINING_EVENT and action not in protocol.ANNOTATION_EVENTS:
             return jsonify(status="ignored", action=action)
         project = protocol.required_project(data.get("project"))
@@ -157,9 +189,11 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
             reason = f"{settings.train_after_annotations} annotations"
         if not project_exists(project):
             raise ProtocolError(404, f"project {project} does not exist in Label Studio")
-        jobs.request(project, reason)
-        start_training(project)
-        return jsonify(status="training requested", action=action, project=project), 201
+        run_job(project, reason, TRAIN)
+        return jsonify(status="training requested", action=action, project=project,
+                       message=f"Training of project {project} requested ({reason}); its "
+                               f"progress shows on the model's card in Settings > Model "
+                               f"and at GET /training?project={project}"), 201
 
     @app.get("/versions")
     def versions():
@@ -171,10 +205,12 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         project = protocol.required_project(given)
         registry = predictor.registry(project)
         found = registry.versions()
-        return jsonify(versions=[m["version"] for m in found],
+        # Versions by the names Label Studio shows; each detail names its folder too.
+        return jsonify(versions=[name_in(m) for m in found],
                        serving=predictor.model_version(project),
-                       details=[{k: m.get(k) for k in ("version", "created", "promoted",
-                                                       "validation", "data", "base_model")}
+                       details=[{**{k: m.get(k) for k in ("created", "promoted", "validation",
+                                                          "data", "base_model")},
+                                 "version": name_in(m), "folder": m["version"]}
                                 for m in found])
 
     @app.post("/versions/promote")
@@ -182,22 +218,31 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         """Serve a kept version (or roll back to an older one) and re-score."""
         data = body()
         project = protocol.required_project(data.get("project"))
-        try:
-            version = check_version_name(data.get("version"))
-        except InvalidName as exc:
-            raise ProtocolError(400, str(exc)) from None
         registry = predictor.registry(project)
-        if registry.meta(version) is None:
-            raise ProtocolError(404, f"no complete model version {version} in project "
+        given = data.get("version")  # a folder name or a shown name ("v3 84% (n=25)")
+        try:
+            folder = registry.folder(given)
+        except InvalidName as exc:
+            shown = isinstance(given, str) and SHOWN_NAME.fullmatch(given)
+            raise ProtocolError(404 if shown else 400, str(exc)) from None
+        if registry.meta(folder) is None:
+            raise ProtocolError(404, f"no complete model version {given} in project "
                                      f"{project}")
-        registry.promote(version)
-        jobs.request(project, f"promoted {version} by hand", kind=RESCORE)
-        start_training(project)
+        registry.promote(folder)
+        version = registry.name(folder)
+        run_job(project, f"promoted {version} by hand", RESCORE)
         return jsonify(project=project, serving=version)
 
     @app.get("/training")
     def training():
         return jsonify(project=(project := query_project()), **jobs.status(project))
+
+    @app.get("/jobs")
+    def job_status():
+        project = query_project()
+        return jsonify(project=project, mode="distributed" if settings.broker_url
+                       else "embedded", prelabel=jobs.status(project, "prelabel"),
+                       training=jobs.status(project, "training"))
 
     @app.get("/queue")
     def review_queue():

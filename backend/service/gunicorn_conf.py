@@ -70,6 +70,14 @@ def on_starting(server) -> None:
 
 def when_ready(server) -> None:
     check_label_studio(logging.getLogger("gunicorn.error"))
+    if _settings.label_studio_url and _settings.label_studio_api_key and not _settings.broker_url:
+        import subprocess
+
+        # Embedded mode: the reconcile runs beside the master (the distributed mode's
+        # workers run it there), in a process of its own: a thread here would be forked
+        # into the workers.
+        server.reconciler = subprocess.Popen([sys.executable, "-m", "backend.jobs.reconcile"],
+                                             stdin=subprocess.DEVNULL)
 
 
 def check_label_studio(log: logging.Logger) -> None:
@@ -101,7 +109,11 @@ def check_label_studio(log: logging.Logger) -> None:
 
 
 def on_exit(server) -> None:
-    process = getattr(server, "local_llm", None)
+    for name in ("reconciler", "local_llm"):
+        _stop(getattr(server, name, None))
+
+
+def _stop(process) -> None:
     if process is not None:
         process.terminate()
         try:

@@ -1,7 +1,5 @@
-"""The training runner: `python -m backend.training.runner <project id>`.
-
-Started by jobs.start_runner in its own process. While runs are pending it works through
-four steps, each a function that takes its collaborators:
+"""A training run, for the "training" job lane (backend/jobs/run.py). Four steps, each a
+function that takes its collaborators:
   collect  pull the tasks from Label Studio, keep the training side's annotations;
   fit      fine-tune into a staging folder;
   judge    score the new version on its validation posts against the LLM and against
@@ -15,21 +13,21 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.config import ConfigError, Settings, load_settings
+from backend.config import Settings
 from backend.domain import dataset, policy
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.inference.refresh import refresh_label_studio
+from backend.inference.refresh import refit_calibration, refresh_label_studio
+from backend.jobs.state import JobState, RedisJobState
 from backend.labelstudio import client as ls_client
-from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.labelstudio.card import Card
+from backend.labelstudio.card import for_backend as card_for_backend
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
-from backend.training.jobs import TRAIN, JobState, runner_lock, start_waiting
 
 log = logging.getLogger("backend.training.runner")
 
@@ -124,22 +122,43 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
 class Runner:
     """Runs a project's pending work with the collaborators it is given."""
 
-    def __init__(self, settings: Settings, state: JobState, *, client,
-                 predictor: Predictor) -> None:
+    def __init__(self, settings: Settings, state: JobState | RedisJobState, *, client,
+                 predictor: Predictor, card: Card | None = None) -> None:
         self.settings = settings
         self.state = state
         self.client = client
         self.predictor = predictor
+        self.card = card or card_for_backend(client, settings, state, predictor)
+
+    def report(self, project: int, **fields: object) -> dict:
+        """Record the run's progress where GET /training and Label Studio's model card show
+        it. A version is reported by its shown name, the one Label Studio knows it by."""
+        version = fields.get("version")
+        if isinstance(version, str):
+            fields["version"] = version = self.predictor.registry(project).name(version)
+        if fields.get("state") == "finished" and fields.get("promoted") and version:
+            # Before the status says so: the predictions carry the shown name, and Label
+            # Studio takes a project model_version only when predictions carry it.
+            try:
+                ls_client.set_model_version(self.client, project, version)
+            except Exception as exc:  # the run is done; the next /setup sync retries
+                log.warning("project %d: could not point Label Studio at %s: %s", project,
+                            version, ls_client.describe_error(exc))
+        status = self.state.set_status(project, **fields)
+        self.card.show(project, status)
+        return status
 
     def train(self, project: int) -> None:
-        settings, state = self.settings, self.state
+        settings = self.settings
         started = time.time()
-        state.set_status(project, state="running", phase="fetching annotations",
+        self.report(project, state="running", phase="fetching annotations",
                          started=started, reason=None, epoch=None, version=None,
                          promoted=None)
         collected = collect(self.client, project, settings)
+        # Scores follow the annotations even when the run is skipped (logs a failure).
+        refit_calibration(self.predictor, project, collected.taxonomy, collected.tasks)
         if collected.too_few:
-            state.set_status(project, state="skipped", phase=None, reason=collected.too_few,
+            self.report(project, state="skipped", phase=None, reason=collected.too_few,
                              held_out_tasks=collected.held_out_tasks, finished=time.time())
             log.info("project %d: training skipped: %s", project, collected.too_few)
             return
@@ -150,17 +169,17 @@ class Runner:
         staging = registry.staging_dir()
 
         def progress(event: dict) -> None:
-            state.set_status(project, phase="training",
+            self.report(project, phase="training",
                              **{k: v for k, v in event.items() if k != "phase"})
             log.info("project %d: %s", project, event)
 
-        state.set_status(project, phase="training", n_examples=len(collected.examples))
+        self.report(project, phase="training", n_examples=len(collected.examples))
         try:
             result = fit(collected, settings, staging, progress)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        state.set_status(project, phase="validating")
+        self.report(project, phase="validating")
         verdict = judge(result, collected.taxonomy, self.predictor, project)
         meta = {
             "created": time.time(), "labels": list(collected.taxonomy.names),
@@ -181,73 +200,28 @@ class Runner:
         registry = self.predictor.registry(project)
         registry.commit(staging, name, meta)
         if not verdict.promote:
-            self.state.set_status(project, state="finished", phase=None, version=name,
+            self.report(project, state="finished", phase=None, version=name,
                                   promoted=False, reason=verdict.reason, finished=time.time())
             log.info("project %d: %s %s", project, name, verdict.reason)
             return
         registry.promote(name)
         log.info("project %d: promoted %s: %s; %s", project, name,
                  verdict.validation["against_serving"], verdict.validation["against_llm"])
-        self.state.set_status(project, phase="re-scoring unlabeled tasks", version=name,
+        self.report(project, phase="re-scoring unlabeled tasks", version=name,
                               promoted=True)
         refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
-                             collected.tasks, name)
-        self.state.set_status(project, state="finished", phase=None, version=name,
+                             collected.tasks, registry.name(name))
+        self.report(project, state="finished", phase=None, version=name,
                               promoted=True, reason=verdict.validation["against_serving"],
                               finished=time.time(), seconds=round(time.time() - started, 2))
 
     def rescore(self, project: int) -> None:
         """After a promotion by hand: re-score under the version now serving."""
-        self.state.set_status(project, state="running", phase="re-scoring unlabeled tasks",
+        self.report(project, state="running", phase="re-scoring unlabeled tasks",
                               started=time.time(), reason=None)
         taxonomy = parse_taxonomy(self.client.projects.get(id=project).label_config)
         version = self.predictor.model_version(project)
         refresh_label_studio(self.client, self.predictor, project, taxonomy,
                              ls_client.all_tasks(self.client, project), version)
-        self.state.set_status(project, state="finished", phase=None, version=version,
+        self.report(project, state="finished", phase=None, version=version,
                               promoted=True, finished=time.time())
-
-    def run_pending(self, project: int, handle) -> None:
-        """Work while runs are pending; the lock is released when none is left."""
-        while True:
-            time.sleep(self.settings.train_debounce)  # let a burst of annotations settle
-            pending = self.state.take_pending(project, handle)
-            if not pending:
-                return
-            try:
-                if pending & TRAIN:
-                    self.train(project)
-                else:
-                    self.rescore(project)
-            except Exception as exc:
-                log.exception("project %d: training failed", project)
-                self.state.set_status(project, state="failed", phase=None,
-                                      reason=ls_client.describe_error(exc),
-                                      finished=time.time())
-
-
-def main() -> int:
-    project = int(sys.argv[1])
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s train[%(process)d] %(message)s")
-    state = JobState(settings.model_dir)
-    handle = runner_lock(state, project, sys.argv[2:])
-    if handle is None:
-        return 0  # another runner owns this project and will see the pending request
-    try:
-        client = ls_client.connect(settings)
-    except ConfigError as exc:
-        state.take_pending(project, handle)
-        state.set_status(project, state="failed", phase=None, reason=str(exc),
-                         finished=time.time())
-        return 2
-    runner = Runner(settings, state, client=client,
-                    predictor=Predictor(settings, labeler_from_settings(settings)))
-    runner.run_pending(project, handle)
-    start_waiting(settings, state)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

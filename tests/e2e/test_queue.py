@@ -63,8 +63,10 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
     queued = [r for r in rows if r["in_queue"]]
     assert queue["in_queue"] == len(queued)
     both = [r for r in rows if r["llm_label"] and r["model_label"]]
-    assert all(r["priority"] < 0.5 for r in both if r["disagree"])
-    assert all(r["priority"] >= 0.5 for r in both if not r["disagree"])
+    # Priority = P(the shown pre-label is right); every disagreement below every agreement.
+    assert all(0.0 <= r["priority"] <= 1.0 for r in rows)
+    assert max((r["priority"] for r in both if r["disagree"]), default=0.0) < min(
+        (r["priority"] for r in both if not r["disagree"]), default=1.0)
 
     tab = tab_tasks(ls, project)
     # The tab holds exactly the backend's queue, in priority order, disagreements first.

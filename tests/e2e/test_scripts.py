@@ -286,7 +286,12 @@ def test_evaluate_live_and_from_the_export(env, trained, exported, tmp_path):
     assert report["n_annotator_pairs"] == 2
     assert (live / "report.md").is_file()
     assert sorted(p.name for p in live.glob("*.png")) == ["confusion_fine-tuned.png",
-                                                          "confusion_zero-shot.png"]
+                                                          "confusion_zero-shot.png",
+                                                          "reliability.png"]
+    calibration = report["calibration"]
+    assert calibration["n"] >= 1 and set(calibration["scores"]) >= {"prior"}
+    assert all({"brier", "ece", "reliability"} <= set(s) for s in calibration["scores"].values())
+    assert "Score calibration:" in done.stdout and "Brier" in done.stdout
 
     from_file = tmp_path / "from-file"
     run("evaluate", "--from-file", str(exported["json"]), "--out", str(from_file), env=env)

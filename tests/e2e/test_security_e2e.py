@@ -125,20 +125,22 @@ def test_start_training_for_unknown_projects_starts_nothing(backend):
     assert statuses == [200] * 5 + [404]
     time.sleep(1)
     for project in unknown:
-        assert not (backend.model_dir / "logs" / f"train-{project}.log").exists()
+        for lane in ("training", "prelabel"):
+            assert not (backend.model_dir / "logs" / f"{lane}-{project}.log").exists()
         assert not (backend.model_dir / "projects" / str(project)).exists()
         status = backend.get(f"/training?project={project}").json()
         assert status["state"] == "idle" and not status["pending"], status
 
 
 def working_runners(model_dir) -> set[int]:
-    """Training runner processes of the backend that uses `model_dir`. A runner that has
-    started the next one (start_waiting, its last step) is done and only exiting: not
-    counted."""
+    """Training runner processes (`python -m backend.jobs.run training <project>
+    --lock-fd=N`) of the backend that uses `model_dir`. A runner that has started the next
+    one (its last step) is done and only exiting: not counted."""
     found: dict[int, int] = {}
     for process in psutil.process_iter(["cmdline", "ppid"]):
         try:
-            if ("backend.training.runner" in " ".join(process.info["cmdline"] or [])
+            command = process.info["cmdline"] or []
+            if (command[-3:-2] == ["training"] and "backend.jobs.run" in command
                     and process.environ().get("MODEL_DIR") == str(model_dir)):
                 found[process.pid] = process.info["ppid"]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

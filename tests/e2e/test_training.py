@@ -110,8 +110,10 @@ def test_start_training_serves_a_new_version_everywhere(ls, manual_backend, post
     unlabeled = {t["id"] for t in tasks if not t["annotations"]}
     found = ls_client.prediction_versions(ls, project.id)
     assert unlabeled and all(new in found.get(task, set()) for task in unlabeled)
-    # The model serves /predict directly, too.
-    one = backend.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "A1c 6.1!"}}],
+    # The model serves /predict directly, too (for a post whose LLM answer is in: with
+    # Label Studio configured, /predict never waits for the LLM).
+    text = next(t["data"]["text"] for t in tasks if t["id"] in unlabeled)
+    one = backend.post("/predict", json={"tasks": [{"id": 1, "data": {"text": text}}],
                                          "label_config": label_config,
                                          "project": schema["project"]}).json()
     assert one["results"][0]["model_version"] == new

@@ -19,21 +19,25 @@ class MisbehavingLLM:
     "scripted": `answer(prompt)` gives the label for the user message, standing in for a
     hosted LLM whose answers a test must know (no logprobs, like many hosted APIs)."""
 
-    def __init__(self, mode: str, *, delay: float = 5.0,
-                 answer: Callable[[str], str] | None = None) -> None:
+    def __init__(self, mode: str, *, delay: float = 5.0, latency: float = 0.0,
+                 answer: Callable[[str], str] | None = None, host: str = "127.0.0.1") -> None:
         self.mode = mode
         self.delay = delay
+        self.latency = latency  # slept by every answer: a hosted endpoint's round trip
         self.requests = 0
+        self._count = threading.Lock()  # threaded server: exact counts for the tests
         app = Flask("llm-double")
 
         @app.post("/v1/chat/completions")
         def complete():
-            self.requests += 1
+            with self._count:
+                self.requests += 1
             body = request.get_json()
             if self.mode == "error":
                 return jsonify(error={"message": "upstream exploded"}), 500
             if self.mode == "slow":
                 time.sleep(self.delay)
+            time.sleep(self.latency)
             label = "banana"
             if self.mode == "scripted" and answer is not None:
                 user = [m["content"] for m in body["messages"] if m["role"] == "user"]
@@ -47,8 +51,8 @@ class MisbehavingLLM:
             })
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self.url = f"http://{host}:{self.port}/v1"
+        self._server = make_server(host, self.port, app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> MisbehavingLLM:

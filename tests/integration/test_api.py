@@ -120,6 +120,7 @@ def test_a_failing_llm_leaves_predict_answering(start_backend, label_config, mod
     with MisbehavingLLM(mode if mode != "down" else "error", delay=4) as double:
         url = double.url if mode != "down" else "http://127.0.0.1:9/v1"
         failing = start_backend(LLM_BASE_URL=url, LLM_TIMEOUT="1", LLM_MAX_RETRIES="1",
+                                LLM_CONCURRENCY="12",  # all 12 asked before the breaker opens
                                 PREDICT_DEADLINE="10", LLM_CACHE=str(tmp_path / "a.sqlite"))
         tasks = [{"id": i, "data": {"text": f"post number {i}"}} for i in range(12)]
         response = predict(failing, tasks, label_config)

@@ -25,7 +25,8 @@ def test_defaults():
     assert settings.llm_base_url is None
     assert settings.llm_api_key == "not-needed"
     assert settings.llm_model == "smollm2-135m-instruct"
-    assert settings.llm_concurrency == 8
+    assert settings.llm_concurrency == 4  # the embedded LLM's slots; 8 with LLM_BASE_URL
+    assert load_settings({"LLM_BASE_URL": "http://llm:8000/v1"}).llm_concurrency == 8
     assert settings.llm_timeout == 30.0
     assert settings.llm_max_retries == 2
     assert settings.llm_max_chars == 4000

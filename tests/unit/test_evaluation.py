@@ -27,6 +27,7 @@ from takemeter.evaluation import (
     accuracy,
     accuracy_ci,
     bootstrap_ci,
+    calibration_summary,
     cohen_kappa,
     compare_systems,
     confusion,
@@ -723,3 +724,53 @@ def test_write_json_round_trip_and_numpy_conversion(tmp_path: Path):
         "a": [0, 1],
         "nan": None,
     }
+
+
+# ------------------------------------------------------------------ score calibration
+
+
+def test_calibration_summary_by_hand():
+    right = [False, False, True, True]
+    cal = calibration_summary({"fitted": [0.1, 0.2, 0.8, 0.9], "flat": [0.5] * 4}, right)
+    assert (cal["n"], cal["n_right"], cal["share_right"], cal["bins"]) == (4, 2, 0.5, 10)
+    assert cal["brier_constant"] == pytest.approx(0.25)  # always 0.5: 0.5 * (1 - 0.5)
+    fitted, flat = cal["scores"]["fitted"], cal["scores"]["flat"]
+    assert fitted["brier"] == pytest.approx(0.025) and fitted["ece"] == pytest.approx(0.15)
+    assert flat["brier"] == pytest.approx(0.25) and flat["ece"] == pytest.approx(0.0)
+    assert fitted["mean_score"] == pytest.approx(0.5)
+    assert [b["n"] for b in flat["reliability"]] == [0] * 5 + [4] + [0] * 4
+    with pytest.raises(ValueError, match="differ in length"):
+        calibration_summary({"fitted": [0.1]}, right)
+    with pytest.raises(ValueError):
+        calibration_summary({}, right)
+
+
+def _report_with_calibration() -> dict:
+    report = _report()
+    report["calibration"] = {
+        **calibration_summary({"project's calibrator": [0.15, 0.15, 0.95, 0.95],
+                               "prior": [0.3, 0.3, 0.7, 0.9]}, [False, True, True, True]),
+        "notes": ["score source: prior"],
+    }
+    return report
+
+
+def test_render_terminal_reports_brier_ece_and_the_reliability_bins():
+    text = render_terminal(_report_with_calibration())
+    assert "Score calibration:" in text
+    assert "on 4 posts with a pre-label (3 right, 75.0%)" in text
+    # Brier (0.15^2 + 0.85^2 + 0.05^2 + 0.05^2) / 4 = 0.1875; ECE 0.35/2 + 0.05/2 = 0.2
+    assert "project's calibrator: Brier 0.188, ECE 0.200 (10 bins)" in text
+    assert "score 0.1-0.2: 2 posts, mean score 0.15, right 50%" in text
+    assert "score source: prior" in text
+    assert "Score calibration" not in render_terminal(_report())
+
+
+def test_render_markdown_draws_the_reliability_diagram(tmp_path: Path):
+    md = render_markdown(_report_with_calibration(), out_dir=tmp_path).read_text()
+    assert (tmp_path / "reliability.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert "## Score calibration" in md and "](reliability.png)" in md
+    assert "| 0.1-0.2 | 2, 0.15, 50% | 0 |" in md
+    assert "| 0.9-1.0 | 2, 0.95, 100% | 1, 0.90, 100% |" in md
+    render_markdown(_report(), out_dir=tmp_path / "without")
+    assert not (tmp_path / "without" / "reliability.png").exists()

@@ -1,4 +1,5 @@
-"""Training triggers: coalescing, the threshold, and the runner lock, across processes."""
+"""Job requests: coalescing, lanes, leases and a dead runner's unfinished work, on both
+stores (SQLite + flock, and a real Redis)."""
 
 from __future__ import annotations
 
@@ -6,35 +7,83 @@ import subprocess
 import sys
 import time
 
-from backend.training.jobs import RESCORE, TRAIN, JobState, acquire_runner_lock
+import pytest
+
+from backend.jobs.state import (
+    LEASE_SECONDS,
+    PRELABEL,
+    RESCORE,
+    TRAIN,
+    JobState,
+    LeaseLost,
+    RedisJobState,
+    lane_of,
+)
 
 
-def test_requests_coalesce_into_one_pending_run(tmp_path):
-    state = JobState(tmp_path)
+@pytest.fixture(params=["sqlite", "redis"])
+def state(request, tmp_path):
+    if request.param == "sqlite":
+        return JobState(tmp_path)
+    client, prefix = request.getfixturevalue("redis_prefix")
+    return RedisJobState(client, prefix=prefix)
+
+
+def test_lanes_of_kinds():
+    assert (lane_of(TRAIN), lane_of(RESCORE), lane_of(PRELABEL)) == (
+        "training", "training", "prelabel")
+
+
+def test_requests_coalesce_into_one_pending_run(state):
     for _ in range(5):
         state.request(3, "Start Training")
-    handle = acquire_runner_lock(state, 3)
-    assert handle is not None
-    assert state.take_pending(3, handle) == TRAIN  # one run for five clicks
-    assert state.runner_alive(3)
+    lease = state.acquire(3, "training")
+    assert lease is not None
+    assert state.take_pending(lease) == TRAIN  # one run for five clicks
+    assert state.busy(3, "training")
     state.request(3, "Start Training")  # a click during the run: one follow-up
     state.request(3, "Start Training")
     state.request(3, "promoted by hand", kind=RESCORE)
-    assert state.take_pending(3, handle) == TRAIN | RESCORE
-    assert state.take_pending(3, handle) == 0  # nothing left: the lock is released
-    assert not state.runner_alive(3)
+    assert state.take_pending(lease) == TRAIN | RESCORE
+    assert state.take_pending(lease) == 0  # nothing left: the lease is given up
+    assert not state.busy(3, "training")
 
 
-def test_a_second_runner_backs_off_while_one_holds_the_project(tmp_path):
-    state = JobState(tmp_path)
-    first = acquire_runner_lock(state, 1)
+def test_lanes_run_independently(state):
+    state.request(1, "Start Training")
+    state.request(1, "tasks imported", kind=PRELABEL)
+    training = state.acquire(1, "training")
+    prelabel = state.acquire(1, "prelabel")
+    assert training is not None and prelabel is not None
+    assert state.take_pending(prelabel) == PRELABEL
+    assert state.take_pending(training) == TRAIN
+    assert state.status(1, "prelabel")["state"] == "queued"
+    assert sorted(lane for _, lane, _, _ in state.lanes()) == ["prelabel", "training"]
+
+
+def test_a_second_runner_backs_off_while_one_holds_the_lane(state):
+    first = state.acquire(1, "training")
     assert first is not None
-    assert acquire_runner_lock(state, 1, wait=0.2) is None
-    assert acquire_runner_lock(state, 2, wait=0.2) is not None  # other projects are free
+    assert state.acquire(1, "training", wait=0.2) is None
+    assert state.acquire(2, "training", wait=0.2) is not None  # other projects are free
+    assert state.acquire(1, "prelabel", wait=0.2) is not None  # and other lanes
 
 
-def test_annotation_threshold_counts_then_resets_on_request(tmp_path):
-    state = JobState(tmp_path)
+def test_a_fresh_lease_runs_again_what_a_dead_runner_took(state):
+    state.request(7, "tasks imported", kind=PRELABEL)
+    lease = state.acquire(7, "prelabel")
+    assert state.take_pending(lease) == PRELABEL
+    state.set_status(7, "prelabel", state="running")
+    # The runner dies without finishing: its lease goes (flock closed, or the key lapses).
+    lease.release()
+    status = state.status(7, "prelabel")
+    assert status["state"] == "interrupted" and "runs again" in status["reason"]
+    again = state.acquire(7, "prelabel")
+    assert state.take_pending(again) == PRELABEL  # the unfinished run, once
+    assert state.take_pending(again) == 0
+
+
+def test_annotation_threshold_counts_then_resets_on_request(state):
     assert [state.count_annotation(4, threshold=3) for _ in range(3)] == [False, False, True]
     state.request(4, "3 annotations")
     status = state.status(4)
@@ -42,26 +91,63 @@ def test_annotation_threshold_counts_then_resets_on_request(tmp_path):
     assert status["pending"] is True and status["state"] == "queued"
 
 
-def test_a_runner_killed_mid_run_is_reported_and_frees_the_project(tmp_path):
+def test_status_fields_merge(state):
+    lease = state.acquire(2, "prelabel")  # a live runner reports
+    assert lease is not None
+    state.set_status(2, "prelabel", state="running", done=10)
+    state.set_status(2, "prelabel", done=20, failed=1)
+    status = state.status(2, "prelabel")
+    assert (status["state"], status["done"], status["failed"]) == ("running", 20, 1)
+    assert "annotations_since_last_run" not in status
+
+
+def test_a_redis_lease_lapses_when_its_holder_stops_renewing(redis_prefix, monkeypatch):
+    client, prefix = redis_prefix
+    state = RedisJobState(client, prefix=prefix)
+    state.request(9, "Start Training")
+    lease = state.acquire(9, "training")
+    lease._stop.set()  # a frozen holder: no more renewals
+    client.pexpire(state.lock_key(9, "training"), 100)  # its time to live runs out
+    time.sleep(0.3)
+    assert not state.busy(9, "training")
+    other = state.acquire(9, "training")
+    assert other is not None and state.take_pending(other) == TRAIN
+    with pytest.raises(LeaseLost):
+        state.take_pending(lease)  # the stalled holder learns it lost the lease
+    assert LEASE_SECONDS >= 10  # long enough for a busy host to renew in time
+
+
+def test_a_redis_lease_is_renewed_while_held(redis_prefix, monkeypatch):
+    client, prefix = redis_prefix
+    monkeypatch.setattr("backend.jobs.state.LEASE_SECONDS", 0.6)
+    state = RedisJobState(client, prefix=prefix)
+    lease = state.acquire(4, "training")
+    time.sleep(1.5)  # several lifetimes: the renewals keep it
+    assert state.busy(4, "training")
+    lease.release()
+    assert not state.busy(4, "training")
+
+
+def test_a_killed_runner_frees_the_sqlite_lane_at_once(tmp_path):
     state = JobState(tmp_path)
     state.request(5, "Start Training")
-    code = (f"import time; from pathlib import Path; from backend.training.jobs import JobState, "
-            f"acquire_runner_lock; s = JobState(Path({str(tmp_path)!r})); "
-            f"h = acquire_runner_lock(s, 5); s.take_pending(5, h); "
-            f"s.set_status(5, state='running'); print('ready', flush=True); time.sleep(60)")
+    code = (f"import time; from pathlib import Path; from backend.jobs.state import JobState; "
+            f"s = JobState(Path({str(tmp_path)!r})); l = s.acquire(5, 'training'); "
+            f"s.take_pending(l); s.set_status(5, state='running'); print('ready', flush=True);"
+            f" time.sleep(60)")
     runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert runner.stdout.readline().strip() == b"ready"
-    assert state.runner_alive(5) and state.status(5)["state"] == "running"
+    assert state.busy(5, "training") and state.status(5)["state"] == "running"
     runner.kill()
     runner.wait()
-    status = state.status(5)
-    assert status["state"] == "failed" and "ended unexpectedly" in status["reason"]
-    assert acquire_runner_lock(state, 5, wait=0.5) is not None
+    assert state.status(5)["state"] == "interrupted"
+    lease = state.acquire(5, "training", wait=0.5)
+    assert lease is not None and state.take_pending(lease) == TRAIN
 
 
 def test_concurrent_triggers_from_many_processes_lose_nothing(tmp_path):
     state = JobState(tmp_path)
-    code = (f"from pathlib import Path; from backend.training.jobs import JobState; "
+    code = (f"from pathlib import Path; from backend.jobs.state import JobState; "
             f"s = JobState(Path({str(tmp_path)!r})); "
             f"[s.count_annotation(6, threshold=1000) for _ in range(25)]")
     workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]

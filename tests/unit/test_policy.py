@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
+from backend.domain.calibration import Calibrator
 from backend.domain.policy import (
     Decision,
     ModelOpinion,
@@ -49,7 +51,7 @@ def test_model_opinion_length_mismatch_raises():
         model_opinion([SS, HC], np.array([0.2, 0.5, 0.3]))
 
 
-# --- decide: every branch -------------------------------------------------------------
+# --- decide: every branch (scores from the prior, domain.calibration) -----------------
 
 
 def test_no_opinion_gives_none():
@@ -57,7 +59,7 @@ def test_no_opinion_gives_none():
     assert decide(None, 0.9, None, prefer_model=True) is None
 
 
-def test_llm_only():
+def test_llm_only_scores_its_confidence():
     assert decide(HC, 0.8, None, prefer_model=False) == Decision(HC, 0.8, "llm", False)
     # prefer_model does not matter when there is no model
     assert decide(HC, 0.8, None, prefer_model=True) == Decision(HC, 0.8, "llm", False)
@@ -67,51 +69,66 @@ def test_llm_only_unknown_confidence_scores_half():
     assert decide(HC, None, None, prefer_model=False) == Decision(HC, 0.5, "llm", False)
 
 
-def test_model_only():
-    model = opinion(PE, **{SS: 0.1, HC: 0.3, PE: 0.6})  # margin 0.3
+def test_model_only_scores_its_probability():
+    model = opinion(PE, **{SS: 0.1, HC: 0.3, PE: 0.6})
     decision = decide(None, None, model, prefer_model=False)
-    assert decision == Decision(PE, 0.3, "model", False)
+    assert decision == Decision(PE, 0.6, "model", False)
     # a confidence without an LLM label is ignored
-    assert decide(None, 0.05, model, prefer_model=True) == Decision(PE, 0.3, "model", False)
+    assert decide(None, 0.05, model, prefer_model=True) == Decision(PE, 0.6, "model", False)
 
 
-def test_agree_uses_smaller_certainty():
-    model = opinion(HC, **{SS: 0.1, HC: 0.7, PE: 0.2})  # margin 0.5
-    # certainty = min(0.8, 0.5) = 0.5 -> 0.5 + 0.5 * 0.5 = 0.75
-    assert decide(HC, 0.8, model, prefer_model=False) == Decision(HC, 0.75, "llm", False)
-    assert decide(HC, 0.8, model, prefer_model=True) == Decision(HC, 0.75, "model", False)
-    # certainty = min(0.3, 0.5) = 0.3 -> 0.5 + 0.15 = 0.65
-    assert decide(HC, 0.3, model, prefer_model=False).score == pytest.approx(0.65)
+def test_agreement_scores_half_plus_a_quarter_of_both_confidences():
+    model = opinion(HC, **{SS: 0.1, HC: 0.7, PE: 0.2})
+    # 0.5 + 0.25 * (0.8 + 0.7) = 0.875, whichever label is preferred
+    assert decide(HC, 0.8, model, prefer_model=False) == Decision(HC, 0.875, "llm", False)
+    assert decide(HC, 0.8, model, prefer_model=True) == Decision(HC, 0.875, "model", False)
+    # 0.5 + 0.25 * (0.3 + 0.7) = 0.75
+    assert decide(HC, 0.3, model, prefer_model=False).score == pytest.approx(0.75)
 
 
-def test_disagree_scores_half_the_smaller_certainty():
-    model = opinion(PE, **{SS: 0.05, HC: 0.15, PE: 0.8})  # margin 0.65
-    # certainty = min(0.9, 0.65) = 0.65 -> 0.5 * 0.65 = 0.325
+def test_disagreement_scores_the_shown_label_against_the_other_opinion():
+    model = opinion(PE, **{SS: 0.05, HC: 0.15, PE: 0.8})
+    # the LLM's HC shown: 0.25 * (0.9 + 1 - 0.8) = 0.275
     llm_first = decide(HC, 0.9, model, prefer_model=False)
-    assert llm_first == Decision(HC, 0.325, "llm", True)
+    assert llm_first == Decision(HC, 0.275, "llm", True)
+    # the model's PE shown: 0.25 * (0.8 + 1 - 0.9) = 0.225
     model_first = decide(HC, 0.9, model, prefer_model=True)
-    assert model_first == Decision(PE, 0.325, "model", True)
-    # certainty = min(0.4, 0.65) = 0.4 -> 0.2
-    assert decide(HC, 0.4, model, prefer_model=False).score == pytest.approx(0.2)
+    assert model_first == Decision(PE, 0.225, "model", True)
+    # a less sure LLM makes its label less likely: 0.25 * (0.4 + 0.2) = 0.15
+    assert decide(HC, 0.4, model, prefer_model=False).score == pytest.approx(0.15)
 
 
-def test_unknown_llm_confidence_leaves_model_margin():
-    model = opinion(HC, **{SS: 0.2, HC: 0.6, PE: 0.2})  # margin 0.4
-    # agree: 0.5 + 0.5 * 0.4 = 0.7; disagree: 0.5 * 0.4 = 0.2
-    assert decide(HC, None, model, prefer_model=False) == Decision(HC, 0.7, "llm", False)
-    assert decide(SS, None, model, prefer_model=False) == Decision(SS, 0.2, "llm", True)
-    assert decide(SS, None, model, prefer_model=True) == Decision(HC, 0.2, "model", True)
+def test_unknown_llm_confidence_counts_as_a_coin_toss():
+    model = opinion(HC, **{SS: 0.2, HC: 0.6, PE: 0.2})
+    # agree: 0.5 + 0.25 * (0.5 + 0.6) = 0.775; disagree: 0.25 * (0.5 + 1 - 0.6) = 0.225
+    assert decide(HC, None, model, prefer_model=False) == Decision(HC, 0.775, "llm", False)
+    assert decide(SS, None, model, prefer_model=False) == Decision(SS, 0.225, "llm", True)
+    # the model's HC shown against the LLM's SS: 0.25 * (0.6 + 1 - 0.5) = 0.275
+    assert decide(SS, None, model, prefer_model=True) == Decision(HC, 0.275, "model", True)
 
 
 def test_scores_are_rounded_to_six_places():
-    model = opinion(HC, **{HC: 0.7, SS: 0.2})  # 0.7 - 0.2 = 0.49999999999999994 in floats
-    assert decide(HC, 0.9, model, prefer_model=False).score == 0.75
+    model = opinion(HC, **{HC: 0.7, SS: 0.2})
+    assert decide(HC, 1 / 3, model, prefer_model=False).score == 0.758333
+
+
+def test_a_given_calibrator_scores_instead_of_the_prior():
+    # Logistic in llm_for alone: P(right) = 1 / (1 + e^-(2c - 1)); at c = 0.5 exactly 0.5.
+    fitted = Calibrator(weights=(2.0, 0, 0, 0, 0, 0, 0), intercept=-1.0, regimes=("llm",))
+    assert decide(HC, 0.5, None, prefer_model=False, calibrator=fitted).score == 0.5
+    at_one = decide(HC, 1.0, None, prefer_model=False, calibrator=fitted).score
+    assert at_one == round(1 / (1 + math.exp(-1)), 6)
+    assert decide(HC, 1.0, None, prefer_model=False).score == 0.99  # the prior's cap
 
 
 def test_confident_agreement_is_out_of_the_queue_and_disagreement_in():
-    sure = opinion(HC, **{HC: 0.95, SS: 0.05})  # margin 0.9
+    assert QUEUE_BELOW == 0.8
+    sure = opinion(HC, **{HC: 0.95, SS: 0.05})
     assert decide(HC, 0.95, sure, prefer_model=False).score >= QUEUE_BELOW
     assert decide(SS, 0.95, sure, prefer_model=False).score < QUEUE_BELOW
+    # an agreement of two unsure opinions is worth a look: 0.5 + 0.25 * (0.55 + 0.55)
+    unsure = opinion(HC, **{HC: 0.55, SS: 0.45})
+    assert decide(HC, 0.55, unsure, prefer_model=False).score < QUEUE_BELOW
 
 
 # --- the ordering property ----------------------------------------------------------

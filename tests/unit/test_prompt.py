@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from backend.config import ConfigError, load_settings
 from backend.domain.taxonomy import parse_taxonomy
+from backend.llm.cache import AnswerCache
+from backend.llm.labeler import ZeroShotLabeler
 from backend.llm.prompt import (
+    DEFAULT_ANSWER_FORMAT,
+    DEFAULT_CALIBRATE,
+    PROMPT_VERSION,
     TokenLogprob,
+    answer_format_for,
     build_messages,
     cache_key,
+    calibrate,
     clip_text,
+    code_distribution,
     label_confidence,
+    label_distribution,
+    mean_prior,
+    parse_code,
     parse_label,
     response_format,
     system_prompt,
 )
+from tests.integration.llm_double import MisbehavingLLM
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")
@@ -326,3 +341,180 @@ def test_label_confidence_counts_the_mass_before_a_shared_prefix():
     assert label_confidence('{"label": "health_claim"}', "health_claim",
                             ("health_claim", "health_question", "personal"),
                             tokens) == pytest.approx(0.54)
+
+
+# --- the one-letter answer format ----------------------------------------------------
+
+
+def test_code_prompt_gives_each_label_a_letter_and_asks_for_one(taxonomy):
+    text = system_prompt(taxonomy, "code")
+    for letter, label in zip("ABC", taxonomy.labels, strict=True):
+        assert f"{letter}. {label.name}: {label.rule}" in text
+    assert text.endswith("Answer with the letter of the label only.")
+    assert "JSON" not in text
+    user = build_messages(taxonomy, "a post", max_chars=4000, answer_format="code")[1]
+    assert user["content"] == "Post:\n<<<\na post\n>>>\nAnswer with one letter: A, B or C."
+
+
+def test_answer_format_for_falls_back_to_json_past_26_labels(taxonomy):
+    many = replace(taxonomy, labels=tuple(replace(taxonomy.labels[0], name=f"label_{i}")
+                                          for i in range(27)))
+    assert answer_format_for(taxonomy, "code") == "code"
+    assert answer_format_for(taxonomy, "json") == "json"
+    assert answer_format_for(many, "code") == "json"
+    with pytest.raises(ValueError):
+        answer_format_for(taxonomy, "xml")
+
+
+def test_cache_key_of_the_json_format_is_the_one_it_always_was(taxonomy):
+    # Answers cached before the other formats existed stay valid.
+    messages = build_messages(taxonomy, "a post", max_chars=4000)
+    old = hashlib.sha256(json.dumps([PROMPT_VERSION, "m", messages]).encode()).hexdigest()
+    assert cache_key("m", taxonomy, "a post", max_chars=4000, answer_format="json",
+                     calibrate=False) == old
+
+
+def test_cache_key_changes_with_the_answer_format_and_the_prior(taxonomy):
+    keys = {cache_key("m", taxonomy, "a post", max_chars=4000, answer_format=f, calibrate=c)
+            for f in ("json", "code") for c in (False, True)}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("content, label", [
+    ("A", "seeking_support"), (" B\n", "health_claim"), ("C", "personal_experience"),
+    ("health_claim", "health_claim"), ('{"label": "personal_experience"}',
+                                       "personal_experience"),
+    ("D", None), ("b", None), ("B.", None), ("AB", None), ("", None), (None, None),
+])
+def test_parse_code(content, label):
+    assert parse_code(content, MAIN_LABELS) == label
+
+
+def _lp(probabilities: dict[str, float]) -> dict[str, float]:
+    return {token: math.log(p) for token, p in probabilities.items()}
+
+
+def test_code_distribution_adds_up_spellings_of_a_letter_and_floors_missing_ones():
+    # A = 0.5 + 0.1 (" A"), B = 0.2, C unlisted -> the smallest listed, 0.05 ("The").
+    # Total 0.85: A 0.6/0.85, B 0.2/0.85, C 0.05/0.85.
+    alts = _lp({"A": 0.5, " A": 0.1, "B": 0.2, "The": 0.05})
+    probs = code_distribution(TokenLogprob("A", alts["A"], alts), 3)
+    assert probs == pytest.approx([0.6 / 0.85, 0.2 / 0.85, 0.05 / 0.85])
+    assert sum(probs) == pytest.approx(1.0)
+
+
+def test_code_distribution_ignores_letters_past_the_labels_and_other_tokens():
+    # D is no label of three; "a" is no letter code. A 0.3, B 0.1, C 0.1: 0.6, 0.2, 0.2.
+    alts = _lp({"D": 0.4, "A": 0.3, "B": 0.1, "C": 0.1, "a": 0.05})
+    assert code_distribution(TokenLogprob("D", alts["D"], alts), 3) == pytest.approx(
+        [0.6, 0.2, 0.2])
+
+
+def test_code_distribution_none_without_a_letter_or_without_alternatives():
+    alts = _lp({"The": 0.6, "Post": 0.3})
+    assert code_distribution(TokenLogprob("The", alts["The"], alts), 3) is None
+    # Only the sampled token, nothing listed: the other letters are unbounded.
+    assert code_distribution(TokenLogprob("A", math.log(0.9), {}), 3) is None
+
+
+# --- every label's share in a JSON answer ------------------------------------------
+
+
+def test_label_distribution_at_the_deciding_token():
+    # health 0.6, personal 0.2, seeking 0.1 of 0.9.
+    tokens = _tokens(PIECES, {"health": _lp({"personal": 0.2, "seeking": 0.1, "health": 0.6})})
+    assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
+        [0.1 / 0.9, 0.6 / 0.9, 0.2 / 0.9])
+
+
+def test_label_distribution_floors_a_missing_label():
+    # seeking_support unlisted: counted at the smallest listed, 0.3. 0.3, 0.6, 0.3 of 1.2.
+    tokens = _tokens(PIECES, {"health": _lp({"health": 0.6, "personal": 0.3})})
+    assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
+        [0.25, 0.5, 0.25])
+
+
+def test_label_distribution_follows_the_chain_and_sums_to_one():
+    # 'not' 0.5 vs 'spam' 0.5: spam gets 0.5. '_' decides nothing. 'spam' 0.8 vs 'sure'
+    # 0.2 of the remaining 0.5: not_spam 0.4 (= label_confidence), not_sure 0.1.
+    labels = ("not_spam", "not_sure", "spam")
+    tokens = _label_tokens(["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5},
+                                                  "spam": {"spam": 0.8, "sure": 0.2}})
+    probs = label_distribution('{"label": "not_spam"}', "not_spam", labels, tokens)
+    assert probs == pytest.approx([0.4, 0.1, 0.5])
+    assert probs[0] == pytest.approx(label_confidence('{"label": "not_spam"}', "not_spam",
+                                                      labels, tokens))
+
+
+def test_label_distribution_splits_a_branch_not_taken_evenly():
+    # 'personal' 0.5 vs 'health' 0.3, which would continue two labels: 0.3/0.8 = 0.375
+    # split evenly (nothing generated tells them apart), personal 0.5/0.8 = 0.625.
+    labels = ("health_claim", "health_question", "personal")
+    tokens = _label_tokens(["personal"], {"personal": {"personal": 0.5, "health": 0.3}})
+    assert label_distribution('{"label": "personal"}', "personal", labels,
+                              tokens) == pytest.approx([0.1875, 0.1875, 0.625])
+
+
+def test_label_distribution_none_when_unaligned():
+    tokens = _tokens(PIECES, {"health": _lp({"health": 0.6, "personal": 0.3})})
+    assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, []) is None
+    assert label_distribution('{"label": "banana"}', "health_claim", MAIN_LABELS,
+                              tokens) is None
+
+
+# --- the prior correction ------------------------------------------------------------
+
+
+def test_calibrate_divides_by_the_prior_and_renormalises():
+    # 0.5/0.7 = 0.714, 0.3/0.2 = 1.5, 0.2/0.1 = 2; of 4.214: 0.1695, 0.3559, 0.4746.
+    assert calibrate([0.5, 0.3, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(
+        [0.5 / 0.7 / (0.5 / 0.7 + 3.5), 1.5 / (0.5 / 0.7 + 3.5), 2 / (0.5 / 0.7 + 3.5)])
+    # The answer the model gives an empty post carries no evidence: all labels even.
+    assert calibrate([0.6, 0.3, 0.1], [0.6, 0.3, 0.1]) == pytest.approx([1 / 3] * 3)
+    # A flat prior changes nothing.
+    assert calibrate([0.6, 0.3, 0.1], [1 / 3] * 3) == pytest.approx([0.6, 0.3, 0.1])
+
+
+def test_calibrate_turns_the_favourite_label_down():
+    # The model says A for everything (prior 0.8): 0.7 for A is below its habit, 0.2 for B
+    # well above (0.1): B wins, 0.2/0.1 = 2 vs 0.7/0.8 = 0.875 and 0.1/0.1 = 1.
+    probs = calibrate([0.7, 0.2, 0.1], [0.8, 0.1, 0.1])
+    assert max(range(3), key=probs.__getitem__) == 1
+    assert probs == pytest.approx([0.875 / 3.875, 2 / 3.875, 1 / 3.875])
+
+
+def test_mean_prior():
+    assert mean_prior([[0.6, 0.3, 0.1], [0.2, 0.4, 0.4]]) == pytest.approx([0.4, 0.35, 0.25])
+    assert mean_prior([]) is None
+
+
+def test_settings_default_to_the_prompt_defaults():
+    settings = load_settings({})
+    assert settings.llm_answer_format == DEFAULT_ANSWER_FORMAT
+    assert settings.llm_calibrate is DEFAULT_CALIBRATE
+    assert load_settings({"LLM_ANSWER_FORMAT": "CODE", "LLM_CALIBRATE": "true"}
+                         ).llm_answer_format == "code"
+    with pytest.raises(ConfigError, match="LLM_ANSWER_FORMAT"):
+        load_settings({"LLM_ANSWER_FORMAT": "xml"})
+
+
+# --- an endpoint without logprobs (a hosted API) -------------------------------------
+
+
+@pytest.mark.parametrize("answer_format", ["code", "json"])
+def test_without_logprobs_the_answer_is_read_as_given_and_no_prior_is_asked(
+        tmp_path, taxonomy, answer_format):
+    # The double answers {"label": ...} with no logprobs whatever it is asked: the label is
+    # taken as given, its confidence is unknown, and no content-free post is asked for a
+    # prior that could not be computed.
+    with MisbehavingLLM("scripted", answer=lambda _user: "health_claim") as double:
+        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
+                                  cache=AnswerCache(tmp_path / "cache.sqlite"),
+                                  answer_format=answer_format, calibrate=True)
+        try:
+            opinions = labeler.label_many(taxonomy, ["post one", "post two"])
+        finally:
+            labeler.close()
+        assert [(o.label, o.confidence) for o in opinions] == [("health_claim", None)] * 2
+        assert double.requests == 2
+        assert labeler.known_prior(taxonomy) is None

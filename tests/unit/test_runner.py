@@ -21,11 +21,12 @@ from backend.config import Settings, load_settings
 from backend.domain import queue
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
+from backend.jobs.run import work
+from backend.jobs.state import RESCORE, JobState
 from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.model.trainer import TrainResult
-from backend.training.jobs import RESCORE, JobState, acquire_runner_lock
 from backend.training.runner import Runner, Verdict, collect, judge
 from tests.fakes import FakeLabelStudio
 
@@ -376,38 +377,42 @@ def test_a_fully_annotated_project_still_gets_its_model_version(world, always_pe
     assert fake.project(project).model_version == version
 
 
-# ----------------------------------------------------------------------- run_pending
+# ----------------------------------------------------------------------- the job loop
 
 @pytest.mark.parametrize("error", [
     ApiError(status_code=503, headers={"x-secret-header": "h"},
              body={"detail": "down\nfor maintenance", "trace": "x" * 2000}),
     ConnectionError("Connection refused by label-studio:8080"),
 ], ids=["api-error", "connection-error"])
-def test_run_pending_with_a_failing_label_studio_marks_the_run_failed(world, error):
+def test_a_failing_label_studio_is_retried_with_back_off_then_the_run_fails(world, error):
     world.fake.fail_with = error
     world.state.request(world.project, "Start Training")
-    handle = acquire_runner_lock(world.state, world.project)
-    assert handle is not None
-    world.runner.run_pending(world.project, handle)
+    lease = world.state.acquire(world.project, "training")
+    assert lease is not None
+    waits: list[float] = []
+    work(world.settings, world.state, lease, client=world.fake, predictor=world.predictor,
+         sleep=waits.append)
 
     status = world.status()
     assert status["state"] == "failed" and status["pending"] is False
+    assert status["attempts"] == world.settings.job_retries
+    assert [w for w in waits if w] == [5.0, 10.0, 20.0]  # back-off between the attempts
     reason = status["reason"]
     assert "\n" not in reason and len(reason) < 400
     expected = ("Label Studio answered 503" if isinstance(error, ApiError)
                 else "ConnectionError: Connection refused")
     assert reason.startswith(expected)
     assert "x-secret-header" not in reason  # headers stay out of the status
-    assert not world.state.runner_alive(world.project)  # the lock was given back
+    assert not world.state.busy(world.project, "training")  # the lease was given back
     assert world.registry.versions() == []
 
 
-def test_run_pending_rescores_after_a_promotion_without_training(world, always_personal):
+def test_a_promotion_by_hand_rescores_without_training(world, always_personal):
     ids = labeled_and_unlabeled(world)
     version = world.install(always_personal)
     world.state.request(world.project, f"promoted {version} by hand", kind=RESCORE)
-    handle = acquire_runner_lock(world.state, world.project)
-    world.runner.run_pending(world.project, handle)
+    lease = world.state.acquire(world.project, "training")
+    work(world.settings, world.state, lease, client=world.fake, predictor=world.predictor)
     assert [m["version"] for m in world.registry.versions()] == [version]  # nothing trained
     assert ids["agree"] in main_predictions(world.fake, world.project, version)
     status = world.status()

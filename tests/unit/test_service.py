@@ -18,13 +18,13 @@ from backend.config import Settings, load_settings
 from backend.domain import policy, queue
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Opinions, Predictor
+from backend.jobs.state import JobState
 from backend.labelstudio.sync import ProjectSync
 from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import LLMOpinion
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.service.app import create_app
-from backend.training.jobs import JobState
 from tests.fakes import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,8 @@ class Service:
     settings: Settings
     predictor: Predictor
     jobs: JobState
-    started: list[int] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)  # training lane kicks
+    prelabels: list[int] = field(default_factory=list)  # pre-labeling lane kicks
     existing: set[int] = field(default_factory=set)
 
     @property
@@ -102,7 +103,8 @@ def build_service(model_dir: Path, *, auth: bool = True, existing: tuple[int, ..
                       existing=set(existing))
     app = create_app(settings, predictor=predictor, jobs=jobs,
                      sync=ProjectSync(settings, predictor, connect=connect),
-                     start_training=service.started.append,
+                     kick=lambda project, lane: (service.started if lane == "training"
+                                                 else service.prelabels).append(project),
                      project_exists=lambda project: project in service.existing)
     service.client = app.test_client()
     return service
@@ -137,7 +139,7 @@ def shared(tmp_path_factory) -> Service:
 
 # ------------------------------------------------------------------------------ auth
 
-PROTECTED = [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"),
+PROTECTED = [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/jobs"),
              ("get", "/versions"), ("post", "/versions/promote"), ("get", "/training"),
              ("get", "/queue"), ("get", "/metrics")]
 
@@ -206,7 +208,8 @@ def test_setup_refuses_a_body_that_is_not_an_object(shared):
 
 
 def test_setup_syncs_the_project_in_label_studio(make_service):
-    """With Label Studio configured, /setup fixes webhook auth and the review tab."""
+    """With Label Studio configured, /setup fixes webhook auth, the review tab and the
+    sampling "Label All Tasks" follows."""
     fake = FakeLabelStudio()
     project = fake.add_project(LABEL_CONFIG)
     own = fake.add_webhook(project, "http://backend:9090/webhook")
@@ -218,7 +221,7 @@ def test_setup_syncs_the_project_in_label_studio(make_service):
                                            "schema": LABEL_CONFIG})
     assert response.status_code == 200
     deadline = time.monotonic() + 5  # the sync runs in a background thread
-    while not fake.called("projects.update") and time.monotonic() < deadline:
+    while len(fake.called("projects.update")) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     views = fake.project(project).views
     assert [v.data["title"] for v in views] == [queue.REVIEW_TAB]
@@ -226,9 +229,11 @@ def test_setup_syncs_the_project_in_label_studio(make_service):
     assert hooks[own].headers == header(*AUTH)  # the backend's own webhook only
     assert hooks[other].headers == {}
     # No prediction carries the LLM version yet: Label Studio refuses it, nothing breaks.
-    assert fake.called("projects.update") == [{"id": project,
-                                                "model_version": f"zero-shot:{LLM}"}]
+    assert fake.called("projects.update") == [
+        {"id": project, "model_version": f"zero-shot:{LLM}"},
+        {"id": project, "sampling": "Uncertainty sampling"}]
     assert fake.project(project).model_version == ""
+    assert fake.project(project).sampling == "Uncertainty sampling"
 
 
 # --------------------------------------------------------------------------- /predict
@@ -269,6 +274,67 @@ def test_predict_gives_no_prelabel_quickly_when_the_llm_is_down(service):
     assert first == []
     assert TAXONOMY.label_of(second["result"]) == "health_claim"
     assert service.get("/metrics").json["llm_failures"] >= 1
+
+
+PUSHING = {"LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_API_KEY": "token"}
+
+
+def test_predict_with_label_studio_answers_from_the_cache_and_queues_the_rest(make_service):
+    """With Label Studio configured the pre-labeling job pushes what is missing: /predict
+    never waits for the LLM, however many posts are new."""
+    pushing = make_service(**PUSHING)
+    pushing.cache(TAXONOMY, {"cached post": "health_claim"})
+    started = time.monotonic()
+    response = predict(pushing, [{"id": 1, "data": {"text": "never asked before"}},
+                                 {"id": 2, "data": {"text": "cached post"}},
+                                 {"id": 3, "data": {"text": "also new"}}])
+    assert time.monotonic() - started < 2
+    first, second, third = response.json["results"]
+    assert first == [] and third == []
+    assert TAXONOMY.label_of(second["result"]) == "health_claim"
+    assert pushing.prelabels == [PROJECT]  # the job was asked for, once
+    usage = pushing.get("/metrics").json
+    assert usage["llm_calls"] == 0 and usage["llm_failures"] == 0  # nothing asked here
+    jobs = pushing.get(f"/jobs?project={PROJECT}").json
+    assert jobs["mode"] == "embedded"
+    assert jobs["prelabel"]["state"] == "queued"
+    assert jobs["prelabel"]["requested_by"] == "Retrieve Predictions: 2 posts not asked yet"
+
+
+def test_predict_with_everything_cached_queues_nothing(make_service):
+    pushing = make_service(**PUSHING)
+    pushing.cache(TAXONOMY, POSTS)
+    response = predict(pushing, [{"id": i, "data": {"text": t}} for i, t in enumerate(POSTS)])
+    assert all(r for r in response.json["results"])
+    assert pushing.prelabels == []
+
+
+def test_tasks_created_requests_the_prelabeling_job(make_service):
+    pushing = make_service(**PUSHING)
+    response = pushing.post("/webhook", json={"action": "TASKS_CREATED",
+                                              "project": {"id": PROJECT}, "tasks": [{"id": 1}]})
+    assert response.status_code == 201 and response.json["status"] == "pre-labeling requested"
+    assert pushing.prelabels == [PROJECT] and pushing.started == []
+    assert pushing.get(f"/jobs?project={PROJECT}").json["prelabel"]["requested_by"] == (
+        "tasks imported")
+
+
+def test_tasks_created_without_label_studio_is_ignored(service):
+    response = service.post("/webhook", json={"action": "TASKS_CREATED",
+                                              "project": {"id": PROJECT}})
+    assert response.json["status"] == "ignored" and service.prelabels == []
+
+
+@pytest.mark.parametrize("query", ["", "?project=abc", "?project=-1"])
+def test_jobs_needs_a_project(shared, query):
+    response = shared.get(f"/jobs{query}")
+    assert response.status_code == 400 and "project" in response.json["error"]
+
+
+def test_jobs_of_an_untouched_project_are_idle(service):
+    jobs = service.get(f"/jobs?project={PROJECT}").json
+    assert (jobs["prelabel"]["state"], jobs["training"]["state"]) == ("idle", "idle")
+    assert jobs["training"]["annotations_since_last_run"] == 0
 
 
 @pytest.mark.parametrize("body", [{"label_config": LABEL_CONFIG},
@@ -490,6 +556,49 @@ def test_promote_a_committed_version_serves_it_and_asks_for_a_rescore(service):
     assert service.started == [PROJECT, PROJECT]
 
 
+def test_versions_and_promote_speak_the_names_label_studio_shows(service):
+    """A measured version is listed, served and promoted by its shown name; the folder
+    name still works for promote, and each detail names the folder."""
+    registry = service.registry()
+    folders = []
+    for accuracy in (0.84, 0.7):
+        staging = registry.staging_dir()
+        (staging / "config.json").write_text("{}")
+        folders.append(registry.new_version_name())
+        registry.commit(staging, folders[-1], {
+            "created": time.time(), "labels": list(TAXONOMY.names),
+            "validation": {"model_accuracy": accuracy, "judge_posts": 20}})
+    names = ["v1 84% (n=20)", "v2 70% (n=20)"]
+    listed = service.get(f"/versions?project={PROJECT}").json
+    assert listed["versions"] == names
+    assert [(d["version"], d["folder"]) for d in listed["details"]] == list(
+        zip(names, folders, strict=True))
+
+    response = service.post("/versions/promote", json={"project": PROJECT, "version": names[1]})
+    assert response.status_code == 200
+    assert response.json == {"project": PROJECT, "serving": names[1]}
+    setup = service.post("/setup", json={"project": PROJECT, "schema": LABEL_CONFIG})
+    assert setup.json["model_version"] == names[1]
+    status = service.get(f"/training?project={PROJECT}").json
+    assert status["requested_by"] == f"promoted {names[1]} by hand"
+    by_folder = service.post("/versions/promote", json={"project": PROJECT,
+                                                        "version": folders[0]})
+    assert by_folder.json == {"project": PROJECT, "serving": names[0]}
+    assert service.get(f"/versions?project={PROJECT}").json["serving"] == names[0]
+    # A well-formed name of no version is a 404, like an unknown folder name.
+    unknown = service.post("/versions/promote", json={"project": PROJECT,
+                                                      "version": "v1 99% (n=20)"})
+    assert unknown.status_code == 404 and "v1 99% (n=20)" in unknown.json["error"]
+
+
+def test_start_training_answers_where_to_follow_the_run(service):
+    response = service.post("/webhook", json={"action": "START_TRAINING",
+                                              "project": {"id": PROJECT}})
+    assert response.status_code == 201
+    assert "Settings > Model" in response.json["message"]
+    assert f"/training?project={PROJECT}" in response.json["message"]
+
+
 def test_predict_falls_back_to_the_llm_when_the_serving_version_cannot_load(service):
     registry = service.registry()
     name = commit_version(registry)  # config.json "{}": no weights, no tokenizer
@@ -548,3 +657,25 @@ def test_metrics_report_the_llm_and_the_cache(service):
     predict(service, [{"id": 1, "data": {"text": text}} for text in POSTS])
     after = service.get("/metrics").json
     assert after["cache_hits"] == 3 and after["cache_misses"] == 0
+
+
+def test_a_dead_redis_leaves_predict_and_setup_answering(tmp_path):
+    """The distributed mode with its Redis gone: /predict and /setup answer, the job
+    endpoints say why with a 503, nothing answers 500."""
+    settings = load_settings({"MODEL_DIR": str(tmp_path), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+                              "LLM_MODEL": LLM, "REDIS_URL": "redis://127.0.0.1:1/0",
+                              **PUSHING})
+    kicked: list[tuple[int, str]] = []
+    app = create_app(settings, kick=lambda project, lane: kicked.append((project, lane)),
+                     project_exists=lambda project: True).test_client()
+    tasks = [{"id": 1, "data": {"text": "a post"}}]
+    response = app.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
+                                          "project": f"{PROJECT}.1700000000"})
+    assert response.status_code == 200 and response.json["results"] == [[]]
+    setup = app.post("/setup", json={"project": f"{PROJECT}.1", "schema": LABEL_CONFIG})
+    assert setup.status_code == 200 and setup.json["model_version"] == f"zero-shot:{LLM}"
+    jobs = app.get(f"/jobs?project={PROJECT}")
+    assert jobs.status_code == 503 and "REDIS_URL" in jobs.json["error"]
+    training = app.post("/webhook", json={"action": "START_TRAINING",
+                                          "project": {"id": PROJECT}})
+    assert training.status_code == 503 and kicked == []

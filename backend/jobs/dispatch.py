@@ -1,0 +1,149 @@
+"""Getting jobs run, in one of two modes chosen by configuration.
+
+Embedded (no REDIS_URL): a runner process per project and lane on this machine
+(`python -m backend.jobs.run`), started by whoever triggers the job. No server needed;
+what `make up` and the single-machine tests use. Dramatiq, the queue library of the
+distributed mode, has no broker that works without a server, so this mode stays.
+
+Distributed (REDIS_URL, BROKER_URL): a Dramatiq message on the lane's queue, picked up by
+a `takemeter worker` on any host. Redis or RabbitMQ keep a message until a worker has
+finished it; a killed worker's messages go to another. Training has a queue of its own,
+so GPU hosts can take only training (`takemeter worker --queues training`).
+
+Either way the job state (state.py) keeps one run per project and lane at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from backend.config import Settings
+from backend.jobs.state import JobState, RedisJobState, lane_of
+
+log = logging.getLogger(__name__)
+
+QUEUES = {"prelabel": "takemeter-prelabel", "training": "takemeter-training"}
+LOCK_FD = "--lock-fd="
+DAY_MS = 24 * 3600 * 1000
+
+
+def open_state(settings: Settings) -> JobState | RedisJobState:
+    if settings.redis_url:
+        from backend.jobs.connections import redis_client
+
+        return RedisJobState(redis_client(settings))
+    return JobState(settings.model_dir)
+
+
+class Dispatcher:
+    """Record a request and make sure something runs it."""
+
+    def __init__(self, settings: Settings, state: JobState | RedisJobState) -> None:
+        self.settings = settings
+        self.state = state
+
+    @property
+    def mode(self) -> str:
+        return "distributed" if self.settings.broker_url else "embedded"
+
+    def request(self, project: int, reason: str, *, kind: int) -> None:
+        self.state.request(project, reason, kind=kind)
+        self.kick(project, lane_of(kind))
+
+    def kick(self, project: int, lane: str) -> bool:
+        if self.settings.broker_url:
+            actors(self.settings.broker_url)[lane].send(project)
+            return True
+        return start_runner(self.settings, self.state, project, lane)
+
+    def recover(self) -> list[tuple[int, str]]:
+        """Kick every lane with work and no runner: requests that waited for a free
+        runner, and runs a dead process left unfinished."""
+        kicked = []
+        for project, lane, pending, running in self.state.lanes():
+            idle = (pending or running) and not self.state.busy(project, lane)
+            if idle and self.kick(project, lane):
+                kicked.append((project, lane))
+        return kicked
+
+
+def start_runner(settings: Settings, state: JobState, project: int, lane: str) -> bool:
+    """Start a runner process for the project's lane unless one is alive or
+    MAX_TRAINING_RUNNERS of the lane are busy (the request then waits: a runner that
+    finishes, or the reconcile, starts it). A fresh interpreter (spawn, not fork): CUDA and
+    forked gunicorn workers do not mix.
+
+    The lease (an flock) is taken here and handed to the runner (--lock-fd), so a runner
+    counts as busy from its start, not seconds later once its imports are done; and one
+    start at a time (runners.lock) across processes, so the count is right."""
+    with open(settings.model_dir / "runners.lock", "a+") as starting:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        if state.busy(project, lane):
+            return False
+        busy = state.live_runners(lane)
+        if busy >= settings.max_training_runners:
+            log.info("project %d: %s waits, %d of MAX_TRAINING_RUNNERS=%d runners busy",
+                     project, lane, busy, settings.max_training_runners)
+            return False
+        lease = state.acquire(project, lane, wait=0)
+        if lease is None:
+            return False  # a runner started by hand took it meanwhile
+        try:
+            log_dir = settings.model_dir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            fd = lease.handle.fileno()
+            with open(log_dir / f"{lane}-{project}.log", "ab") as log_file:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "backend.jobs.run", lane, str(project),
+                     f"{LOCK_FD}{fd}"], pass_fds=(fd,),
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, env=os.environ.copy(),
+                    cwd=Path(__file__).resolve().parents[2])
+        finally:
+            # Closing this copy keeps the flock: the runner's copy holds it until done.
+            lease.handle.close()
+    # Reap it when it ends, so finished runners leave no zombies behind.
+    threading.Thread(target=process.wait, daemon=True).start()
+    return True
+
+
+@functools.cache
+def actors(broker_url: str) -> dict:
+    """The Dramatiq broker for BROKER_URL and one actor per lane, once per process."""
+    import dramatiq
+
+    if broker_url.startswith("amqp"):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=broker_url)
+    else:
+        from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
+
+        # A worker that stops beating for 15 s is dead: its unfinished messages go back
+        # to the queue at the next maintenance, which runs on 1 in 20 fetches.
+        broker = RedisBroker(url=broker_url, heartbeat_timeout=15000,
+                             maintenance_chance=MAINTENANCE_SCALE // 20)
+    dramatiq.set_broker(broker)
+
+    def run_lane_job(project: int, lane: str) -> None:
+        from backend.jobs.run import run_message
+
+        run_message(project, lane)
+
+    made = {}
+    for lane, queue in QUEUES.items():
+        def bound(project: int, _lane: str = lane) -> None:
+            run_lane_job(project, _lane)
+
+        bound.__name__ = f"takemeter_{lane}"
+        made[lane] = dramatiq.actor(bound, actor_name=f"takemeter_{lane}", queue_name=queue,
+                                    broker=broker, max_retries=20, min_backoff=5000,
+                                    max_backoff=300000, time_limit=DAY_MS)
+    return made

@@ -1,0 +1,175 @@
+"""Benchmark bulk pre-labeling: N posts in a real Label Studio, pre-labeled by the
+background job through an OpenAI-compatible stand-in with a fixed latency, side by side
+with the same N requests sent straight to the endpoint at the same concurrency.
+
+Figures: wall time against the ideal N x latency / concurrency, LLM calls per distinct
+post, the time Label Studio spent importing the predictions, and peak memory. Output: a
+table and --json (default benchmarks/results/prelabel.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+from label_studio_sdk import LabelStudio
+
+from backend.config import load_settings
+from backend.domain.taxonomy import parse_taxonomy
+from backend.inference.predictor import Predictor
+from backend.inference.prelabel import prelabel_project
+from backend.llm import prompt
+from backend.llm.labeler import from_settings as labeler_from_settings
+from takemeter import stack
+from takemeter.provenance import write_result
+from tests.integration.llm_double import MisbehavingLLM
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("numbers", "insulin", "a1c", "lows", "pump", "diet", "walk", "doctor", "sensor")
+
+
+def posts(n: int) -> list[str]:
+    """n distinct short posts."""
+    return [f"post {i}: my {WORDS[i % len(WORDS)]} and {WORDS[(i * 7) % len(WORDS)]} "
+            f"this week{'?' if i % 3 == 0 else '.'}" for i in range(n)]
+
+
+def scripted(text: str) -> str:
+    return "seeking_support" if "?" in text else "personal_experience"
+
+
+class TimedImports:
+    """The SDK's projects resource with import_predictions timed."""
+
+    def __init__(self, projects) -> None:
+        self._projects = projects
+        self.seconds = 0.0
+        self.calls = 0
+
+    def import_predictions(self, **kwargs):
+        started = time.monotonic()
+        try:
+            return self._projects.import_predictions(**kwargs)
+        finally:
+            self.seconds += time.monotonic() - started
+            self.calls += 1
+
+    def __getattr__(self, name: str):
+        return getattr(self._projects, name)
+
+
+class TimedClient:
+    """The SDK client, its prediction imports timed."""
+
+    def __init__(self, client: LabelStudio) -> None:
+        self._client = client
+        self.projects = TimedImports(client.projects)
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+
+def raw_endpoint(url: str, texts: list[str], concurrency: int, config: str) -> float:
+    """The same requests straight to the endpoint: the ceiling for any client."""
+    taxonomy = parse_taxonomy(config)
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+
+    def ask(text: str) -> None:
+        client.chat.completions.create(model="hosted", temperature=0, max_tokens=40,
+                                       messages=prompt.build_messages(taxonomy, text,
+                                                                      max_chars=4000))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(ask, texts))
+    return time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=20000)
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per LLM answer")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=500, help="PRELABEL_BATCH")
+    parser.add_argument("--json", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "prelabel.json")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per LLM request
+    config = (ROOT / "label_config.xml").read_text()
+    texts = posts(args.posts)
+    work = Path(tempfile.mkdtemp(prefix="bench-prelabel-"))
+    port = stack.free_port()
+    login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{port}", email="bench@example.com",
+                                   password="bench-password-1", token="bench-token-12345")
+    with MisbehavingLLM("scripted", latency=args.latency, answer=scripted) as llm, \
+            stack.running() as processes:
+        processes.append(stack.start_label_studio(data_dir=work / "ls", port=port,
+                                                  login=login, log_path=work / "ls.log"))
+        ls = LabelStudio(base_url=login.url, api_key=login.token, timeout=600)
+        project = ls.projects.create(title="bench", label_config=config).id
+        started = time.monotonic()
+        for i in range(0, len(texts), 2000):
+            ls.projects.import_tasks(id=project, request=[{"text": t}
+                                                         for t in texts[i:i + 2000]])
+        task_import = time.monotonic() - started
+        print(f"{len(texts)} tasks imported in {task_import:.1f} s", file=sys.stderr)
+
+        settings = load_settings({
+            "MODEL_DIR": str(work / "models"), "LLM_BASE_URL": llm.url, "LLM_MODEL": "hosted",
+            "LLM_CONCURRENCY": str(args.concurrency), "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT": "60", "PRELABEL_BATCH": str(args.batch),
+            "LLM_MAX_QUEUED": str(args.posts + 1)})
+        predictor = Predictor(settings, labeler_from_settings(settings))
+        timed = TimedClient(ls)
+        started = time.monotonic()
+        counts = prelabel_project(timed, predictor, settings, project, lambda **_: None)
+        ours = time.monotonic() - started
+        calls = llm.requests
+        stored = sum(1 for _ in ls.predictions.list(project=project))
+        imports = timed.projects
+        predictor.labeler.close()
+
+        raw = raw_endpoint(llm.url, texts, args.concurrency, config)
+
+    ideal = args.posts * args.latency / args.concurrency
+    figures = {
+        "posts": args.posts, "latency_s": args.latency, "concurrency": args.concurrency,
+        "ideal_s": round(ideal, 1),
+        "prelabel_job": {"wall_s": round(ours, 1), "of_ideal": round(ideal / ours, 3),
+                         "llm_phase_s": counts["llm_seconds"],
+                         "llm_phase_of_ideal": round(ideal / counts["llm_seconds"], 3),
+                         "llm_calls": calls, "calls_per_distinct_post": round(calls / len(
+                             set(texts)), 3), "pushed": counts["done"],
+                         "predictions_in_label_studio": stored,
+                         "label_studio_import_s": round(imports.seconds, 1),
+                         "import_calls": imports.calls,
+                         "peak_rss_mb": round(resource.getrusage(
+                             resource.RUSAGE_SELF).ru_maxrss / 1024)},
+        "raw_endpoint": {"wall_s": round(raw, 1), "of_ideal": round(ideal / raw, 3)},
+        "job_vs_raw": round(raw / ours, 3),
+        "task_import_s": round(task_import, 1),
+    }
+    write_result(args.json, figures)
+    job, direct = figures["prelabel_job"], figures["raw_endpoint"]
+    print(f"{args.posts} posts, {args.latency * 1000:.0f} ms latency, concurrency "
+          f"{args.concurrency}: ideal {ideal:.1f} s")
+    print(f"  LLM phase     : {job['llm_phase_s']:7.1f} s  {job['llm_phase_of_ideal']:.1%} of "
+          f"ideal (every answer in)")
+    print(f"  pre-label job : {job['wall_s']:7.1f} s  {job['of_ideal']:.1%} of ideal, "
+          f"{job['calls_per_distinct_post']:.2f} calls/post, Label Studio import "
+          f"{job['label_studio_import_s']} s in {job['import_calls']} calls, peak "
+          f"{job['peak_rss_mb']} MB")
+    print(f"  raw endpoint  : {direct['wall_s']:7.1f} s  {direct['of_ideal']:.1%} of ideal")
+    print(f"  job / raw     : {figures['job_vs_raw']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
