@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # ones in the environment would leak in.
 LEAKY = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG")
 
+# Label Studio 1.23's own switch (a feature flag read from the environment): prediction
+# imports update the imported tasks only, not every task of the project. Off, an import
+# into a 20,000-task project costs seconds (benchmarks/bench_prelabel.py measures both).
+FAST_PREDICTION_IMPORT = {
+    "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short": "true"}
+
 
 @dataclass(frozen=True)
 class LabelStudioLogin:
@@ -102,6 +108,7 @@ def start_label_studio(*, data_dir: Path, port: int, login: LabelStudioLogin,
         "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to such addresses are never sent
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        **FAST_PREDICTION_IMPORT,
         **(extra_env or {}),
     })
     process = _spawn([str(ls_bin), "start", "--no-browser", "--internal-host", host,

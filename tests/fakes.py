@@ -65,6 +65,7 @@ class FakeLabelStudio:
         self._ids = itertools.count(1)
         self.projects = _Projects(self)
         self.predictions = _Predictions(self)
+        self.tasks = _Tasks(self)
         self.views = _Views(self)
         self.webhooks = _Webhooks(self)
         self.ml = _Ml(self)
@@ -232,6 +233,44 @@ class _Predictions(_Resource):
     def list(self, *, project: int | None = None, **_: Any) -> list[Prediction]:
         self._fake._call("predictions.list", project=project)
         return list(self._fake._known(project).predictions)
+
+
+@dataclass
+class _Listed:
+    """A listed task, as the SDK gives it: model_dump() is the task's JSON."""
+    task: dict
+
+    def model_dump(self, **_: Any) -> dict:
+        return json.loads(json.dumps(self.task))
+
+
+@dataclass
+class _Page:
+    items: list[_Listed]
+
+
+class _Tasks(_Resource):
+
+    def list(self, *, project: int, page: int = 1, page_size: int = 100,
+             fields: str = "task_only", **_: Any) -> _Page:
+        """A page of tasks (with annotations and predictions when fields="all"); 404
+        past the last page, as in Label Studio."""
+        self._fake._call("tasks.list", project=project, page=page, page_size=page_size,
+                         fields=fields)
+        state = self._fake._known(project)
+        chosen = state.tasks[(page - 1) * page_size:page * page_size]
+        if not chosen and page > 1:
+            raise not_found("Invalid page")
+        listed = []
+        for task in chosen:
+            if fields == "all":
+                task = {**task, "predictions": [p.model_dump(mode="json")
+                                                for p in state.predictions
+                                                if p.task == task["id"]]}
+            else:
+                task = {k: v for k, v in task.items() if k != "annotations"}
+            listed.append(_Listed(task))
+        return _Page(listed)
 
 
 class _Views(_Resource):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -100,6 +101,27 @@ def all_tasks(client: LabelStudio, project: int) -> list[dict]:
     return json.loads(b"".join(chunks))
 
 
+def task_pages(client: LabelStudio, project: int, *, page_size: int = 1000
+               ) -> Iterator[list[dict]]:
+    """The project's tasks a page at a time, each with its annotations and predictions
+    (model versions included), so work can start before Label Studio lists them all."""
+    page = 1
+    while True:
+        try:
+            items = client.tasks.list(project=project, page=page, page_size=page_size,
+                                      fields="all").items
+        except ApiError as exc:
+            if exc.status_code == 404:  # Label Studio's answer past the last page
+                return
+            raise
+        tasks = [task.model_dump(mode="json") for task in items]
+        if tasks:
+            yield tasks
+        if len(tasks) < page_size:
+            return
+        page += 1
+
+
 def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]]:
     """The model versions of the predictions each task holds (exports list only ids)."""
     found: dict[int, set[str]] = {}
@@ -122,9 +144,15 @@ def set_model_version(client: LabelStudio, project: int, version: str, *,
         return False
 
 
+# Predictions per import request (about 1 MB). Few, large requests: Label Studio 1.23 at
+# its defaults updates every task of the project on each one.
+IMPORT_CHUNK = 5000
+
+
 def import_predictions(client: LabelStudio, project: int, predictions: list[dict]) -> None:
-    for start in range(0, len(predictions), 500):
-        client.projects.import_predictions(id=project, request=predictions[start:start + 500])
+    for start in range(0, len(predictions), IMPORT_CHUNK):
+        client.projects.import_predictions(id=project,
+                                           request=predictions[start:start + IMPORT_CHUNK])
 
 
 def ensure_review_tab(client: LabelStudio, project: int) -> int:

@@ -13,12 +13,17 @@ Two stores with one interface: SQLite in MODEL_DIR (the embedded default) and Re
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
-from contextlib import closing
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+# Connections a forked process inherited: kept open for good (see AnswerCache._connect).
+_INHERITED: list[sqlite3.Connection] = []
 
 COUNTERS = ("llm_calls", "llm_failures", "cache_hits", "cache_misses",
             "prompt_tokens", "completion_tokens")
@@ -36,6 +41,8 @@ class AnswerCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
+        self._write_lock, self._write_lock_pid = threading.Lock(), os.getpid()
         path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(100):
             try:
@@ -48,7 +55,7 @@ class AnswerCache:
                 time.sleep(0.05)
 
     def _create(self) -> None:
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"
                        " confidence REAL, raw TEXT, model TEXT, created REAL)")
@@ -59,29 +66,47 @@ class AnswerCache:
                            [(name,) for name in COUNTERS])
 
     def _connect(self) -> sqlite3.Connection:
-        # One short-lived connection per call: safe across threads and forked workers.
-        db = sqlite3.connect(self.path, timeout=30)
-        # WAL without an fsync per commit: a crash of the process loses nothing; a power
-        # cut may lose the last answers, which are then asked again.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        """This thread's connection. Opening one costs about 50 times a claim's
+        statements, and the bulk job makes several calls per post, so each thread keeps
+        its own. A forked process opens new ones and never closes what it inherited:
+        closing a copied connection can checkpoint away the parent's write-ahead log."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "db", None) is not None:
+                _INHERITED.append(local.db)
+            db = sqlite3.connect(self.path, timeout=30)
+            # WAL without an fsync per commit: a crash of the process loses nothing; a
+            # power cut may lose the last answers, which are then asked again.
+            db.execute("PRAGMA synchronous=NORMAL")
+            local.db, local.pid = db, os.getpid()
+        return local.db
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, one thread of this process at a time: SQLite lets one
+        writer in and makes the others sleep and retry (up to 100 ms a time), which with
+        the bulk job's 32 threads cost more than the writes. Threads queue on a lock
+        instead; other processes still meet SQLite's own wait."""
+        if self._write_lock_pid != os.getpid():  # a lock copied by fork may be held
+            self._write_lock, self._write_lock_pid = threading.Lock(), os.getpid()
+        with self._write_lock, self._connect() as db:
+            yield db
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
         keys = list(dict.fromkeys(keys))
         found: dict[str, CachedAnswer] = {}
-        with closing(self._connect()) as db:
-            for i in range(0, len(keys), 500):  # SQLite caps the number of parameters
-                chunk = keys[i:i + 500]
-                rows = db.execute(
-                    f"SELECT key, label, confidence, raw FROM answers WHERE key IN "
-                    f"({','.join('?' * len(chunk))})", chunk)
-                for key, label, confidence, raw in rows:
-                    found[key] = CachedAnswer(label, confidence, raw)
+        db = self._connect()
+        for i in range(0, len(keys), 500):  # SQLite caps the number of parameters
+            chunk = keys[i:i + 500]
+            rows = db.execute(f"SELECT key, label, confidence, raw FROM answers WHERE key IN "
+                              f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for key, label, confidence, raw in rows:
+                found[key] = CachedAnswer(label, confidence, raw)
         return found
 
     def put(self, key: str, answer: CachedAnswer, *, model: str) -> None:
         """Store the answer and drop the key's claim: waiters find the answer."""
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                        (key, answer.label, answer.confidence, answer.raw, model, time.time()))
             db.execute("DELETE FROM claims WHERE key = ?", (key,))
@@ -89,7 +114,7 @@ class AnswerCache:
     def claim(self, key: str, owner: str, ttl: float) -> bool:
         """True when `owner` may ask the LLM for `key` now (no live claim by another)."""
         now = time.time()
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             db.execute("DELETE FROM claims WHERE key = ? AND expires < ?", (key, now))
             taken = db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
                                (key, owner, now + ttl)).rowcount
@@ -97,7 +122,7 @@ class AnswerCache:
 
     def release(self, key: str, owner: str) -> None:
         """Give up a claim without an answer (the call failed): another may ask."""
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
 
     def count(self, **increments: int) -> None:
@@ -105,13 +130,13 @@ class AnswerCache:
         pairs = [(value, name) for name, value in increments.items() if value]
         if not pairs:
             return
-        with closing(self._connect()) as db, db:
+        with self._writing() as db:
             db.executemany("UPDATE usage SET value = value + ? WHERE name = ?", pairs)
 
     def usage(self) -> dict[str, int]:
-        with closing(self._connect()) as db:
-            counters = dict(db.execute("SELECT name, value FROM usage"))
-            counters["cached_answers"] = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        db = self._connect()
+        counters = dict(db.execute("SELECT name, value FROM usage").fetchall())
+        counters["cached_answers"] = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         return counters
 
 

@@ -297,7 +297,10 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
                 timeout=300, extra_env={
                     "DJANGO_DB": "default", "POSTGRE_NAME": database, "POSTGRE_USER": "postgres",
                     "POSTGRE_PASSWORD": "", "POSTGRE_HOST": POSTGRES[0],
-                    "POSTGRE_PORT": POSTGRES[1]})}
+                    "POSTGRE_PORT": POSTGRES[1],
+                    # A team's Label Studio at its defaults: every import updates every
+                    # task of the project (the other tests run the faster import).
+                    **{flag: "false" for flag in stack.FAST_PREDICTION_IMPORT}})}
             replicas = {}
             for name in ("a", "b"):
                 url = f"http://{hosts[name].address}:{REPLICA_PORT}"

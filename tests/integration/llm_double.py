@@ -50,6 +50,10 @@ class MisbehavingLLM:
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             })
 
+        @app.get("/requests")
+        def requests_so_far():  # for a double run in another process (the benchmarks)
+            return jsonify(requests=self.requests)
+
         self.port = free_port()
         self.url = f"http://{host}:{self.port}/v1"
         self._server = make_server(host, self.port, app, threaded=True)

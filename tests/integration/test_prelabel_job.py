@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -49,6 +50,32 @@ def fake() -> FakeLabelStudio:
     return FakeLabelStudio()
 
 
+def test_answers_gather_behind_a_slow_label_studio_into_fewer_imports(tmp_path, fake):
+    """Label Studio 1.23 updates every task of the project on each import by default,
+    so a slow one gets fewer, larger imports; the LLM is not held up meanwhile."""
+    project = fake.add_project(LABEL_CONFIG)
+    ids = [fake.add_task(project, f"my numbers today, day {i}") for i in range(60)]
+    store = fake.projects.import_predictions
+
+    def slow_import(*args, **kwargs):
+        time.sleep(0.5)
+        return store(*args, **kwargs)
+
+    fake.projects.import_predictions = slow_import
+    with MisbehavingLLM("scripted", answer=scripted, latency=0.02) as llm:
+        predictor = make_predictor(tmp_path, llm, LLM_CONCURRENCY="8")
+        counts = prelabel_project(fake, predictor, predictor.settings, project,
+                                  lambda **_: None)
+
+    assert counts["done"] == 60 and llm.requests == 60
+    sizes = [len(call["request"]) for call in fake.called("projects.import_predictions")]
+    assert sum(sizes) == 60 and sorted(p.task for p in fake.predictions_of(project)) == ids
+    # 60 answers in about 0.2 s, each import 0.5 s: batches of PRELABEL_BATCH (4) would
+    # be 15 imports and 7.5 s; gathering makes a handful, none over 10 batches.
+    assert len(sizes) < 15 / 2 and max(sizes) <= 10 * 4, sizes
+    assert counts["llm_seconds"] < counts["seconds"]  # answers were in before the pushes
+
+
 def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake):
     project = fake.add_project(LABEL_CONFIG)
     texts = [f"my numbers today, day {i}" for i in range(6)] + [
@@ -66,7 +93,8 @@ def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake
         11, 9, 9, 0)
     assert llm.requests == 8  # 9 tasks, 8 distinct texts: each asked once
     pushed = fake.called("projects.import_predictions")
-    assert [len(call["request"]) for call in pushed][:2] == [4, 4]  # PRELABEL_BATCH
+    sizes = [len(call["request"]) for call in pushed]
+    assert sizes[0] == 4 and sum(sizes) == 9  # PRELABEL_BATCH first, then what came
     predictions = {p.task: p for p in fake.predictions_of(project)}
     assert sorted(predictions) == sorted(ids)
     assert {TAXONOMY.label_of(predictions[ids[6]].result),

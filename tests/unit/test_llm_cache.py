@@ -103,3 +103,34 @@ def test_cached_answers_counts_rows(cache):
         cache.put(f"k{i}", CachedAnswer("x", None, ""), model="m")
     cache.put("k0", CachedAnswer("y", None, ""), model="other")  # replaces, no new row
     assert cache.usage()["cached_answers"] == 7
+
+
+def test_threads_and_a_forked_child_share_the_file_through_their_own_connections(cache):
+    """Each thread keeps a connection; a forked child opens its own and leaves the one it
+    inherited alone, so the parent's writes go on and both see all answers."""
+    import os
+    import threading
+
+    cache.put("parent", CachedAnswer("x", None, ""), model="m")  # this thread's connection
+    claims = []
+    threads = [threading.Thread(target=lambda i=i: claims.append(cache.claim("k", f"t{i}", 60)))
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claims) == [False] * 7 + [True]  # one claim, whichever thread won
+
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, then exit without running pytest on
+        try:
+            cache.put("child", CachedAnswer("y", None, ""), model="m")
+            ok = set(cache.get_many(["parent", "child"])) == {"parent", "child"}
+        except Exception:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    cache.put("after", CachedAnswer("z", None, ""), model="m")
+    assert set(cache.get_many(["parent", "child", "after"])) == {"parent", "child", "after"}
+    assert cache.usage()["cached_answers"] == 3

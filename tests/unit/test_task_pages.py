@@ -1,0 +1,65 @@
+"""Listing a project's tasks a page at a time (what the pre-labeling job starts on while
+Label Studio lists the rest), against the in-process Label Studio."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from backend.inference.prelabel import fetched_ahead, tasks_to_label
+from backend.labelstudio.client import task_pages
+from tests.fakes import FakeLabelStudio
+
+LABEL_CONFIG = (Path(__file__).resolve().parents[2] / "label_config.xml").read_text()
+
+
+@pytest.mark.parametrize("n_tasks, sizes, requested", [
+    (5, [2, 2, 1], [1, 2, 3]),
+    (4, [2, 2], [1, 2, 3]),  # a full last page: the request past it gets a 404
+    (0, [], [1]),
+])
+def test_pages_cover_every_task_once_and_stop_at_the_end(n_tasks, sizes, requested):
+    fake = FakeLabelStudio()
+    project = fake.add_project(LABEL_CONFIG)
+    ids = [fake.add_task(project, f"post {i}") for i in range(n_tasks)]
+    pages = list(task_pages(fake, project, page_size=2))
+    assert [len(page) for page in pages] == sizes
+    assert [task["id"] for page in pages for task in page] == ids
+    # Label Studio's 404 past the last page ends the listing rather than failing it.
+    assert [call["page"] for call in fake.called("tasks.list")] == requested
+
+
+def test_pages_carry_what_decides_whether_a_task_needs_a_pre_label():
+    fake = FakeLabelStudio()
+    project = fake.add_project(LABEL_CONFIG)
+    fresh = fake.add_task(project, "my numbers today")
+    fake.add_task(project, "annotated", label="personal_experience")
+    skipped = fake.add_task(project, "skipped only", label="health_claim", cancelled=True)
+    labeled = fake.add_task(project, "has this version's pre-label")
+    other = fake.add_task(project, "has an older version's pre-label")
+    fake.add_task(project, None, data={"image": "no text"})
+    fake.projects.import_predictions(id=project, request=[
+        {"task": labeled, "model_version": "zero-shot:m", "score": 0.5, "result": []},
+        {"task": other, "model_version": "v1 80% (n=5)", "score": 0.5, "result": []}])
+    (page,) = task_pages(fake, project)
+    todo = tasks_to_label(page, "text", "zero-shot:m")
+    assert [t["id"] for t in todo] == [fresh, skipped, other]
+
+
+def test_the_next_page_is_fetched_while_this_one_is_worked_on():
+    asked_for_next = threading.Event()
+
+    def pages():
+        yield [0]
+        asked_for_next.set()  # runs only once the next page is asked for
+        yield [1]
+
+    seen = []
+    for page in fetched_ahead(pages()):
+        if page == [0]:
+            # Without fetching ahead, page 1 is asked for after this body: never set here.
+            assert asked_for_next.wait(timeout=10)
+        seen.append(page)
+    assert seen == [[0], [1]]
