@@ -92,27 +92,34 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
     # by default updates every task of the project on each import, so the number of
     # calls, not their size, is what costs).
     batch: list[tuple[int, str, object]] = []  # (task id, text, LLM opinion)
+    todo: list[dict] = []  # every task to label so far, numbered as the LLM's answers are
+    texts: list[str] = []
+
+    def chunks() -> Iterator[list[str]]:
+        for page in fetched_ahead(ls_client.task_pages(client, project)):
+            found = tasks_to_label(page, taxonomy.text_field, version)
+            counts["tasks"] += len(page)
+            counts["to_label"] += len(found)
+            todo.extend(found)
+            texts.extend(dataset.task_text(t, taxonomy.text_field) or "" for t in found)
+            yield texts[len(texts) - len(found):]
+
     last_push, pushes = time.monotonic(), []
     with ThreadPoolExecutor(1, thread_name_prefix="push") as pusher:
-        for page in fetched_ahead(ls_client.task_pages(client, project)):
-            todo = tasks_to_label(page, taxonomy.text_field, version)
-            counts["tasks"] += len(page)
-            counts["to_label"] += len(todo)
-            texts = [dataset.task_text(t, taxonomy.text_field) or "" for t in todo]
-            for indexes, opinion in predictor.labeler.label_stream(taxonomy, texts,
-                                                                   group=project):
-                batch.extend((todo[i]["id"], texts[i], opinion) for i in indexes)
-                while pushes and pushes[0].done():
-                    pushes.pop(0).result()  # a refusing Label Studio stops the run early
-                # Full batches, and at least every few seconds so a slow endpoint shows
-                # progress; a batch grown to MAX_BATCHES_WAITING batches queues regardless.
-                due = (len(batch) >= settings.prelabel_batch
-                       or time.monotonic() - last_push > PUSH_SECONDS)
-                if due and (not pushes
-                            or len(batch) >= MAX_BATCHES_WAITING * settings.prelabel_batch):
-                    pushes.append(pusher.submit(push, list(batch)))
-                    batch.clear()
-                    last_push = time.monotonic()
+        for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(),
+                                                               group=project):
+            batch.extend((todo[i]["id"], texts[i], opinion) for i in indexes)
+            while pushes and pushes[0].done():
+                pushes.pop(0).result()  # a refusing Label Studio stops the run early
+            # Full batches, and at least every few seconds so a slow endpoint shows
+            # progress; a batch grown to MAX_BATCHES_WAITING batches queues regardless.
+            due = (len(batch) >= settings.prelabel_batch
+                   or time.monotonic() - last_push > PUSH_SECONDS)
+            if due and (not pushes
+                        or len(batch) >= MAX_BATCHES_WAITING * settings.prelabel_batch):
+                pushes.append(pusher.submit(push, list(batch)))
+                batch.clear()
+                last_push = time.monotonic()
         counts["llm_seconds"] = round(time.monotonic() - started, 2)  # every answer in
         if batch:
             pushes.append(pusher.submit(push, list(batch)))

@@ -13,8 +13,8 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -151,36 +151,48 @@ class ZeroShotLabeler:
                 future.add_done_callback(lambda _f, k=key, g=group: self._forget(k, g))
             return future
 
-    def label_stream(self, taxonomy: Taxonomy, texts: list[str], *, group: object = None
-                     ) -> Iterator[tuple[list[int], LLMOpinion]]:
-        """(indexes, opinion) as answers arrive, cached ones first; a text that occurs
-        several times is asked once. Keeps the pool full (twice its size in flight), so a
-        long list runs at the endpoint's full concurrency without queueing it all."""
-        opinions = self.cached(taxonomy, texts)
-        by_text: dict[str, list[int]] = {}
-        for index, opinion in enumerate(opinions):
-            if opinion is not None:
-                yield [index], opinion
-            else:
-                by_text.setdefault(texts[index], []).append(index)
-        self.cache.count(cache_hits=len(texts) - sum(map(len, by_text.values())),
-                         cache_misses=len(by_text))
-        waiting = list(by_text.items())
-        waiting.reverse()  # popped from the end: asked in the order given
+    def label_stream(self, taxonomy: Taxonomy, chunks: Iterable[list[str]], *,
+                     group: object = None) -> Iterator[tuple[list[int], LLMOpinion]]:
+        """(indexes, opinion) as answers arrive, for texts given in chunks (pages of
+        tasks) and numbered across them; cached answers first, a text that occurs several
+        times in a chunk asked once. Keeps the pool full (twice its size in flight) and
+        takes the next chunk before this one runs out, so the endpoint stays at full
+        concurrency from the first chunk to the last."""
+        chunks = iter(chunks)
+        waiting: deque[tuple[str, list[int]]] = deque()
         in_flight: dict[Future, list[int]] = {}
-        while waiting or in_flight:
+        offset, more = 0, True
+        while True:
+            while more and len(waiting) < 2 * self.concurrency:
+                texts = next(chunks, None)
+                if texts is None:
+                    more = False
+                    break
+                by_text: dict[str, list[int]] = {}
+                for index, opinion in enumerate(self.cached(taxonomy, texts), start=offset):
+                    if opinion is not None:
+                        yield [index], opinion
+                    else:
+                        by_text.setdefault(texts[index - offset], []).append(index)
+                self.cache.count(cache_hits=len(texts) - sum(map(len, by_text.values())),
+                                 cache_misses=len(by_text))
+                waiting.extend(by_text.items())
+                offset += len(texts)
             while waiting and len(in_flight) < 2 * self.concurrency:
-                text, indexes = waiting.pop()
+                text, indexes = waiting.popleft()
                 future = self._submit(taxonomy, text, group)
                 if future is None:
                     yield indexes, LLMOpinion(None, None, error="LLM_MAX_QUEUED posts of "
                                               "this project already wait for the LLM")
                     continue
                 in_flight[future] = indexes
-            if in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield in_flight.pop(future), future.result()
+            if not in_flight:
+                if waiting or more:
+                    continue
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield in_flight.pop(future), future.result()
 
     def _ask_once(self, taxonomy: Taxonomy, text: str) -> LLMOpinion:
         """Ask unless another process (worker, replica, host) asks for the same post now:

@@ -197,3 +197,29 @@ def test_processes_asking_for_the_same_posts_pay_once(tmp_path, store, request):
     assert [c.returncode for c in contenders] == [0, 0, 0]
     assert slow.requests == 24
     assert outputs == ["24 0"] * 3  # every post answered in each process
+
+
+def test_the_stream_numbers_answers_across_chunks_and_takes_the_next_chunk_early(tmp_path,
+                                                                                 llm):
+    """Pages of tasks go to the LLM as one stream: the next page is taken while the
+    current one's last posts are still asked, so the endpoint never drains between
+    pages; a text repeated within a page is asked once."""
+    predictor = make_predictor(tmp_path, llm, LLM_CONCURRENCY="2")
+    pages = [[f"page {p} post {i}" for i in range(10)] for p in range(3)]
+    pages[1][9] = pages[1][8]  # asked once, answered for both
+    yielded: list[int] = []
+    taken_at: list[int] = []  # answers yielded when each page was taken
+
+    def chunks():
+        for page in pages:
+            taken_at.append(len(yielded))
+            yield page
+
+    for indexes, opinion in predictor.labeler.label_stream(TAXONOMY, chunks()):
+        assert opinion.label == "personal_experience"
+        yielded.extend(indexes)
+
+    assert sorted(yielded) == list(range(30))
+    assert llm.requests == 29
+    # Page 2 and 3 were taken while fewer than all earlier posts were answered.
+    assert taken_at[1] < 10 and taken_at[2] < 20, taken_at
