@@ -131,12 +131,12 @@ def prelabel_text(status: dict) -> str:
 def card_text(training: dict, prelabel: dict) -> str:
     """The card's status: the training job's, then the pre-labeling job's."""
     parts = [status_text(training), prelabel_text(prelabel)]
-    return _one_line(SEPARATOR.join(p for p in parts if p), keep=SEPARATOR)
+    return _one_line(SEPARATOR.join(p for p in parts if p), joined=True)
 
 
-def _one_line(text: str, keep: str | None = None) -> str:
+def _one_line(text: str, *, joined: bool = False) -> str:
     """Bounded, on one line, without the separator (unless it joins the parts)."""
-    if keep is None:
+    if not joined:
         text = text.replace(SEPARATOR.strip(), "-")
     text = " ".join(text.split())
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 3] + "..."
