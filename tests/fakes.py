@@ -22,6 +22,7 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.projects.types import ImportPredictionsProjectsResponse
 from label_studio_sdk.types import (
     LseProjectResponse,
+    LseTask,
     MlBackend,
     Prediction,
     View,
@@ -236,40 +237,45 @@ class _Predictions(_Resource):
 
 
 @dataclass
-class _Listed:
-    """A listed task, as the SDK gives it: model_dump() is the task's JSON."""
-    task: dict
-
-    def model_dump(self, **_: Any) -> dict:
-        return json.loads(json.dumps(self.task))
-
-
-@dataclass
 class _Page:
-    items: list[_Listed]
+    items: list[LseTask]
 
 
 class _Tasks(_Resource):
 
     def list(self, *, project: int, page: int = 1, page_size: int = 100,
-             fields: str = "task_only", **_: Any) -> _Page:
-        """A page of tasks (with annotations and predictions when fields="all"); 404
-        past the last page, as in Label Studio."""
+             fields: str = "task_only", include: str | None = None, query: str | None = None,
+             **_: Any) -> _Page:
+        """A page of tasks, 404 past the last page, as in Label Studio. With fields="all"
+        the computed columns (total_annotations counts the kept annotations;
+        predictions_model_versions is the SQLite form, cut at 500 characters), and the
+        annotations and predictions; `include` keeps only the fields it names; `query`
+        may select tasks by id."""
         self._fake._call("tasks.list", project=project, page=page, page_size=page_size,
-                         fields=fields)
+                         fields=fields, include=include, query=query)
         state = self._fake._known(project)
-        chosen = state.tasks[(page - 1) * page_size:page * page_size]
+        tasks = state.tasks
+        if query:
+            chosen_ids = set(json.loads(query)["selectedItems"]["included"])
+            tasks = [task for task in tasks if task["id"] in chosen_ids]
+        chosen = tasks[(page - 1) * page_size:page * page_size]
         if not chosen and page > 1:
             raise not_found("Invalid page")
         listed = []
-        for task in chosen:
+        for stored in chosen:
+            task = {k: v for k, v in stored.items() if k != "annotations"}
             if fields == "all":
-                task = {**task, "predictions": [p.model_dump(mode="json")
-                                                for p in state.predictions
-                                                if p.task == task["id"]]}
-            else:
-                task = {k: v for k, v in task.items() if k != "annotations"}
-            listed.append(_Listed(task))
+                held = [p for p in state.predictions if p.task == task["id"]]
+                task.update(
+                    annotations=stored["annotations"],
+                    predictions=[p.model_dump(mode="json") for p in held],
+                    total_annotations=sum(not a["was_cancelled"]
+                                          for a in stored["annotations"]),
+                    predictions_model_versions=",".join(
+                        dict.fromkeys(p.model_version or "" for p in held))[:500])
+            if include:
+                task = {k: v for k, v in task.items() if k in include.split(",")}
+            listed.append(LseTask.model_validate({"data": {}, **task}))
         return _Page(listed)
 
 

@@ -42,6 +42,7 @@ import pytest
 import requests
 
 from backend.domain.taxonomy import parse_taxonomy
+from backend.inference.prelabel import tasks_to_label
 from backend.jobs.state import RedisJobState
 from backend.labelstudio import client as ls_client
 from backend.model.registry import Registry
@@ -440,6 +441,10 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
     for task, (prediction,) in by_task.items():
         assert prediction.model_version == zero_shot
         assert taxonomy.label_of(prediction.result) == truth[texts[task]], task
+    # The job reads PostgreSQL's form of the versions column: a run now finds nothing.
+    listed = [t for page in ls_client.task_pages(ls, project) for t in page]
+    assert {frozenset(t["model_versions"]) for t in listed} == {frozenset({zero_shot})}
+    assert not tasks_to_label(listed, taxonomy.text_field, zero_shot)
     # Each distinct post paid for once, whichever worker or replica asked.
     assert cluster.llm.requests == N_POSTS
     # Replica B knows what replica A knows: the state lives in Redis, not in a replica.

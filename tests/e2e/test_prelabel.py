@@ -7,6 +7,7 @@ import pytest
 
 from backend.domain import queue
 from backend.domain.taxonomy import parse_taxonomy
+from backend.inference.prelabel import tasks_to_label
 from backend.labelstudio import client as ls_client
 from tests.conftest import wait_for
 
@@ -87,3 +88,36 @@ def test_connecting_prelabels_every_task_once_and_new_imports_follow(ls, backend
             if (v.data or {}).get("title") == queue.REVIEW_TAB]
     hooks = [h for h in ls.webhooks.list(project=project.id) if h.url.startswith(backend.url)]
     assert hooks and all((h.headers or {}).get("Authorization") for h in hooks)
+
+
+def test_the_listing_decides_what_needs_a_pre_label_as_label_studio_counts(ls, label_config):
+    """What the job reads of each task comes from Label Studio's computed columns; a
+    versions column Label Studio cut short is looked up in full."""
+    taxonomy = parse_taxonomy(label_config)
+    project = ls.projects.create(title="Listing", label_config=label_config).id
+    ls.projects.import_tasks(id=project, request=[{"text": f"post {i}"} for i in range(8)]
+                             + [{"text": "   "}])
+    ids = [t["id"] for page in ls_client.task_pages(ls, project) for t in page]
+    (fresh, annotated, skipped, ours, older, crowded_with, crowded_without,
+     skipped_then_annotated, no_text) = ids
+    ls.annotations.create(id=annotated, result=taxonomy.result("health_claim"))
+    ls.annotations.create(id=skipped, result=[], was_cancelled=True)
+    ls.annotations.create(id=skipped_then_annotated, result=[], was_cancelled=True)
+    ls.annotations.create(id=skipped_then_annotated, result=taxonomy.result("health_claim"))
+    version = "v7.20261121T120000"
+    many = [f"v{i}.20261121T120000" for i in range(100, 130)]  # over 500 characters joined
+    ls.projects.import_predictions(id=project, request=[
+        {"task": task, "model_version": v, "score": 0.5, "result": []}
+        for task, v in [(ours, version), (older, "v6.20261120T120000"),
+                        *[(crowded_with, v) for v in [*many, version]],
+                        *[(crowded_without, v) for v in many]]])
+    pages = list(ls_client.task_pages(ls, project, page_size=4))
+    assert [len(page) for page in pages] == [4, 4, 1]
+    listed = {t["id"]: t for page in pages for t in page}
+    assert listed[crowded_with]["model_versions"] == {*many, version}
+    assert listed[crowded_without]["model_versions"] == set(many)
+    assert listed[no_text]["data"] == {"text": "   "}
+    assert listed[skipped_then_annotated]["total_annotations"] == 1
+    todo = [t["id"] for page in pages
+            for t in tasks_to_label(page, taxonomy.text_field, version)]
+    assert todo == [fresh, skipped, older, crowded_without]

@@ -3,13 +3,19 @@ Label Studio lists the rest), against the in-process Label Studio."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 import pytest
 
 from backend.inference.prelabel import fetched_ahead, tasks_to_label
-from backend.labelstudio.client import task_pages
+from backend.labelstudio.client import (
+    LISTED_FIELDS,
+    VERSIONS_CUT_AT,
+    shown_versions,
+    task_pages,
+)
 from tests.fakes import FakeLabelStudio
 
 LABEL_CONFIG = (Path(__file__).resolve().parents[2] / "label_config.xml").read_text()
@@ -46,6 +52,48 @@ def test_pages_carry_what_decides_whether_a_task_needs_a_pre_label():
     (page,) = task_pages(fake, project)
     todo = tasks_to_label(page, "text", "zero-shot:m")
     assert [t["id"] for t in todo] == [fresh, skipped, other]
+    # Only the computed columns are asked for, never every annotation and prediction.
+    assert {call["include"] for call in fake.called("tasks.list")} == {LISTED_FIELDS}
+
+
+def postgresql_column(versions: list[str]) -> str:
+    """The column as Label Studio renders PostgreSQL's array: JSON, cut, quotes taken out."""
+    return json.dumps(versions)[1:-1][:VERSIONS_CUT_AT].replace('"', "")
+
+
+@pytest.mark.parametrize("shown, versions", [
+    ("", set()),
+    (None, set()),
+    ("zero-shot:m", {"zero-shot:m"}),
+    ("v2.20260101T000000,zero-shot:m", {"v2.20260101T000000", "zero-shot:m"}),  # SQLite
+    (postgresql_column(["v2.20260101T000000", "zero-shot:m"]),
+     {"v2.20260101T000000", "zero-shot:m"}),
+    ("x" * 400, {"x" * 400}),
+    ("x" * 498, None),  # on PostgreSQL, 500 before its two quotes were taken out
+    (",".join(f"v{i}.run" for i in range(100))[:VERSIONS_CUT_AT], None),  # SQLite, cut
+    (postgresql_column([f"v{i}" for i in range(100)]), None),  # PostgreSQL, cut
+])
+def test_the_versions_column_is_read_in_both_forms_and_a_cut_one_is_not_trusted(shown,
+                                                                               versions):
+    assert shown_versions(shown) == versions
+
+
+def test_a_task_whose_versions_column_was_cut_gets_its_versions_in_full():
+    fake = FakeLabelStudio()
+    project = fake.add_project(LABEL_CONFIG)
+    crowded = fake.add_task(project, "pre-labeled by many versions")
+    fresh = fake.add_task(project, "no pre-label")
+    ours = "v41.20261121T120000"
+    versions = [f"v{i}.20261121T120000" for i in range(1, 42)]  # ours last: cut off
+    fake.projects.import_predictions(id=project, request=[
+        {"task": crowded, "model_version": v, "score": 0.5, "result": []} for v in versions])
+    (page,) = task_pages(fake, project)
+    assert page[0]["model_versions"] == set(versions)
+    assert [t["id"] for t in tasks_to_label(page, "text", ours)] == [fresh]
+    # One extra listing, for the crowded task only.
+    exact = [call for call in fake.called("tasks.list") if call["query"]]
+    assert [json.loads(call["query"])["selectedItems"]["included"] for call in exact] == \
+        [[crowded]]
 
 
 def test_the_next_page_is_fetched_while_this_one_is_worked_on():
