@@ -1,6 +1,6 @@
 """Benchmark bulk pre-labeling: N posts in a real Label Studio, pre-labeled by the
 background job through an OpenAI-compatible stand-in with a fixed latency, side by side
-with the same N requests sent straight to the endpoint at the same concurrency.
+with the same N requests sent by a bare SDK client at the same concurrency.
 
 Figures: wall time against the ideal N x latency / concurrency, LLM calls per distinct
 post, the time Label Studio spent importing the predictions, and peak memory. The
@@ -93,7 +93,8 @@ def requests_served(url: str) -> int:
 
 
 def raw_endpoint(url: str, texts: list[str], concurrency: int, config: str) -> float:
-    """The same requests straight to the endpoint: the ceiling for any client."""
+    """The same requests straight to the endpoint from a bare SDK client
+    (chat.completions.create, no cache, no Label Studio), at the same concurrency."""
     taxonomy = parse_taxonomy(config)
     client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
 

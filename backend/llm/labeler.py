@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from backend.config import Settings
 from backend.domain.taxonomy import Taxonomy
@@ -342,7 +343,12 @@ class ZeroShotLabeler:
         if self._schema_supported and fmt == "json":
             options["response_format"] = prompt.response_format(taxonomy)
         try:
-            return self._client.chat.completions.create(**options)
+            # The body is plain JSON already. chat.completions.create() would walk it
+            # against the SDK's typed parameters on every call, which is half the
+            # client's CPU a call (3.5 vs 1.8 ms), and a bulk run at full concurrency is
+            # bound by that CPU; post() keeps the SDK's retries, errors and parsing.
+            return self._client.post("/chat/completions", body=options,
+                                     cast_to=ChatCompletion)
         except openai.BadRequestError as exc:
             # Some endpoints reject JSON schema or logprobs: fall back once, remember it.
             message = str(exc).lower()
