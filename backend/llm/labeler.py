@@ -147,7 +147,7 @@ class ZeroShotLabeler:
                 if self._queued[group] >= self.max_queued:
                     return None
                 self._queued[group] += 1
-                future = self._pool.submit(self._ask_once, taxonomy, text)
+                future = self._pool.submit(self._ask_once, taxonomy, text, key)
                 self._inflight[key] = future
                 future.add_done_callback(lambda _f, k=key, g=group: self._forget(k, g))
             return future
@@ -195,10 +195,10 @@ class ZeroShotLabeler:
             for future in done:
                 yield in_flight.pop(future), future.result()
 
-    def _ask_once(self, taxonomy: Taxonomy, text: str) -> LLMOpinion:
+    def _ask_once(self, taxonomy: Taxonomy, text: str, key: str) -> LLMOpinion:
         """Ask unless another process (worker, replica, host) asks for the same post now:
-        then wait for its answer in the shared cache. Paid once per distinct post."""
-        key = self.key(taxonomy, text)
+        then wait for its answer in the shared cache. Paid once per distinct post.
+        `key` is self.key(taxonomy, text), made once a post by _submit."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         claimed, opinion = False, None
         try:
@@ -211,7 +211,7 @@ class ZeroShotLabeler:
                 if found is not None:
                     return LLMOpinion(found.label, found.confidence, cached=True)
                 if claimed:
-                    opinion = self._ask(taxonomy, text)
+                    opinion = self._ask(taxonomy, text, key)
                     return opinion
                 time.sleep(0.2)
         finally:
@@ -226,7 +226,7 @@ class ZeroShotLabeler:
             if self._queued[group] <= 0:
                 del self._queued[group]
 
-    def _ask(self, taxonomy: Taxonomy, text: str) -> LLMOpinion:
+    def _ask(self, taxonomy: Taxonomy, text: str, key: str) -> LLMOpinion:
         if not self.breaker.allow():
             return LLMOpinion(None, None, error="the LLM endpoint is failing; not asked "
                                                 "during the circuit breaker's cool-down")
@@ -258,7 +258,7 @@ class ZeroShotLabeler:
             return LLMOpinion(None, None, error=f"{type(exc).__name__}: {exc}")
         self.breaker.succeeded()
         label, confidence = reading.label, reading.confidence
-        self.cache.put(self.key(taxonomy, text),
+        self.cache.put(key,
                        CachedAnswer(label, confidence, reading.content[:500]), model=self.model)
         if label is None:
             return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
