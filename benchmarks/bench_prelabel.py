@@ -3,7 +3,8 @@ background job through an OpenAI-compatible stand-in with a fixed latency, side 
 with the same N requests sent by a bare SDK client at the same concurrency.
 
 Figures: wall time against the ideal N x latency / concurrency, LLM calls per distinct
-post, the time Label Studio spent importing the predictions, and peak memory. The
+post, the time Label Studio spent importing the predictions, peak memory, and the CPU this
+process spent a post (every thread of it: what bounds a client at full concurrency). The
 stand-in runs in its own process, Label Studio in another, the job in this one. Output: a
 table and --json (default benchmarks/results/prelabel.json).
 """
@@ -11,7 +12,6 @@ table and --json (default benchmarks/results/prelabel.json).
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import resource
 import sys
@@ -92,9 +92,11 @@ def requests_served(url: str) -> int:
     return httpx.get(url.removesuffix("/v1") + "/requests").json()["requests"]
 
 
-def raw_endpoint(url: str, texts: list[str], concurrency: int, config: str) -> float:
+def raw_endpoint(url: str, texts: list[str], concurrency: int, config: str
+                 ) -> tuple[float, float]:
     """The same requests straight to the endpoint from a bare SDK client
-    (chat.completions.create, no cache, no Label Studio), at the same concurrency."""
+    (chat.completions.create, no cache, no Label Studio), at the same concurrency:
+    (wall seconds, this process's CPU seconds)."""
     taxonomy = parse_taxonomy(config)
     client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
 
@@ -103,10 +105,10 @@ def raw_endpoint(url: str, texts: list[str], concurrency: int, config: str) -> f
                                        messages=prompt.build_messages(taxonomy, text,
                                                                       max_chars=4000))
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(ask, texts))
-    return time.monotonic() - started
+    return time.monotonic() - started, time.process_time() - cpu
 
 
 def prelabel_in_label_studio(args, texts: list[str], llm_url: str, work: Path,
@@ -138,13 +140,14 @@ def prelabel_in_label_studio(args, texts: list[str], llm_url: str, work: Path,
         predictor = Predictor(settings, labeler_from_settings(settings))
         timed = TimedClient(ls)
         calls_before = requests_served(llm_url)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         counts = prelabel_project(timed, predictor, settings, project, lambda **_: None)
-        wall = time.monotonic() - started
+        wall, cpu = time.monotonic() - started, time.process_time() - cpu
         calls = requests_served(llm_url) - calls_before
         stored = sum(1 for _ in ls.predictions.list(project=project))
         predictor.labeler.close()
     return {"wall_s": round(wall, 1), "llm_phase_s": counts["llm_seconds"],
+            "cpu_ms_per_post": round(cpu / len(texts) * 1000, 2),
             "llm_calls": calls, "calls_per_distinct_post": round(calls / len(set(texts)), 3),
             "pushed": counts["done"], "predictions_in_label_studio": stored,
             "label_studio_import_s": round(timed.projects.seconds, 1),
@@ -162,7 +165,6 @@ def main() -> int:
     parser.add_argument("--json", type=Path,
                         default=ROOT / "benchmarks" / "results" / "prelabel.json")
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per LLM request
     config = (ROOT / "label_config.xml").read_text()
     texts = posts(args.posts)
     work = Path(tempfile.mkdtemp(prefix="bench-prelabel-"))
@@ -179,7 +181,7 @@ def main() -> int:
         job.update(of_ideal=round(ideal / job["wall_s"], 3),
                    llm_phase_of_ideal=round(ideal / job["llm_phase_s"], 3),
                    peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        raw = raw_endpoint(llm_url, texts, args.concurrency, config)
+        raw, raw_cpu = raw_endpoint(llm_url, texts, args.concurrency, config)
         # A Label Studio at its defaults; the answers are cached now, so this run's wall
         # time is what storing the predictions costs there.
         default = None if args.skip_default_import else prelabel_in_label_studio(
@@ -192,7 +194,8 @@ def main() -> int:
         "posts": args.posts, "latency_s": args.latency, "concurrency": args.concurrency,
         "ideal_s": round(ideal, 1),
         "prelabel_job": job,
-        "raw_endpoint": {"wall_s": round(raw, 1), "of_ideal": round(ideal / raw, 3)},
+        "raw_endpoint": {"wall_s": round(raw, 1), "of_ideal": round(ideal / raw, 3),
+                         "cpu_ms_per_post": round(raw_cpu / len(texts) * 1000, 2)},
         "job_vs_raw": round(raw / job["wall_s"], 3),
         "label_studio_default_import": default,
     }
@@ -205,8 +208,9 @@ def main() -> int:
     print(f"  pre-label job : {job['wall_s']:7.1f} s  {job['of_ideal']:.1%} of ideal, "
           f"{job['calls_per_distinct_post']:.2f} calls/post, Label Studio import "
           f"{job['label_studio_import_s']} s in {job['import_calls']} calls, peak "
-          f"{job['peak_rss_mb']} MB")
-    print(f"  raw endpoint  : {direct['wall_s']:7.1f} s  {direct['of_ideal']:.1%} of ideal")
+          f"{job['peak_rss_mb']} MB, {job['cpu_ms_per_post']} ms CPU a post")
+    print(f"  raw endpoint  : {direct['wall_s']:7.1f} s  {direct['of_ideal']:.1%} of ideal, "
+          f"{direct['cpu_ms_per_post']} ms CPU a post")
     print(f"  job / raw     : {figures['job_vs_raw']:.1%}")
     if default:
         print(f"  Label Studio at its default import, answers cached: job {default['wall_s']} "

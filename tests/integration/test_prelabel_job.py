@@ -223,3 +223,16 @@ def test_the_stream_numbers_answers_across_chunks_and_takes_the_next_chunk_early
     assert llm.requests == 29
     # Page 2 and 3 were taken while fewer than all earlier posts were answered.
     assert taken_at[1] < 10 and taken_at[2] < 20, taken_at
+
+
+def test_a_text_on_two_pages_is_asked_once_and_answered_for_both(tmp_path):
+    """Two tasks on different pages with the same text: the second finds the first's
+    request still under way and shares it; both get the answer."""
+    with MisbehavingLLM("scripted", answer=scripted, latency=0.3) as slow:
+        predictor = make_predictor(tmp_path, slow, LLM_CONCURRENCY="2")
+        pages = [["the same post", "post a"], ["the same post", "post b"]]
+        answered = {index: opinion.label for indexes, opinion in
+                    predictor.labeler.label_stream(TAXONOMY, iter(pages))
+                    for index in indexes}
+        assert answered == dict.fromkeys(range(4), "personal_experience")
+        assert slow.requests == 3
