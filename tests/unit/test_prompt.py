@@ -518,3 +518,27 @@ def test_without_logprobs_the_answer_is_read_as_given_and_no_prior_is_asked(
         assert [(o.label, o.confidence) for o in opinions] == [("health_claim", None)] * 2
         assert double.requests == 2
         assert labeler.known_prior(taxonomy) is None
+
+
+# --- an endpoint with logprobs (the local llama.cpp server) --------------------------
+
+
+@pytest.mark.parametrize("answer_format", ["code", "json"])
+def test_with_logprobs_each_answer_carries_its_share_and_the_prior_is_known(
+        tmp_path, taxonomy, llm_url, answer_format):
+    # The real server's answers, read as JSON: the label's share among the labels comes
+    # from the token logprobs, and a prior over the labels was asked and divided out.
+    labeler = ZeroShotLabeler(base_url=llm_url, api_key="x", model="smollm2-135m-instruct",
+                              cache=AnswerCache(tmp_path / "cache.sqlite"), concurrency=4,
+                              answer_format=answer_format, calibrate=True)
+    try:
+        opinions = labeler.label_many(taxonomy, ["My A1c came back at 6.1 today.",
+                                                 "Does anyone else get lows at night?"])
+    finally:
+        labeler.close()
+    for opinion in opinions:
+        assert opinion.error is None and opinion.label in taxonomy.names, opinion
+        assert 0 < opinion.confidence <= 1 and opinion.tokens > 0, opinion
+    prior = labeler.known_prior(taxonomy)
+    assert prior is not None and len(prior) == len(taxonomy.names)
+    assert math.isclose(sum(prior), 1, abs_tol=1e-6)
