@@ -353,8 +353,8 @@ class ZeroShotLabeler:
             # A bulk run at full concurrency is bound by the client's CPU a call. The body
             # is plain JSON already, and the answer is read as JSON: create() would walk
             # the one against the SDK's typed parameters and build typed objects from the
-            # other on every call (3.5 ms a call against 0.8-1.0 here). post() keeps the
-            # SDK's retries, errors and back-off.
+            # other on every call, more than half the client's CPU a call. post() keeps
+            # the SDK's retries, errors and back-off.
             return self._client.post("/chat/completions", body=options, cast_to=object)
         except openai.BadRequestError as exc:
             # Some endpoints reject JSON schema or logprobs: fall back once, remember it.
