@@ -94,7 +94,9 @@ def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake
     assert llm.requests == 8  # 9 tasks, 8 distinct texts: each asked once
     pushed = fake.called("projects.import_predictions")
     sizes = [len(call["request"]) for call in pushed]
-    assert sizes[0] == 4 and sum(sizes) == 9  # PRELABEL_BATCH first, then what came
+    # A push once PRELABEL_BATCH (4) are in, then what came. The text of two tasks answers
+    # both at once, so the first push holds 5 when that answer is the 4th to come.
+    assert sizes[0] in (4, 5) and sum(sizes) == 9, sizes
     predictions = {p.task: p for p in fake.predictions_of(project)}
     assert sorted(predictions) == sorted(ids)
     assert {TAXONOMY.label_of(predictions[ids[6]].result),
