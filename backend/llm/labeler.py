@@ -108,7 +108,8 @@ class ZeroShotLabeler:
                 errors[f"{self.max_queued} posts of this project already wait for the LLM "
                        f"(LLM_MAX_QUEUED)"] += 1
                 continue
-            futures[future] = indexes
+            # Two texts the prompt cuts to the same words share one request and answer.
+            futures.setdefault(future, []).extend(indexes)
         self.cache.count(cache_hits=hits, cache_misses=len(by_text))
 
         pending = set(futures)

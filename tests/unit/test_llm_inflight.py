@@ -30,3 +30,20 @@ def test_overlapping_requests_share_the_llm_call(tmp_path, label_config):
         assert all(o.label is None for batch in results for o in batch)
         assert labeler.label_many(taxonomy, texts)[0].cached
         assert double.requests == 4
+
+
+def test_texts_cut_to_the_same_prompt_share_one_request(tmp_path, label_config):
+    """Long posts that differ only in the middle LLM_MAX_CHARS cuts out make the same
+    prompt: one request, and every one of them gets its answer."""
+    taxonomy = parse_taxonomy(label_config)
+    with MisbehavingLLM("garbage") as double:
+        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
+                                  cache=AnswerCache(tmp_path / "cache.sqlite"), max_chars=20)
+        try:
+            texts = ["my numbers went up a lot this week, the end.",
+                     "my numbers went down a bit this week, the end."]
+            opinions = labeler.label_many(taxonomy, texts)
+        finally:
+            labeler.close()
+        assert double.requests == 1
+        assert [o.error for o in opinions] == ["answer outside the label set"] * 2
