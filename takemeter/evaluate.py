@@ -41,7 +41,7 @@ from backend.domain import calibration
 from backend.domain.dataset import latest_per_annotator
 from backend.domain.taxonomy import Taxonomy
 from backend.model.registry import Registry
-from takemeter import common as cli
+from takemeter import common
 
 if TYPE_CHECKING:  # scipy, openai: imported where used, after the cheap checks
     from backend.domain import policy
@@ -86,15 +86,15 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
     elif version is not None:
         if registry.meta(version) is None:
             found = ", ".join(m["version"] for m in registry.versions()) or "none"
-            raise cli.CliError(f"model version {version!r} is not in {registry.root} "
-                               f"(versions: {found}; check --version and MODEL_DIR)")
+            raise common.CliError(f"model version {version!r} is not in {registry.root} "
+                                  f"(versions: {found}; check --version and MODEL_DIR)")
     else:
         version = registry.serving()
         reason = (f"no model version for project {project} in MODEL_DIR "
                   f"({settings.model_dir}): train one first")
     if registry is None or version is None:
         if require:
-            raise cli.CliError(reason)
+            raise common.CliError(reason)
         notes.append(f"{reason}; evaluating the zero-shot LLM alone")
         return ModelAnswers(None, None, None, False)
 
@@ -185,8 +185,8 @@ def score_calibration(settings: Settings, project: int | None, y_true: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
-    cli.add_source_arguments(parser)
+    parser = common.parser(__doc__)
+    common.add_source_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out/evaluation"),
                         help="folder for report.md, report.json and PNGs "
                              "(default: %(default)s)")
@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap resamples for the F1 and paired-difference intervals "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    cli.add_json_argument(parser)
+    common.add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.resamples < 1:
-        raise cli.CliError("--resamples must be at least 1")
+        raise common.CliError("--resamples must be at least 1")
 
-    settings = cli.settings()
-    source = cli.load_source(args, settings)
+    settings = common.settings()
+    source = common.load_source(args, settings)
     taxonomy, percent = source.taxonomy, settings.holdout_percent
-    examples = cli.held_out_examples(source, percent)
+    examples = common.held_out_examples(source, percent)
     texts = [e.text for e in examples]
     y_true = [e.label for e in examples]
     notes: list[str] = []
@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if llm is not None:
         systems[LLM] = [o.label for o in llm]
     if not systems:
-        raise cli.CliError("nothing to evaluate: no model version and no LLM (" +
-                           "; ".join(notes) + ")")
+        raise common.CliError("nothing to evaluate: no model version and no LLM (" +
+                              "; ".join(notes) + ")")
 
     from takemeter import evaluation  # sklearn/scipy/matplotlib: after the cheap checks
 
@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
              evaluation.render_terminal(report).rstrip("\n"),
              f"\nwrote {markdown}, {args.out / 'report.json'}, confusion-matrix PNGs"
              + (f" and {evaluation.RELIABILITY_PNG}" if report["calibration"] else "")]
-    cli.emit(json.loads((args.out / "report.json").read_text()), lines, as_json=args.json)
+    common.emit(json.loads((args.out / "report.json").read_text()), lines, as_json=args.json)
     return 0
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    common.run(main)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from backend.domain.dataset import annotation_order, is_held_out, latest_annotation
 from backend.domain.taxonomy import Taxonomy
-from takemeter import common as cli
+from takemeter import common
 
 COLUMNS = ["task_id", "ref_id", "split", "text", "annotation_id", "label", "status",
            "annotator", "annotator_id", "created_at", "updated_at", "lead_time", "is_latest",
@@ -134,7 +134,7 @@ def rows_for(tasks: list[dict], taxonomy: Taxonomy, *, percent: int, every: bool
 
 def write(path: Path, form: str, rows: list[dict], tasks: list[dict]) -> None:
     """Atomically: a reader never sees half an export."""
-    with cli.atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+    with common.atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         if form == "json":
             json.dump(tasks, handle, ensure_ascii=False, indent=1)
         elif form == "csv":
@@ -148,18 +148,18 @@ def write(path: Path, form: str, rows: list[dict], tasks: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
-    cli.add_source_arguments(parser)
+    parser = common.parser(__doc__)
+    common.add_source_arguments(parser)
     parser.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl",
                         help="output format (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="file to write")
     parser.add_argument("--all-annotations", action="store_true",
                         help="a row per annotation instead of the latest per task")
-    cli.add_json_argument(parser)
+    common.add_json_argument(parser)
     args = parser.parse_args(argv)
 
-    settings = cli.settings()
-    source = cli.load_source(args, settings)
+    settings = common.settings()
+    source = common.load_source(args, settings)
     annotated = [t for t in source.tasks if t.get("annotations")]
     users = annotator_names(source.client)
     by_task, version = project_predictions(source.client, source.project)
@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"wrote {summary['rows']} {unit} ({summary['tasks']} annotated tasks, "
              f"{summary['skipped']} skipped rows, {summary['held_out_tasks']} held-out "
              f"tasks) from {source.description} to {args.out}"]
-    cli.emit(summary, lines, as_json=args.json)
+    common.emit(summary, lines, as_json=args.json)
     return 0
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    common.run(main)

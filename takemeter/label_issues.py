@@ -52,7 +52,7 @@ from backend.config import Settings
 from backend.domain.dataset import is_held_out, text_and_label
 from backend.domain.taxonomy import Taxonomy
 from backend.llm.labeler import LLMOpinion
-from takemeter import common as cli
+from takemeter import common
 
 SUSPECT_TAB = "Suspect labels"
 RANK_FIELD = "suspect_rank"  # task data key holding a flagged task's rank (1 = first)
@@ -119,7 +119,7 @@ def encoder_folder(settings: Settings, override: Path | None = None) -> tuple[Pa
     it is a local folder (the product's own encoder), else the offline MiniLM-L6."""
     if override is not None:
         if not Path(override).is_dir():
-            raise cli.CliError(f"--encoder {override} is not a folder")
+            raise common.CliError(f"--encoder {override} is not a folder")
         return Path(override), "--encoder"
     if settings.base_model and Path(settings.base_model).is_dir():
         return Path(settings.base_model), "BASE_MODEL"
@@ -339,7 +339,7 @@ def table(suspects: Sequence[Suspect], *, width: int = 60) -> list[str]:
 def write_rows(path: Path, suspects: Sequence[Suspect]) -> None:
     """.csv or .jsonl, atomically."""
     rows = [asdict(s) for s in suspects]
-    with cli.atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+    with common.atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         if path.suffix == ".csv":
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
@@ -370,8 +370,8 @@ def llm_opinions(settings: Settings, taxonomy: Taxonomy, texts: list[str], mode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
-    cli.add_source_arguments(parser)
+    parser = common.parser(__doc__)
+    common.add_source_arguments(parser)
     parser.add_argument("--llm", choices=("cache", "ask", "off"), default="cache",
                         help="LLM opinions from the answer cache only, asking for the "
                              "missing ones, or none (default: %(default)s)")
@@ -390,26 +390,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tab", action="store_true",
                         help=f'create or update the "{SUSPECT_TAB}" Data Manager tab '
                              f"(with --project): the listed tasks in rank order")
-    cli.add_json_argument(parser)
+    common.add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix not in (".csv", ".jsonl"):
-        raise cli.CliError("--out must end in .csv or .jsonl")
+        raise common.CliError("--out must end in .csv or .jsonl")
     if args.tab and args.project is None:
-        raise cli.CliError("--tab needs --project (a live Label Studio project)")
+        raise common.CliError("--tab needs --project (a live Label Studio project)")
     if args.llm_weight is not None and not 0 <= args.llm_weight <= 1:
-        raise cli.CliError("--llm-weight must be between 0 and 1")
+        raise common.CliError("--llm-weight must be between 0 and 1")
     if args.folds < 2:
-        raise cli.CliError("--folds must be at least 2")
+        raise common.CliError("--folds must be at least 2")
 
-    settings = cli.settings()
-    source = cli.load_source(args, settings)
+    settings = common.settings()
+    source = common.load_source(args, settings)
     items = annotated_tasks(source.tasks, source.taxonomy,
                             holdout_percent=settings.holdout_percent)
     names = [n for n in source.taxonomy.names if any(i.label == n for i in items)]
     if len(items) < 2 * args.folds or len(names) < 2:
-        raise cli.CliError(f"{source.description} has {len(items)} annotated tasks with "
-                           f"{len(names)} distinct labels: need at least {2 * args.folds} "
-                           f"and 2 labels to cross-validate")
+        raise common.CliError(f"{source.description} has {len(items)} annotated tasks with "
+                              f"{len(names)} distinct labels: need at least {2 * args.folds} "
+                              f"and 2 labels to cross-validate")
     folder, origin = encoder_folder(settings, args.encoder)
     texts = [i.text for i in items]
     print(f"embedding {len(items)} annotated posts with {folder.name} ({origin})…",
@@ -467,9 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"order; {updated} tasks' data.{RANK_FIELD} updated")
     if args.out is not None:
         lines.append(f"wrote {len(listed)} rows to {args.out}")
-    cli.emit(summary, lines, as_json=args.json)
+    common.emit(summary, lines, as_json=args.json)
     return 0
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    common.run(main)

@@ -13,18 +13,18 @@ import os
 import sys
 from pathlib import Path
 
-from takemeter import common as cli
+from takemeter import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
+    parser = common.parser(__doc__)
     parser.add_argument("--check", action="store_true", help="check the settings and exit")
-    cli.add_json_argument(parser)
+    common.add_json_argument(parser)
     args = parser.parse_args(argv)
-    settings = cli.settings()
+    settings = common.settings()
     problem = settings.exposure_problem()
     if problem:
-        raise cli.CliError(problem)
+        raise common.CliError(problem)
     if args.json:
         print(json.dumps(settings.public(), indent=2), flush=True)
     if args.check:
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    common.run(main)

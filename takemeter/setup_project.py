@@ -36,7 +36,7 @@ from tqdm import tqdm
 from backend.domain.dataset import SPLIT_FIELD, is_held_out
 from backend.domain.taxonomy import Taxonomy
 from backend.labelstudio import client as ls_client
-from takemeter import common as cli
+from takemeter import common
 
 KEY_FIELD = "ref_id"
 LABEL_COLUMN = "label"
@@ -63,13 +63,13 @@ def read_posts(path: Path, text_field: str) -> list[dict]:
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise cli.CliError(f"cannot read posts file {path}: {exc.strerror}") from None
+        raise common.CliError(f"cannot read posts file {path}: {exc.strerror}") from None
     if path.suffix.lower() == ".csv":
         # newline="": posts often hold line breaks inside quoted fields.
         reader = csv.DictReader(io.StringIO(raw, newline=""))
         if text_field not in (reader.fieldnames or []):
-            raise cli.CliError(f"{path} has no {text_field!r} column (columns: "
-                               f"{', '.join(reader.fieldnames or [])})")
+            raise common.CliError(f"{path} has no {text_field!r} column (columns: "
+                                  f"{', '.join(reader.fieldnames or [])})")
         rows = list(reader)
     else:
         rows = []
@@ -79,14 +79,14 @@ def read_posts(path: Path, text_field: str) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise cli.CliError(f"{path}:{number} is not JSON ({exc.msg})") from None
+                raise common.CliError(f"{path}:{number} is not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
-                raise cli.CliError(f"{path}:{number} is not a JSON object")
+                raise common.CliError(f"{path}:{number} is not a JSON object")
             rows.append(row)
     # Header/comment lines carry no text: skip them rather than import empty tasks.
     posts = [r for r in rows if isinstance(r.get(text_field), str) and r[text_field].strip()]
     if not posts:
-        raise cli.CliError(f"{path} holds no posts with a {text_field!r} field")
+        raise common.CliError(f"{path} holds no posts with a {text_field!r} field")
     return posts
 
 
@@ -140,8 +140,8 @@ def mark_splits(client: LabelStudio, tasks: list[dict], percent: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser(__doc__)
-    parser.add_argument("--config", type=Path, default=cli.DEFAULT_CONFIG,
+    parser = common.parser(__doc__)
+    parser.add_argument("--config", type=Path, default=common.DEFAULT_CONFIG,
                         help="Label Studio label config (default: %(default)s)")
     parser.add_argument("--title", default="TakeMeter", help="project title (default: "
                         "%(default)s); an existing project with this title is updated")
@@ -156,17 +156,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not connect a backend")
     parser.add_argument("--retrieve-predictions", action="store_true",
                         help="ask the backend for pre-labels of every task")
-    cli.add_json_argument(parser)
+    common.add_json_argument(parser)
     args = parser.parse_args(argv)
 
     if args.retrieve_predictions and args.no_backend:
-        raise cli.CliError("--retrieve-predictions needs a connected backend (drop "
-                           "--no-backend)")
-    settings = cli.settings()
-    label_config, taxonomy = cli.read_taxonomy(args.config)
+        raise common.CliError("--retrieve-predictions needs a connected backend (drop "
+                              "--no-backend)")
+    settings = common.settings()
+    label_config, taxonomy = common.read_taxonomy(args.config)
     # Read the posts before touching Label Studio: a bad file changes nothing.
     posts = read_posts(args.posts, taxonomy.text_field) if args.posts else []
-    client = cli.connect(settings)
+    client = common.connect(settings)
     lines: list[str] = []
 
     project = ls_client.ensure_project(client, title=args.title, label_config=label_config,
@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             connection = ls_client.connect_backend(client, project.id, url=args.backend_url,
                                                    title="TakeMeter", auth=auth)
         except ApiError as exc:
-            raise cli.CliError(f"Label Studio could not connect the backend at "
-                               f"{args.backend_url} (is it running? check --backend-url and "
-                               f"BASIC_AUTH_USER/PASS): {ls_client.describe_error(exc)}"
-                               ) from None
+            raise common.CliError(f"Label Studio could not connect the backend at "
+                                  f"{args.backend_url} (is it running? check --backend-url and "
+                                  f"BASIC_AUTH_USER/PASS): {ls_client.describe_error(exc)}"
+                                  ) from None
         # Annotation webhooks do not carry the backend's basic auth by themselves.
         ls_client.ensure_webhook_auth(client, project.id, args.backend_url.rstrip("/"), auth)
         lines.append(f"backend {args.backend_url} connected (ML connection {connection})")
@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             client, project.id).values())
         lines.append(f"{summary['predictions']} predictions in the project")
 
-    cli.emit(summary, lines, as_json=args.json)
+    common.emit(summary, lines, as_json=args.json)
     return 0
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    common.run(main)

@@ -222,7 +222,7 @@ def test_encoder_folder(tmp_path, monkeypatch):
     folder, origin = li.encoder_folder(load_settings())
     assert origin.startswith("MiniLM") and folder.is_dir()
     assert li.encoder_folder(load_settings(), tmp_path) == (tmp_path, "--encoder")
-    with pytest.raises(li.cli.CliError, match="--encoder"):
+    with pytest.raises(li.common.CliError, match="--encoder"):
         li.encoder_folder(load_settings(), tmp_path / "missing")
 
 
@@ -254,7 +254,7 @@ def test_command_from_an_export_file(tmp_path, monkeypatch, capsys, case):
 
 
 def test_command_refuses_what_it_cannot_do(tmp_path):
-    with pytest.raises(li.cli.CliError, match="--tab needs --project"):
+    with pytest.raises(li.common.CliError, match="--tab needs --project"):
         li.main(["--from-file", str(tmp_path / "x.json"), "--tab"])
-    with pytest.raises(li.cli.CliError, match="--out"):
+    with pytest.raises(li.common.CliError, match="--out"):
         li.main(["--from-file", str(tmp_path / "x.json"), "--out", str(tmp_path / "x.txt")])
