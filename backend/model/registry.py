@@ -1,7 +1,8 @@
 """Versioned models on disk, one registry per Label Studio project; the only module that
 knows the layout of a project's folder:
 
-    MODEL_DIR/projects/<id>/versions/<version>/   weights, tokenizer, meta.json
+    MODEL_DIR/projects/<id>/versions/<version>/   meta.json, and the weights: a fine-tune's
+                                                  model and tokenizer, or a head's HEAD_FILE
     MODEL_DIR/projects/<id>/serving               the promoted version's name
     MODEL_DIR/projects/<id>/queue.json            the review queue after the last re-score
     MODEL_DIR/projects/<id>/calibration.json      the score calibrator (domain.calibration)
@@ -12,7 +13,7 @@ when complete, and `serving` is replaced with os.replace, so a run killed at any
 leaves the registry valid. Workers read `serving` on each request and switch without a
 restart. Version names are checked against one pattern before any path is built from
 them, so no name reaches outside `versions/`. Everything outside the registry knows a
-measured version by its shown name ("v3 84% (n=25)"), written into meta.json at commit and
+measured version by its shown name ("v3 head 84%/25"), written into meta.json at commit and
 never changed; `folder` maps it back.
 """
 
@@ -32,6 +33,10 @@ from backend.files import write_json_atomic, write_text_atomic
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+HEAD_FILE = "head.npz"  # a linear head's weights (backend.model.head), fit on every label
+JUDGE_HEAD_FILE = "judge-head.npz"  # the same head fit without the judge posts
+# A version's kind: a head on the frozen encoder, or the whole encoder fine-tuned.
+KINDS = {"head": HEAD_FILE, "fine-tune": "config.json"}
 # v<number>.<suffix> (new_version_name uses a UTC timestamp): no separator, no dot-dot.
 VERSION_NAME = re.compile(r"v\d{1,9}\.[0-9A-Za-z_-]{1,64}")
 MAX_PROJECT_ID = 2**31 - 1  # Label Studio's ids are 32-bit integers
@@ -48,10 +53,19 @@ def check_version_name(name: object) -> str:
     return name
 
 
-# The name a measured version is shown under: its number and accuracy on its judge posts,
-# like "v3 84% (n=25)". Label Studio's prediction tab cuts model versions longer than 15
-# characters to their first 8 and last 6, so the name is kept that short.
-SHOWN_NAME = re.compile(r"v(\d{1,9}) [0-9a-z%()= ]{1,40}")
+# The name a measured version is shown under: its number, its kind and its accuracy on
+# its judge posts, like "v3 head 84%/25". Label Studio's prediction tab cuts model
+# versions longer than 15 characters to their first 8 and last 6, so the judge size is
+# left out where it would not fit. Names of older versions ("v3 84% (n=25)") still parse.
+SHOWN_NAME = re.compile(r"v(\d{1,9}) [0-9a-z%()=/ -]{1,40}")
+SHORT_KIND = {"head": "head", "fine-tune": "tune"}
+SHOWN_LIMIT = 15
+
+
+def kind_of(meta: dict) -> str:
+    """"head" or "fine-tune"; versions from before heads existed are fine-tunes."""
+    kind = meta.get("kind", "fine-tune")
+    return kind if kind in KINDS else "fine-tune"
 
 
 def shown_name(folder: str, meta: dict) -> str:
@@ -62,10 +76,12 @@ def shown_name(folder: str, meta: dict) -> str:
     if not isinstance(validation, dict):
         return folder
     number = check_version_name(folder).split(".", 1)[0]
+    kind = SHORT_KIND[kind_of(meta)]
     accuracy, posts = validation.get("model_accuracy"), validation.get("judge_posts")
     if not isinstance(accuracy, (int, float)) or not isinstance(posts, int) or posts <= 0:
-        return f"{number} unmeasured"
-    return f"{number} {accuracy:.0%} (n={posts})"
+        return f"{number} {kind} unmeasured"
+    full = f"{number} {kind} {accuracy:.0%}/{posts}"
+    return full if len(full) <= SHOWN_LIMIT else f"{number} {kind} {accuracy:.0%}"
 
 
 def name_in(meta: dict) -> str:
@@ -210,8 +226,9 @@ class Registry:
             return None
         try:
             meta = read_meta(folder)
-            if not (folder / "config.json").is_file():
-                raise ValueError("config.json is missing")
+            weights = KINDS[kind_of(meta)]
+            if not (folder / weights).is_file():
+                raise ValueError(f"{weights} is missing")
             return meta
         except (OSError, ValueError) as exc:
             if name not in self._warned:

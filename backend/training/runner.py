@@ -1,10 +1,13 @@
 """A training run, for the "training" job lane (backend/jobs/run.py). Four steps, each a
 function that takes its collaborators:
   collect  pull the tasks from Label Studio, keep the training side's annotations;
-  fit      fine-tune into a staging folder;
-  judge    score the new version on its validation posts against the LLM and against
-           the serving version (policy.should_promote, policy.beats_llm);
+  fit      train one candidate into a staging folder: a linear head on the frozen
+           encoder (seconds), and from TRAIN_FINETUNE_FROM labels on also a fine-tune;
+  judge    score the candidate on every judge post against the LLM and against the
+           serving version (policy.should_promote, policy.beats_llm);
   publish  commit the version, promote it if judged so, re-score the unlabeled tasks.
+The head goes through all four first, so a new model can serve within seconds of the
+click; the fine-tune follows and is judged against whatever serves by then.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from backend.jobs.state import JobState, RedisJobState
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import Card
 from backend.labelstudio.card import for_backend as card_for_backend
+from backend.model.head import train_head
+from backend.model.registry import Registry
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
 
 log = logging.getLogger("backend.training.runner")
@@ -64,24 +69,46 @@ def collect(client, project: int, settings: Settings) -> Collected:
     return Collected(taxonomy, tasks, examples, held_out, short)
 
 
-def fit(collected: Collected, settings: Settings, out_dir: Path,
+def candidates(n_examples: int, settings: Settings) -> list[str]:
+    """The kinds a run trains, in order: the head always, the fine-tune from
+    TRAIN_FINETUNE_FROM labels on."""
+    return ["head", *(["fine-tune"] if n_examples >= settings.train_finetune_from else [])]
+
+
+def fit(kind: str, collected: Collected, settings: Settings, out_dir: Path,
         progress: Callable[[dict], None]) -> TrainResult:
+    examples = collected.examples
+    if kind == "head":
+        return train_head([e.text for e in examples], [e.label for e in examples],
+                          label_names=list(collected.taxonomy.names),
+                          base_model=settings.base_model,
+                          max_length=settings.train_max_length, out_dir=out_dir,
+                          keys=[str(e.task_id) for e in examples], seed=settings.train_seed)
     config = TrainConfig(base_model=settings.base_model, epochs=settings.train_epochs,
+                         min_steps=settings.train_min_steps,
                          learning_rate=settings.train_learning_rate,
                          batch_size=settings.train_batch_size,
                          max_length=settings.train_max_length, seed=settings.train_seed)
-    examples = collected.examples
     return fine_tune([e.text for e in examples], [e.label for e in examples],
                      label_names=list(collected.taxonomy.names), config=config,
                      out_dir=out_dir, keys=[str(e.task_id) for e in examples],
                      progress=progress)
 
 
+def is_successor(trained_on: list[str], serving_meta: dict | None) -> bool:
+    """Whether a candidate learned from every post the serving version did (a version
+    from before this was recorded counts as learned from fewer)."""
+    if serving_meta is None:
+        return True
+    before = (serving_meta.get("data") or {}).get("trained_on")
+    return not isinstance(before, list) or set(before) <= set(trained_on)
+
+
 def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
           project: int) -> Verdict:
     """The new version against the serving version and against the LLM, all scored on
-    this run's judge posts: never trained on and not used to pick the epoch (data grows
-    between runs, so older figures do not compare). policy.compare gives the verdicts."""
+    every judge post the project has now: never trained on by any version and never used
+    to pick an epoch. policy.should_promote decides, knowing whether it is a successor."""
     from sklearn.metrics import f1_score
 
     truth, texts = result.judge_labels, result.judge_texts
@@ -95,16 +122,29 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
 
     new = result.judge_predictions
     llm = [o.label for o in predictor.labeler.label_many(taxonomy, texts, group=project)]
-    serving = predictor.registry(project).serving()
+    registry = predictor.registry(project)
+    serving = registry.serving()
+    successor = is_successor(result.trained_on, registry.meta(serving) if serving else None)
     old: list[str | None] | None = None
     if serving:
-        _, opinions = predictor.opinions(project, taxonomy, texts, llm_only_cached=True)
-        old = [o.model.label if o.model else None for o in opinions]
+        try:
+            classifier = predictor.models.get(registry.path(serving))
+            if classifier.labels != names:
+                raise ValueError(f"trained on labels {classifier.labels}, not {names}")
+            old = [classifier.labels[i] for i in
+                   classifier.predict_proba(texts, judging=True).argmax(1)] if texts else []
+        except Exception as exc:  # a broken serving version is no reason to keep it
+            log.error("project %d: cannot score the serving version %s (%s); judged as "
+                      "right on no judge post", project, serving, exc)
+            old = [None] * len(texts)
     against_llm = policy.compare(truth, new, llm)
     against_serving = policy.compare(truth, new, old) if old is not None else None
-    promote = policy.should_promote(against_serving)
+    promote = policy.should_promote(against_serving, successor=successor)
+    role = ("a successor (learned from every post it did, and more): serves unless worse"
+            if successor else "a challenger (not trained on all its posts): serves only "
+            "when better")
     reason = None if promote else (f"kept, not promoted: {against_serving.describe(serving)}"
-                                   "; POST /versions/promote serves it anyway")
+                                   f"; {role}; POST /versions/promote serves it anyway")
     return Verdict(
         validation={"judge_posts": len(truth),
                     "model_accuracy": policy.accuracy(truth, new),
@@ -115,7 +155,8 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
                     "serving_macro_f1": macro_f1(old) if old is not None else None,
                     "against_llm": against_llm.describe("the LLM"),
                     "against_serving": (against_serving.describe(serving)
-                                        if against_serving else "no serving version yet")},
+                                        if against_serving else "no serving version yet"),
+                    "successor": successor},
         promote=promote, beats_llm=policy.beats_llm(against_llm), reason=reason)
 
 
@@ -130,13 +171,14 @@ class Runner:
         self.predictor = predictor
         self.card = card or card_for_backend(client, settings, state, predictor)
 
-    def report(self, project: int, **fields: object) -> dict:
+    def report(self, project: int, *, serves: bool = False, **fields: object) -> dict:
         """Record the run's progress where GET /training and Label Studio's model card show
-        it. A version is reported by its shown name, the one Label Studio knows it by."""
+        it. A version is reported by its shown name, the one Label Studio knows it by;
+        `serves`: it now serves and its predictions are in Label Studio."""
         version = fields.get("version")
         if isinstance(version, str):
             fields["version"] = version = self.predictor.registry(project).name(version)
-        if fields.get("state") == "finished" and fields.get("promoted") and version:
+        if serves and version:
             # Before the status says so: the predictions carry the shown name, and Label
             # Studio takes a project model_version only when predictions carry it.
             try:
@@ -165,43 +207,57 @@ class Runner:
 
         registry = self.predictor.registry(project)
         registry.clean_staging()
+        self.report(project, phase="training", n_examples=len(collected.examples))
+        kinds = candidates(len(collected.examples), settings)
+        for kind in kinds:
+            self.train_one(project, kind, collected, registry, started,
+                           last=kind == kinds[-1])
+
+    def train_one(self, project: int, kind: str, collected: Collected, registry: Registry,
+                  started: float, *, last: bool) -> None:
+        """Fit, judge and publish one candidate."""
+        settings = self.settings
         name = registry.new_version_name()
         staging = registry.staging_dir()
 
         def progress(event: dict) -> None:
-            self.report(project, phase="training",
-                             **{k: v for k, v in event.items() if k != "phase"})
-            log.info("project %d: %s", project, event)
+            self.report(project, phase=f"training ({kind})",
+                        **{k: v for k, v in event.items() if k != "phase"})
+            log.info("project %d: %s %s", project, kind, event)
 
-        self.report(project, phase="training", n_examples=len(collected.examples))
+        self.report(project, phase=f"training ({kind})", epoch=None)
         try:
-            result = fit(collected, settings, staging, progress)
+            result = fit(kind, collected, settings, staging, progress)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self.report(project, phase="validating")
+        self.report(project, phase=f"validating ({kind})")
         verdict = judge(result, collected.taxonomy, self.predictor, project)
         meta = {
-            "created": time.time(), "labels": list(collected.taxonomy.names),
+            "created": time.time(), "kind": kind, "labels": list(collected.taxonomy.names),
             "base_model": settings.base_model, "max_length": settings.train_max_length,
             "metrics": result.metrics,
             "data": {"hash": data_hash(collected.examples),
                      "n_examples": len(collected.examples),
-                     "held_out_tasks": collected.held_out_tasks},
+                     "held_out_tasks": collected.held_out_tasks,
+                     "trained_on": result.trained_on},
             "validation": verdict.validation, "beats_llm": verdict.beats_llm,
             "timings": {"train_seconds": result.metrics["train_seconds"],
                         "run_seconds": round(time.time() - started, 2)},
             "promoted": verdict.promote,
         }
-        self.publish(project, collected, staging, name, meta, verdict, started)
+        self.publish(project, collected, staging, name, meta, verdict, started, last=last)
 
     def publish(self, project: int, collected: Collected, staging: Path, name: str,
-                meta: dict, verdict: Verdict, started: float) -> None:
+                meta: dict, verdict: Verdict, started: float, *, last: bool = True) -> None:
+        """Commit, and promote and re-score when judged so. Only the run's `last`
+        candidate finishes the run; an earlier one leaves it running."""
         registry = self.predictor.registry(project)
         registry.commit(staging, name, meta)
+        done = {"state": "finished", "phase": None, "finished": time.time()} if last else {}
         if not verdict.promote:
-            self.report(project, state="finished", phase=None, version=name,
-                                  promoted=False, reason=verdict.reason, finished=time.time())
+            self.report(project, version=name, promoted=False, reason=verdict.reason,
+                        **done)
             log.info("project %d: %s %s", project, name, verdict.reason)
             return
         registry.promote(name)
@@ -211,9 +267,9 @@ class Runner:
                               promoted=True)
         refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
                              collected.tasks, registry.name(name))
-        self.report(project, state="finished", phase=None, version=name,
-                              promoted=True, reason=verdict.validation["against_serving"],
-                              finished=time.time(), seconds=round(time.time() - started, 2))
+        self.report(project, serves=True, version=name, promoted=True,
+                    reason=verdict.validation["against_serving"],
+                    seconds=round(time.time() - started, 2), **done)
 
     def rescore(self, project: int) -> None:
         """After a promotion by hand: re-score under the version now serving."""
@@ -223,5 +279,5 @@ class Runner:
         version = self.predictor.model_version(project)
         refresh_label_studio(self.client, self.predictor, project, taxonomy,
                              ls_client.all_tasks(self.client, project), version)
-        self.report(project, state="finished", phase=None, version=version,
-                              promoted=True, finished=time.time())
+        self.report(project, serves=True, state="finished", phase=None, version=version,
+                    promoted=True, finished=time.time())
