@@ -33,7 +33,7 @@ from backend.llm import prompt
 from backend.llm.labeler import from_settings as labeler_from_settings
 from takemeter import stack
 from takemeter.provenance import write_result
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("numbers", "insulin", "a1c", "lows", "pump", "diet", "walk", "doctor", "sensor")

@@ -48,7 +48,7 @@ from backend.labelstudio import client as ls_client
 from backend.model.registry import Registry
 from takemeter import stack
 from tests.conftest import BACKEND_AUTH, ROOT, Backend, need_service, wait_for
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import pytest
 from backend.domain.taxonomy import parse_taxonomy
 from takemeter import label_issues
 from tests.conftest import ROOT
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 pytestmark = pytest.mark.e2e
 

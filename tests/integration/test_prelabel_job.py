@@ -1,5 +1,5 @@
 """The bulk pre-labeling job and the answer cache's claims, against an in-process Label
-Studio (tests/fakes.py), an HTTP stand-in for a hosted LLM, and a real Redis."""
+Studio (tests/doubles/label_studio.py), an HTTP stand-in for a hosted LLM, and a real Redis."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from backend.jobs.run import work
 from backend.jobs.state import PRELABEL, JobState
 from backend.llm.labeler import from_settings as labeler_from_settings
 from tests.conftest import REDIS_URL, ROOT
-from tests.fakes import FakeLabelStudio
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.label_studio import FakeLabelStudio
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()
 TAXONOMY = parse_taxonomy(LABEL_CONFIG)

@@ -367,7 +367,7 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
     from backend.llm.cache import CachedAnswer
     from backend.llm.labeler import from_settings as labeler_from_settings
     from backend.training.runner import Runner
-    from tests.fakes import FakeLabelStudio
+    from tests.doubles.label_studio import FakeLabelStudio
 
     settings = load_settings({
         "MODEL_DIR": str(tmp_path / "models"), "LLM_BASE_URL": "http://127.0.0.1:9/v1",

@@ -1,5 +1,6 @@
 """A post already being asked is not asked twice: the second request waits for the first.
-Uses a real HTTP endpoint that answers slowly (llm_double), not a mock of our code."""
+Uses a real HTTP endpoint that answers slowly (tests/doubles/llm_endpoint.py), not a mock
+of our code."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from backend.domain.taxonomy import parse_taxonomy
 from backend.llm.cache import AnswerCache
 from backend.llm.labeler import ZeroShotLabeler
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 
 def test_overlapping_requests_share_the_llm_call(tmp_path, label_config):

@@ -33,7 +33,7 @@ from backend.llm.prompt import (
     response_format,
     system_prompt,
 )
-from tests.integration.llm_double import MisbehavingLLM
+from tests.doubles.llm_endpoint import MisbehavingLLM
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")

@@ -7,7 +7,7 @@ from backend.jobs.dispatch import Dispatcher
 from backend.jobs.reconcile import prelabel_due, reconcile_projects
 from backend.jobs.state import PRELABEL, TRAIN, JobState
 from tests.conftest import ROOT
-from tests.fakes import FakeLabelStudio
+from tests.doubles.label_studio import FakeLabelStudio
 
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()
 

@@ -1,5 +1,6 @@
-"""The training runner's decisions against an in-process Label Studio (tests/fakes.py):
-what it skips, promotes or keeps, what it pushes back, and how it reports a failure.
+"""The training runner's decisions against an in-process Label Studio
+(tests/doubles/label_studio.py): what it skips, promotes or keeps, what it pushes back, and
+how it reports a failure.
 
 The serving model is a tiny DistilBERT whose head always answers personal_experience, so
 its validation scores can be worked out by hand; LLM answers come from the answer cache
@@ -28,7 +29,7 @@ from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.model.trainer import TrainResult
 from backend.training.runner import Runner, Verdict, collect, judge
-from tests.fakes import FakeLabelStudio
+from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()

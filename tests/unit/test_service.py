@@ -25,7 +25,7 @@ from backend.llm.labeler import LLMOpinion
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.service.app import create_app
-from tests.fakes import FakeLabelStudio
+from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()

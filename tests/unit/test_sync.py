@@ -13,7 +13,7 @@ from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.sync import ProjectSync
 from backend.llm.labeler import from_settings as labeler_from_settings
-from tests.fakes import FakeLabelStudio
+from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()

@@ -16,7 +16,7 @@ from backend.labelstudio.client import (
     shown_versions,
     task_pages,
 )
-from tests.fakes import FakeLabelStudio
+from tests.doubles.label_studio import FakeLabelStudio
 
 LABEL_CONFIG = (Path(__file__).resolve().parents[2] / "label_config.xml").read_text()
 
