@@ -112,8 +112,8 @@ class Comparison:
         relation = "even with" if self.verdict == "even" else f"{self.verdict} than"
         return (f"{relation} {other} on {self.n} judge posts (right on {self.new_right} vs "
                 f"{self.other_right}; right where {other} was wrong: {self.new_only}, the "
-                f"reverse: {self.other_only}; p = {self.p_worse:.3g} that the other is "
-                f"not better)")
+                f"reverse: {self.other_only}; a lead this large for {other} by chance: "
+                f"p = {self.p_worse:.3g})")
 
 
 def compare(truth: Sequence[str], new: Sequence[str | None], other: Sequence[str | None]
