@@ -29,9 +29,10 @@ Reported for each data set, order, seed and step: the held-out accuracy of the v
 that serves, of every candidate trained, of the best candidate trained so far (the best
 possible choice), of the baselines fitted on the same labels (TF-IDF + logistic
 regression; a linear head on the frozen encoder over all labels, judge posts included;
-the most common label), and the served version's kind and label count. "Best candidate" is the best of the choices
-the rule had at that step (the version serving before the run and the run's candidates);
-"best so far" (any version ever trained) is reported beside it. The summary
+the most common label), and the served version's kind and label count. "Best
+candidate" is the best of the choices the rule had at that step (the version serving
+before the run and the run's candidates); "best so far" (any version ever trained) is
+reported beside it. The summary
 gives means over seeds and checks the targets: served >= majority at 20 labels; served
 >= both baselines from 50 labels (mean over seeds, 1 point of tolerance); mean regret
 (best candidate minus served) <= 1 point; a version trained on 100+ labels has replaced

@@ -10,6 +10,7 @@ import pytest
 
 from backend.domain.calibration import Calibrator
 from backend.domain.policy import (
+    SUCCESSOR_KEEP_P,
     Decision,
     ModelOpinion,
     beats_llm,
@@ -174,39 +175,64 @@ def _case(n: int, new_only: int, other_only: int, both: int) -> tuple[list, list
     return truth, new + ["b"] * rest, other + ["b"] * rest
 
 
-def test_compare_better_when_discordant_pairs_favour_the_new_version():
+def test_compare_counts_who_is_right_where_they_differ():
     result = compare(*_case(40, new_only=8, other_only=0, both=30))
     assert result.verdict == "better"
-    assert result.p_better == pytest.approx(0.5 ** 8)  # exact one-sided McNemar
     assert (result.new_only, result.other_only, result.n) == (8, 0, 40)
-    assert should_promote(result) and beats_llm(result)
+    assert (result.new_right, result.other_right) == (38, 30)
+    assert result.p_worse == 1.0  # the other never won: nothing says it is better
+    assert compare(*_case(40, new_only=0, other_only=8, both=30)).p_worse == \
+        pytest.approx(0.5 ** 8, abs=1e-6)  # exact one-sided McNemar
+    assert compare(*_case(10, new_only=2, other_only=2, both=3)).verdict == "even"
 
 
-def test_compare_worse_when_they_favour_the_other():
-    result = compare(*_case(40, new_only=0, other_only=8, both=30))
-    assert result.verdict == "worse"
-    assert not should_promote(result) and not beats_llm(result)
+def test_a_successor_on_thin_evidence_serves():
+    """The case that froze projects: a version trained on more labels, one post behind
+    on a few judge posts. One lost post is no evidence; it serves."""
+    thin = compare(*_case(9, new_only=0, other_only=1, both=7))
+    assert thin.verdict == "worse" and thin.p_worse == 0.5
+    assert should_promote(thin, successor=True)
+    even = compare(*_case(28, new_only=6, other_only=8, both=10))  # 6 vs 8 discordant
+    assert should_promote(even, successor=True)
 
 
-def test_compare_no_worse_needs_enough_posts():
-    # 100 posts, 1 lost and 1 won: upper bound of the loss share (one-sided 95%,
-    # Clopper-Pearson) 0.0466, so the difference is >= 0.01 - 0.0466 = -0.0366 > -0.05.
-    result = compare(*_case(100, new_only=1, other_only=1, both=90))
-    assert result.verdict == "no worse"
-    assert result.lower_bound == pytest.approx(0.01 - 0.046552, abs=1e-4)
-    assert should_promote(result) and not beats_llm(result)
+def test_a_clearly_worse_successor_is_kept_out_with_the_evidence_spelled_out():
+    worse = compare(*_case(30, new_only=1, other_only=7, both=20))
+    assert worse.p_worse < SUCCESSOR_KEEP_P
+    assert not should_promote(worse, successor=True)
+    described = worse.describe("v1 head 75%/4")
+    assert described.startswith("worse than v1 head 75%/4 on 30 judge posts")
+    assert "right on 21 vs 27" in described and "the reverse: 7" in described
+    # Three losses and no win are already enough at the rule's threshold.
+    assert not should_promote(compare(*_case(5, new_only=0, other_only=3, both=1)),
+                              successor=True)
 
 
-def test_compare_not_enough_evidence_on_few_posts():
-    # The same shape on 20 posts: the loss share could be up to 0.22.
-    result = compare(*_case(20, new_only=1, other_only=1, both=15))
-    assert result.verdict == "not enough evidence"
-    assert not should_promote(result)
-    described = result.describe("the LLM")
-    assert "not enough evidence compared with the LLM on 20 judge posts" in described
+def test_a_clearly_better_candidate_serves_in_every_role():
+    better = compare(*_case(30, new_only=7, other_only=1, both=20))
+    assert should_promote(better, successor=True)
+    assert should_promote(better, successor=False)
+    assert beats_llm(better)
+
+
+def test_a_challenger_on_fewer_labels_serves_only_when_right_on_more_posts():
+    assert not should_promote(compare(*_case(20, new_only=3, other_only=3, both=10)),
+                              successor=False)  # even: the serving version stays
+    assert not should_promote(compare(*_case(20, new_only=2, other_only=3, both=10)),
+                              successor=False)
+    assert should_promote(compare(*_case(20, new_only=4, other_only=3, both=10)),
+                          successor=False)
+
+
+def test_the_llm_switch_needs_more_judge_posts_right_than_the_llm():
+    assert not beats_llm(compare(*_case(10, new_only=2, other_only=2, both=5)))
+    assert beats_llm(compare(*_case(5, new_only=2, other_only=1, both=1)))
+    assert not beats_llm(None)
 
 
 def test_nothing_serving_yet_promotes_and_no_judge_posts_decide_nothing():
-    assert should_promote(None)
+    assert should_promote(None, successor=False)
     empty = compare([], [], [])
-    assert empty.verdict == "not enough evidence" and not beats_llm(empty)
+    assert empty.verdict == "even" and not beats_llm(empty)
+    assert should_promote(empty, successor=True)  # no evidence against a successor
+    assert not should_promote(empty, successor=False)

@@ -54,7 +54,14 @@ def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
                        out_dir=tmp_path, keys=[str(i) for i in range(120)],
                        progress=events.append)
     metrics = result.metrics
-    assert [e["epoch"] for e in events] == list(range(1, metrics["epochs_run"] + 1))
+    # 120 posts leave about 84 to train on: 11 steps an epoch at batch 8, so the step
+    # budget (150) asks for 14 epochs instead of 5, judged on validation every 2.
+    steps_per_epoch = -(-metrics["n_train"] // 8)
+    assert metrics["step_budget"] >= 150 and metrics["step_budget"] % steps_per_epoch == 0
+    epochs = [e["epoch"] for e in events]
+    assert epochs == list(range(2, metrics["epochs_run"] + 1, 2)) and epochs[-1] > 5
+    assert [e["step"] for e in events] == [epoch * steps_per_epoch for epoch in epochs]
+    assert metrics["steps_run"] == events[-1]["step"]
     # Every example has exactly one role: train, validation (early stopping) or judge.
     assert metrics["n_train"] + metrics["n_validation"] + metrics["n_judge"] == 120
     assert metrics["n_judge"] > 0 and len(result.judge_predictions) == metrics["n_judge"]

@@ -14,17 +14,19 @@ from backend.model.registry import InvalidName, Registry, shown_name
 FOLDER = "v3.20260101T120000"
 
 
-def measured(accuracy: float | None, posts: int) -> dict:
+def measured(accuracy: float | None, posts: int, kind: str | None = None) -> dict:
     return {"validation": {"model_accuracy": accuracy, "judge_posts": posts,
-                           "llm_accuracy": 0.5}}
+                           "llm_accuracy": 0.5}, **({"kind": kind} if kind else {})}
 
 
 @pytest.mark.parametrize("meta, expected", [
-    (measured(0.84, 25), "v3 84% (n=25)"),
-    (measured(1.0, 250), "v3 100% (n=250)"),
-    (measured(2 / 3, 3), "v3 67% (n=3)"),
-    (measured(None, 0), "v3 unmeasured"),  # no judge posts: nothing to show
-    ({"validation": {}}, "v3 unmeasured"),
+    (measured(0.84, 25, "head"), "v3 head 84%/25"),
+    (measured(0.84, 25, "fine-tune"), "v3 tune 84%/25"),
+    (measured(0.84, 25), "v3 tune 84%/25"),  # a version from before heads: a fine-tune
+    (measured(1.0, 250, "head"), "v3 head 100%"),  # "/250" would pass 15 characters
+    (measured(2 / 3, 3, "head"), "v3 head 67%/3"),
+    (measured(None, 0, "head"), "v3 head unmeasured"),  # no judge posts: nothing to show
+    ({"validation": {}}, "v3 tune unmeasured"),
     ({}, FOLDER),  # no figures at all: a version from before, known by its folder
 ])
 def test_shown_name(meta, expected):
@@ -33,7 +35,9 @@ def test_shown_name(meta, expected):
 
 def test_a_shown_name_fits_label_studios_prediction_tab():
     """The tab cuts a model version longer than 15 characters to its first 8 and last 6."""
-    assert len(shown_name("v99.20260101T120000", measured(0.84, 99))) <= 15
+    assert len(shown_name("v99.20260101T120000", measured(0.84, 99, "head"))) <= 15
+    # Where the judge size does not fit, it is left out, not cut.
+    assert shown_name("v123.20260101T120000", measured(1.0, 250, "head")) == "v123 head 100%"
 
 
 def commit(registry: Registry, meta: dict) -> str:
@@ -51,7 +55,7 @@ def registry(tmp_path: Path) -> Registry:
 
 def test_a_measured_version_is_known_by_its_shown_name(registry):
     folder = commit(registry, measured(0.84, 25))
-    name = f"{folder.split('.')[0]} 84% (n=25)"
+    name = f"{folder.split('.')[0]} tune 84%/25"
     assert registry.meta(folder)["shown_name"] == name
     assert registry.name(folder) == registry.name(name) == name
     assert registry.folder(name) == folder and registry.folder(folder) == folder

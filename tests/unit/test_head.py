@@ -1,0 +1,90 @@
+"""The fast first model, for real: a linear head on frozen MiniLM-L6 embeddings, trained,
+committed to a registry and served by the same Classifier as a fine-tune."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.model.classifier import Classifier
+from backend.model.head import fit_head, train_head
+from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, Registry
+from takemeter.offline_models import minilm_path
+
+NAMES = ["seeking_support", "health_claim", "personal_experience"]
+TEMPLATES = {
+    "seeking_support": "has anyone else had lows after {}? any advice would help",
+    "health_claim": "cinnamon cures diabetes, {} proves it for everyone",
+    "personal_experience": "my numbers were steady after {} this week",
+}
+TOPICS = ["running", "dinner", "a long walk", "swimming", "pasta", "a nap", "work",
+          "cycling", "breakfast", "yoga", "a party", "travel"]
+
+
+def posts() -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for topic in TOPICS:
+        for label, template in TEMPLATES.items():
+            texts.append(template.format(topic))
+            labels.append(label)
+    return texts, labels
+
+
+def test_a_head_learns_is_committed_and_serves(tmp_path: Path):
+    texts, labels = posts()
+    registry = Registry(tmp_path, 3)
+    staging = registry.staging_dir()
+    keys = [str(i) for i in range(len(texts))]
+    result = train_head(texts, labels, label_names=NAMES, base_model=str(minilm_path()),
+                        max_length=64, out_dir=staging, keys=keys)
+    metrics = result.metrics
+    assert metrics["kind"] == "head" and metrics["n_judge"] == len(result.judge_texts) > 0
+    # The judged head never saw a judge post; the served one learned from every post.
+    assert not set(result.trained_on) & {keys[texts.index(t)] for t in result.judge_texts}
+    assert metrics["n_train"] + metrics["n_judge"] == metrics["n_served_fit"] == len(texts)
+    right = sum(p == t for p, t in zip(result.judge_predictions, result.judge_labels,
+                                       strict=True))
+    assert right / len(result.judge_labels) >= 0.8  # three clearly different templates
+    assert (staging / HEAD_FILE).is_file() and (staging / JUDGE_HEAD_FILE).is_file()
+
+    name = registry.new_version_name()
+    registry.commit(staging, name, {"created": time.time(), "kind": "head", "labels": NAMES,
+                                    "base_model": str(minilm_path()), "max_length": 64,
+                                    "validation": {"model_accuracy": 1.0, "judge_posts": 5}})
+    registry.promote(name)
+    assert registry.serving().split()[1] == "head"
+    classifier = Classifier(registry.path(name))
+    new = ["has anyone else had lows after tennis? any advice would help",
+           "my numbers were steady after tennis this week"]
+    served = classifier.predict_proba(new)
+    judged = classifier.predict_proba(new, judging=True)
+    assert served.shape == judged.shape == (2, 3)
+    assert np.allclose(served.sum(1), 1.0, atol=1e-5)
+    assert list(served.argmax(1)) == [0, 2]
+    assert not np.allclose(served, judged)  # two fits, on different posts
+
+
+def test_a_head_version_without_its_weights_is_incomplete(tmp_path: Path):
+    registry = Registry(tmp_path, 3)
+    staging = registry.staging_dir()
+    (staging / "config.json").write_text("{}")  # a fine-tune's file is not a head's
+    name = registry.new_version_name()
+    registry.commit(staging, name, {"created": time.time(), "kind": "head", "labels": NAMES})
+    assert registry.meta(name) is None
+    with pytest.raises(ValueError, match="not a complete version"):
+        registry.promote(name)
+
+
+def test_fit_head_covers_every_label_even_one_without_posts():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(-1, 0.3, (10, 4)), rng.normal(1, 0.3, (10, 4))])
+    head, seconds = fit_head(x, [0] * 10 + [2] * 10, n_classes=3)
+    proba = head.predict_proba(x)
+    assert proba.shape == (20, 3) and seconds >= 0
+    assert list(proba.argmax(1)) == [0] * 10 + [2] * 10  # two classes: both rows kept
+    assert proba[:, 1].max() < 1e-6  # label 1 had no training post: it never wins
+    single, _ = fit_head(x, [1] * 20, n_classes=3)
+    assert set(single.predict_proba(x).argmax(1)) == {1}
