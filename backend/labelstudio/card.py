@@ -45,21 +45,28 @@ def _held_out(status: dict) -> str:
 def _running(status: dict) -> str:
     phase = status.get("phase") or "starting"
     version = status.get("version")
-    if phase == "training":
+    kind = phase.partition(" (")[2].rstrip(")")  # "training (head)": a run's candidates
+    if phase == "training (head)":
+        examples = status.get("n_examples")
+        on = f" on {_count(examples, 'training annotation')}" if examples else ""
+        return f"fitting the fast head{on}"
+    if phase.startswith("training"):
         epoch, epochs, loss = status.get("epoch"), status.get("epochs"), status.get("loss")
         examples = status.get("n_examples")
         on = f" on {_count(examples, 'training annotation')}" if examples else ""
+        what = "fine-tuning" if kind == "fine-tune" else "training"
         if epoch is None:
-            return f"training{on}: starting"
-        text = f"training: epoch {epoch} of {epochs}" if epochs else f"training: epoch {epoch}"
+            return f"{what}{on}: starting"
+        text = f"{what}: epoch {epoch} of {epochs}" if epochs else f"{what}: epoch {epoch}"
         if isinstance(loss, (int, float)):
             text += f", loss {loss:.3f}"
         accuracy = status.get("val_accuracy")
         if isinstance(accuracy, (int, float)):
             text += f", validation accuracy {accuracy:.0%}"
         return text + (f" ({_count(examples, 'training annotation')})" if examples else "")
-    if phase == "validating":
-        return "training done; judging the new version against the serving one and the LLM"
+    if phase.startswith("validating"):
+        what = {"head": "the head", "fine-tune": "the fine-tune"}.get(kind, "the new version")
+        return f"judging {what} against the serving version and the LLM"
     if phase.startswith("re-scoring") and version:
         return f"{phase} with {version}"
     return f"training: {phase}"

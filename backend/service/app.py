@@ -219,7 +219,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         data = body()
         project = protocol.required_project(data.get("project"))
         registry = predictor.registry(project)
-        given = data.get("version")  # a folder name or a shown name ("v3 84% (n=25)")
+        given = data.get("version")  # a folder name or a shown name ("v3 head 84%/25")
         try:
             folder = registry.folder(given)
         except InvalidName as exc:

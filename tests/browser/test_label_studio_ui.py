@@ -132,7 +132,7 @@ def test_start_training_shows_on_the_model_card_and_names_the_new_version(
     status = ui_backend.wait_training(project, since=since, timeout=300)
     assert status["state"] == "finished" and status["promoted"] is True, status
     version = status["version"]
-    assert re.fullmatch(r"v1 (\d{1,3}% \(n=\d+\)|unmeasured)", version), version
+    assert re.fullmatch(r"v1 head (\d{1,3}%(/\d+)?|unmeasured)", version), version
     page.reload()  # Label Studio reads the card when the page loads
     expect(card).to_have_text(re.compile(rf"^TakeMeter · promoted {re.escape(version)}: "))
     assert ls.ml.get(id=ml_id).description == card.inner_text().split(" · ", 1)[1]

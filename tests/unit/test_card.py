@@ -37,7 +37,16 @@ SHORT = ("needs at least 3 training annotations per label; have health_claim: 1 
       "loss": 0.53124, "val_accuracy": 0.75},
      "training: epoch 2 of 4, loss 0.531, validation accuracy 75% (40 training annotations)"),
     ({"state": "running", "phase": "validating"},
-     "training done; judging the new version against the serving one and the LLM"),
+     "judging the new version against the serving version and the LLM"),
+    ({"state": "running", "phase": "training (head)", "n_examples": 40},
+     "fitting the fast head on 40 training annotations"),
+    ({"state": "running", "phase": "validating (head)"},
+     "judging the head against the serving version and the LLM"),
+    ({"state": "running", "phase": "training (fine-tune)", "n_examples": 40, "epoch": None},
+     "fine-tuning on 40 training annotations: starting"),
+    ({"state": "running", "phase": "training (fine-tune)", "n_examples": 40, "epoch": 6,
+      "epochs": 14, "loss": 0.25},
+     "fine-tuning: epoch 6 of 14, loss 0.250 (40 training annotations)"),
     ({"state": "running", "phase": "re-scoring unlabeled tasks", "version": "v2 80% (n=10)"},
      "re-scoring unlabeled tasks with v2 80% (n=10)"),
     ({"state": "finished", "promoted": True, "version": "v2 80% (n=10)", "seconds": 41.6,
@@ -249,14 +258,15 @@ def test_the_runner_reports_the_shown_name_to_the_status_the_card_and_the_projec
         "model_accuracy": 0.8, "judge_posts": 10}})
     registry.promote(folder)
     name = registry.name(folder)
-    assert name == "v1 80% (n=10)"
+    assert name == "v1 tune 80%/10"
     # What the re-score pushed: predictions under the shown name.
     task = fake.add_task(project, "a post")
     fake.projects.import_predictions(id=project, request=[
         {"task": task, "model_version": name, "score": 0.3, "result": []}])
 
-    status = runner.report(project, state="finished", phase=None, version=folder,
-                           promoted=True, reason="no serving version yet", seconds=3.2)
+    status = runner.report(project, serves=True, state="finished", phase=None,
+                           version=folder, promoted=True, reason="no serving version yet",
+                           seconds=3.2)
     assert status["version"] == name
     assert runner.state.status(project)["version"] == name
     assert fake.project(project).model_version == name

@@ -568,7 +568,7 @@ def test_versions_and_promote_speak_the_names_label_studio_shows(service):
         registry.commit(staging, folders[-1], {
             "created": time.time(), "labels": list(TAXONOMY.names),
             "validation": {"model_accuracy": accuracy, "judge_posts": 20}})
-    names = ["v1 84% (n=20)", "v2 70% (n=20)"]
+    names = ["v1 tune 84%/20", "v2 tune 70%/20"]
     listed = service.get(f"/versions?project={PROJECT}").json
     assert listed["versions"] == names
     assert [(d["version"], d["folder"]) for d in listed["details"]] == list(
@@ -587,8 +587,8 @@ def test_versions_and_promote_speak_the_names_label_studio_shows(service):
     assert service.get(f"/versions?project={PROJECT}").json["serving"] == names[0]
     # A well-formed name of no version is a 404, like an unknown folder name.
     unknown = service.post("/versions/promote", json={"project": PROJECT,
-                                                      "version": "v1 99% (n=20)"})
-    assert unknown.status_code == 404 and "v1 99% (n=20)" in unknown.json["error"]
+                                                      "version": "v1 tune 99%/20"})
+    assert unknown.status_code == 404 and "v1 tune 99%/20" in unknown.json["error"]
 
 
 def test_start_training_answers_where_to_follow_the_run(service):
