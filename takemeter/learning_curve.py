@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = settings.train_seed if args.seed is None else args.seed
     config = TrainConfig(base_model=args.base_model or settings.base_model,
                          epochs=args.epochs or settings.train_epochs,
+                         min_steps=settings.train_min_steps,
                          learning_rate=settings.train_learning_rate,
                          batch_size=settings.train_batch_size,
                          max_length=settings.train_max_length, seed=seed,

@@ -258,13 +258,13 @@ class Runner:
         if not verdict.promote:
             self.report(project, version=name, promoted=False, reason=verdict.reason,
                         **done)
-            log.info("project %d: %s %s", project, name, verdict.reason)
+            log.info("project %d: %s %s", project, registry.name(name), verdict.reason)
             return
         registry.promote(name)
-        log.info("project %d: promoted %s: %s; %s", project, name,
+        log.info("project %d: promoted %s: %s; %s", project, registry.name(name),
                  verdict.validation["against_serving"], verdict.validation["against_llm"])
         self.report(project, phase="re-scoring unlabeled tasks", version=name,
-                              promoted=True)
+                    promoted=True)
         refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
                              collected.tasks, registry.name(name))
         self.report(project, serves=True, version=name, promoted=True,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -281,9 +282,11 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
             "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": login.token,
             "LLM_BASE_URL": llm.url, "LLM_MODEL": "hosted", "LLM_MAX_RETRIES": "0",
             "LLM_TIMEOUT": "30", "LLM_CONCURRENCY": "8", "BASE_MODEL": str(tiny_model),
-            # Early stopping ends the run sooner; the kill comes within a second of the
-            # fit's start, which takes several seconds even for the tiny model.
-            "TRAIN_EPOCHS": "6", "TRAIN_MIN_PER_LABEL": "3", "TRAIN_BATCH_SIZE": "4",
+            # Each run fits the head, then fine-tunes (TRAIN_FINETUNE_FROM=1): the kill
+            # comes within a second of the fine-tune's start, which takes several seconds
+            # even for the tiny model (early stopping ends it sooner).
+            "TRAIN_EPOCHS": "6", "TRAIN_MIN_STEPS": "60", "TRAIN_FINETUNE_FROM": "1",
+            "TRAIN_MIN_PER_LABEL": "3", "TRAIN_BATCH_SIZE": "4",
             "TRAIN_MAX_LENGTH": "128", "TRAIN_LEARNING_RATE": "1e-3",
             "TRAIN_AFTER_ANNOTATIONS": "100000",  # only the button starts a run
             "TRAIN_DEBOUNCE": "0.5", "RECONCILE_SECONDS": "5", "LOG_LEVEL": "INFO",
@@ -481,14 +484,16 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
                      what="worker 1 to start the training run")
         finally:
             os.killpg(worker2.pid, signal.SIGCONT)
-        wait_for(status_is(replica_b, project, lambda s: s.get("phase") == "training"),
-                 timeout=120, what="the run to reach its training phase")
+        wait_for(status_is(replica_b, project,
+                           lambda s: s.get("phase") == "training (fine-tune)"),
+                 timeout=120, what="the run to reach its fine-tune")
         os.killpg(worker1.pid, signal.SIGKILL)  # the whole host gone, no goodbye
         assert worker1.wait(timeout=30) == -signal.SIGKILL
         killed_at = time.time()
         at_kill = replica_b.get(f"/training?project={project}").json()
-        assert at_kill.get("phase") == "training" and registry.versions() == [], (
-            f"worker 1 got past the fit before it was killed: {at_kill}")
+        kinds = [meta["kind"] for meta in registry.versions()]
+        assert at_kill.get("phase") == "training (fine-tune)" and kinds == ["head"], (
+            f"worker 1 got past the fine-tune before it was killed: {at_kill}, {kinds}")
         assert list(registry.versions_dir.glob(".staging-*")), "no half-written version"
         assert worker2.poll() is None, "worker 2 is gone"
 
@@ -500,7 +505,10 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
         # Worker 2 ran it: the finished run started after worker 1 died, and says so.
         assert status["started"] > killed_at, status
         assert f"project {project}: promoted " in cluster.worker_logs["w2"].read_text()
-        assert f"project {project}: promoted " not in cluster.worker_logs["w1"].read_text()
+        # Worker 1 got as far as its head, the run's first candidate, and no further.
+        promoted_by_w1 = re.findall(rf"project {project}: promoted (v\d+ \w+)",
+                                    cluster.worker_logs["w1"].read_text())
+        assert promoted_by_w1 == ["v1 head"], promoted_by_w1
         for replica in (replica_a, replica_b):
             wait_for(lambda r=replica: r.post("/predict", json=probe.payload).json()[
                 "model_version"] == new, timeout=120,
@@ -510,13 +518,14 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
                              for name in ("a", "b")), timeout=60,
                  what="the serving probe's answers after the run")
 
-    # Serving stayed valid: every answer of either replica, during and after, was the old
-    # or the new version, and both answered while no worker ran the job.
+    # Serving stayed valid: every answer of either replica, during and after, was the LLM
+    # or a complete, committed version, and both answered while no worker ran the job.
     assert not probe.errors, probe.errors[:10]
+    committed = set(registry.names())
     for name in ("a", "b"):
         during = probe.versions(name, killed_at, finished_at)
         assert during, f"replica {name} answered nothing while the run was taken over"
-        assert set(probe.versions(name, since, time.time())) <= {zero_shot, new}
+        assert set(probe.versions(name, since, time.time())) <= {zero_shot, *committed}
         assert probe.versions(name, finished_at, time.time())[-1] == new
 
     # Nothing lost: the lane is clear in Redis, the promoted version is complete on the

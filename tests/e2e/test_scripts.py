@@ -79,8 +79,8 @@ def env(label_studio, script_backend, llm_url, tiny_model, llm_cache) -> dict:
             "MODEL_DIR": str(script_backend.model_dir), "LLM_BASE_URL": llm_url,
             "LLM_MODEL": LLM_MODEL, "LLM_TIMEOUT": "60", "LLM_MAX_RETRIES": "0",
             "BASE_MODEL": str(tiny_model), "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
-            "HOLDOUT_PERCENT": str(HOLDOUT), "TRAIN_EPOCHS": "2", "TRAIN_BATCH_SIZE": "8",
-            "TRAIN_MAX_LENGTH": "128", "TRAIN_LEARNING_RATE": "1e-3"}
+            "HOLDOUT_PERCENT": str(HOLDOUT), "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "10",
+            "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128", "TRAIN_LEARNING_RATE": "1e-3"}
 
 
 @pytest.fixture(scope="module")
