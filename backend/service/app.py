@@ -39,7 +39,7 @@ from backend.labelstudio import protocol
 from backend.labelstudio.protocol import ProtocolError
 from backend.labelstudio.sync import ProjectSync
 from backend.llm.labeler import from_settings as labeler_from_settings
-from backend.model.registry import SHOWN_NAME, InvalidName, name_in
+from backend.model.registry import SHOWN_NAME, InvalidName, kind_of, name_in
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,15 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         project = protocol.required_project(given)
         registry = predictor.registry(project)
         found = registry.versions()
-        # Versions by the names Label Studio shows; each detail names its folder too.
+        # Versions by the names Label Studio shows; each detail names its folder too. The
+        # task ids a version learned from stay on disk: a large project has thousands.
         return jsonify(versions=[name_in(m) for m in found],
                        serving=predictor.model_version(project),
                        details=[{**{k: m.get(k) for k in ("created", "promoted", "validation",
-                                                          "data", "base_model")},
+                                                          "base_model", "metrics")},
+                                 "kind": kind_of(m),
+                                 "data": {k: v for k, v in (m.get("data") or {}).items()
+                                          if k != "trained_on"},
                                  "version": name_in(m), "folder": m["version"]}
                                 for m in found])
 

@@ -567,10 +567,14 @@ def test_versions_and_promote_speak_the_names_label_studio_shows(service):
         folders.append(registry.new_version_name())
         registry.commit(staging, folders[-1], {
             "created": time.time(), "labels": list(TAXONOMY.names),
-            "validation": {"model_accuracy": accuracy, "judge_posts": 20}})
+            "validation": {"model_accuracy": accuracy, "judge_posts": 20},
+            "data": {"n_examples": 140, "trained_on": [str(i) for i in range(140)]}})
     names = ["v1 tune 84%/20", "v2 tune 70%/20"]
     listed = service.get(f"/versions?project={PROJECT}").json
     assert listed["versions"] == names
+    # Each detail says its kind; the task ids it learned from stay on disk.
+    assert [(d["kind"], d["data"]) for d in listed["details"]] == [
+        ("fine-tune", {"n_examples": 140})] * 2
     assert [(d["version"], d["folder"]) for d in listed["details"]] == list(
         zip(names, folders, strict=True))
 
