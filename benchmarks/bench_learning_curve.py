@@ -14,7 +14,7 @@ Labels arrive --step (20) at a time up to --max-labels (500), in two orders:
   the model's opinion only: this benchmark asks no LLM) and the lowest scores come next;
   the first 20 are random.
 After each step the runner's own pieces run in sequence, as a training run does:
-backend.training.runner.candidates picks the kinds (the head always; the fine-tune from
+backend.workflows.training.candidates picks the kinds (the head always; the fine-tune from
 TRAIN_FINETUNE_FROM labels), each candidate is trained by the product's code
 (backend.model.head.fit_head on frozen mean-pooled --base-model embeddings, computed once
 per data set; backend.model.trainer.fine_tune with the default recipe), judged on every
@@ -60,7 +60,7 @@ from backend.model import head as head_model
 from backend.model.classifier import Classifier
 from backend.model.registry import write_meta
 from backend.model.trainer import TrainConfig, fine_tune, split_roles
-from backend.training import runner
+from backend.workflows import training as runner
 from takemeter import offline_data
 from takemeter.offline_models import minilm_path
 from takemeter.provenance import write_result  # first: it records the code that runs

@@ -28,9 +28,9 @@ from label_studio_sdk import LabelStudio
 from backend.config import load_settings
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.inference.prelabel import prelabel_project
 from backend.llm import prompt
 from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.workflows.prelabel import prelabel_project
 from takemeter import stack
 from takemeter.provenance import write_result
 from tests.doubles.llm_endpoint import MisbehavingLLM

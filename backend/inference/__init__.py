@@ -1,1 +1,1 @@
-"""Predictions for tasks, and refreshing them in Label Studio after a promotion."""
+"""Predictions for tasks: both opinions (the serving model and the LLM) -> a pre-label."""

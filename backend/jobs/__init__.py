@@ -1,2 +1,2 @@
-"""Background jobs: pre-labeling, training and re-scoring, in the embedded or the
+"""Background jobs: the workflows (backend/workflows/) run as jobs, in the embedded or the
 distributed mode (see state.py and dispatch.py)."""

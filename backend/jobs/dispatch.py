@@ -25,21 +25,14 @@ import threading
 from pathlib import Path
 
 from backend.config import Settings
-from backend.jobs.state import JobState, RedisJobState, lane_of
+from backend.domain.jobs import lane_of
+from backend.jobs.state import JobState, RedisJobState
 
 log = logging.getLogger(__name__)
 
 QUEUES = {"prelabel": "takemeter-prelabel", "training": "takemeter-training"}
 LOCK_FD = "--lock-fd="
 DAY_MS = 24 * 3600 * 1000
-
-
-def open_state(settings: Settings) -> JobState | RedisJobState:
-    if settings.redis_url:
-        from backend.jobs.connections import redis_client
-
-        return RedisJobState(redis_client(settings))
-    return JobState(settings.model_dir)
 
 
 class Dispatcher:
@@ -133,7 +126,8 @@ def actors(broker_url: str) -> dict:
     dramatiq.set_broker(broker)
 
     def run_lane_job(project: int, lane: str) -> None:
-        from backend.jobs.run import run_message
+        # The lane loop and its workflows load only where a message is run.
+        from backend.jobs.lane import run_message
 
         run_message(project, lane)
 

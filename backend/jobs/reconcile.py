@@ -15,34 +15,14 @@ import sys
 import threading
 from collections.abc import Callable
 
+from backend.domain.jobs import PRELABEL
 from backend.jobs.dispatch import Dispatcher
-from backend.jobs.state import PRELABEL
 from backend.labelstudio import client as ls_client
+from backend.workflows.triggers import prelabel_due
 
 log = logging.getLogger(__name__)
 
 ORPHAN_CHECK_SECONDS = 5.0
-
-
-def prelabel_due(client, state, project: int) -> str | None:
-    """Why the project's pre-labeling job should run now, or None. A project seen empty
-    is recorded as such, so the reconcile watches it from then on."""
-    status = state.status(project, "prelabel")
-    if status.get("pending") or status["state"] in ("queued", "running", "retrying"):
-        return None
-    count = client.projects.get(id=project).task_number or 0
-    seen = status.get("tasks")
-    if seen is None and not count:
-        # Else a project connected while empty stays unknown to the reconcile, and posts
-        # whose TASKS_CREATED webhook was refused (sent before this backend had put its
-        # basic auth on the webhook) would never be pre-labeled.
-        state.set_status(project, "prelabel", tasks=0)
-        return None
-    if seen is None:
-        return f"{count} tasks, never pre-labeled by this backend"
-    if seen != count:
-        return f"{count} tasks, the last pre-labeling run saw {seen}"
-    return None
 
 
 def reconcile_projects(client, dispatcher: Dispatcher) -> list[int]:
@@ -95,7 +75,7 @@ def main() -> int:
     own beside gunicorn (a thread in the master would fork into workers mid-transaction
     and leave SQLite's locks in them)."""
     from backend.config import load_settings
-    from backend.jobs.dispatch import open_state
+    from backend.jobs.state import open_state
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level,

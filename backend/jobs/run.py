@@ -1,110 +1,17 @@
-"""Running a project's lane: `python -m backend.jobs.run <lane> <project> [--lock-fd=N]`
-in the embedded mode, run_message inside a `takemeter worker` in the distributed one.
-
-Both work through the lane's pending bits with the same loop: a failure that may pass
-(Label Studio or the LLM endpoint away, a refused request, Redis gone for a moment) is
-tried again with back-off, up to JOB_RETRIES attempts, and GET /jobs says why meanwhile;
-other failures are reported at once. The served model is never touched by a failure.
+"""The embedded mode's runner process: `python -m backend.jobs.run <lane> <project>
+[--lock-fd=N]`, started by dispatch.start_runner (or by hand). It works through the
+lane's pending bits (lane.work), then starts what waited for a free runner.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-import time
-from collections.abc import Callable
 
-from backend.config import ConfigError, Settings, load_settings
-from backend.inference.predictor import Predictor
-from backend.inference.prelabel import PrelabelFailures, prelabel_project
-from backend.jobs.dispatch import LOCK_FD, Dispatcher, open_state
-from backend.jobs.state import TRAIN, FileLease, JobState, Lease, LeaseLost, RedisJobState
-from backend.labelstudio import client as ls_client
-from backend.labelstudio.card import for_backend as card_for_backend
-from backend.llm.labeler import from_settings as labeler_from_settings
-from backend.training.runner import Runner
-
-log = logging.getLogger("backend.jobs.run")
-
-
-def retryable(exc: Exception) -> bool:
-    """Worth another attempt: the other side may be back or willing later."""
-    import httpx
-    import openai
-    import redis
-    from label_studio_sdk.core.api_error import ApiError
-
-    if isinstance(exc, ApiError):
-        return exc.status_code not in (400, 404)  # a bad request or a deleted project stays so
-    return isinstance(exc, (PrelabelFailures, httpx.HTTPError, ConnectionError, TimeoutError,
-                            redis.RedisError, openai.APIConnectionError))
-
-
-def backoff(attempt: int) -> float:
-    return min(300.0, 5.0 * 2 ** (attempt - 1))
-
-
-def work(settings: Settings, state: JobState | RedisJobState, lease: Lease, *,
-         client=None, predictor: Predictor | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> None:
-    """Run the lane's pending work until none is left; the lease is given up then."""
-    project, lane = lease.project, lease.lane
-
-    def report(**fields: object) -> None:
-        state.set_status(project, lane, **fields)
-
-    try:
-        client = client or ls_client.connect(settings)
-    except ConfigError as exc:
-        while state.take_pending(lease):
-            report(state="failed", phase=None, reason=str(exc), finished=time.time())
-        return
-    predictor = predictor or Predictor(settings, labeler_from_settings(settings))
-    card = card_for_backend(client, settings, state, predictor)
-    if lane == "training":
-        runner = Runner(settings, state, client=client, predictor=predictor, card=card)
-
-        def report(**fields: object) -> None:  # failures and retries reach the card too
-            runner.report(project, **fields)
-
-        def execute(bits: int) -> None:
-            runner.train(project) if bits & TRAIN else runner.rescore(project)
-    else:
-        def report(**fields: object) -> None:
-            card.show(project, state.set_status(project, lane, **fields), lane)
-
-        def execute(bits: int) -> None:
-            counts = prelabel_project(client, predictor, settings, project, report)
-            report(state="finished", phase=None, attempts=0, finished=time.time(), **counts)
-
-    attempts = 0
-    while True:
-        if lane == "training":
-            sleep(settings.train_debounce)  # let a burst of annotations settle
-        bits = state.take_pending(lease)
-        if not bits:
-            return
-        try:
-            execute(bits)
-            attempts = 0
-        except Exception as exc:
-            attempts += 1
-            reason = ls_client.describe_error(exc)
-            if attempts >= settings.job_retries or not retryable(exc):
-                log.exception("project %d: %s failed", project, lane)
-                report(state="failed", phase=None, reason=reason, attempts=attempts,
-                       finished=time.time())
-                attempts = 0
-                continue
-            delay = backoff(attempts)
-            log.warning("project %d: %s attempt %d of %d failed (%s); again in %.0f s",
-                        project, lane, attempts, settings.job_retries, reason, delay)
-            report(state="retrying", phase=None, reason=reason, attempts=attempts,
-                   retry_at=time.time() + delay)
-            sleep(delay)
-            state.request(project, f"attempt {attempts + 1} of {settings.job_retries}",
-                          kind=bits)
+from backend.config import load_settings
+from backend.jobs.dispatch import LOCK_FD, Dispatcher
+from backend.jobs.lane import work
+from backend.jobs.state import FileLease, JobState
 
 
 def handed_lease(state: JobState, project: int, lane: str, args: list[str]
@@ -115,28 +22,6 @@ def handed_lease(state: JobState, project: int, lane: str, args: list[str]
         if arg.startswith(LOCK_FD):
             return FileLease(project, lane, open(int(arg[len(LOCK_FD):]), "a+"))
     return state.acquire(project, lane)
-
-
-@functools.cache
-def _worker_predictor(settings: Settings) -> Predictor:
-    """One predictor per worker process: its models and LLM pool serve every job."""
-    return Predictor(settings, labeler_from_settings(settings))
-
-
-def run_message(project: int, lane: str) -> None:
-    """A Dramatiq message: run the lane unless another runner holds its lease (that
-    runner sees the pending request; a lapsed lease is recovered by the reconcile)."""
-    settings = load_settings()
-    state = open_state(settings)
-    lease = state.acquire(project, lane)
-    if lease is None:
-        return
-    try:
-        work(settings, state, lease, predictor=_worker_predictor(settings))
-    except LeaseLost as exc:
-        log.error("%s; stopping here, the new holder goes on", exc)
-    finally:
-        lease.release()
 
 
 def main(argv: list[str] | None = None) -> int:

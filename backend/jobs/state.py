@@ -27,17 +27,12 @@ import uuid
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from backend.config import Settings
+from backend.connections import redis_client
+from backend.domain.jobs import TRAIN, lane_of
 from backend.model.registry import Registry
 
-TRAIN = 1
-RESCORE = 2
-PRELABEL = 4
-LANES = {"prelabel": PRELABEL, "training": TRAIN | RESCORE}
 LEASE_SECONDS = 30.0
-
-
-def lane_of(kind: int) -> str:
-    return next(lane for lane, bits in LANES.items() if bits & kind)
 
 
 def public_status(status: dict, *, pending: int, running: int, busy: bool) -> dict:
@@ -363,3 +358,10 @@ class RedisJobState:
     def live_runners(self, lane: str) -> int:
         return sum(self.busy(project, lane) for project, row_lane, _, _ in self.lanes()
                    if row_lane == lane)
+
+
+def open_state(settings: Settings) -> JobState | RedisJobState:
+    """The job store the configuration asks for: Redis with REDIS_URL, else SQLite."""
+    if settings.redis_url:
+        return RedisJobState(redis_client(settings))
+    return JobState(settings.model_dir)

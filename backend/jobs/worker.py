@@ -16,7 +16,8 @@ import threading
 
 from backend.config import ConfigError, load_settings
 from backend.jobs import reconcile
-from backend.jobs.dispatch import QUEUES, Dispatcher, actors, open_state
+from backend.jobs.dispatch import QUEUES, Dispatcher, actors
+from backend.jobs.state import open_state
 from backend.labelstudio import client as ls_client
 
 

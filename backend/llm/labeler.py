@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import openai
 
 from backend.config import Settings
+from backend.connections import redis_client
 from backend.domain.taxonomy import Taxonomy
 from backend.llm import prompt
 from backend.llm.breaker import CircuitBreaker
@@ -415,7 +416,5 @@ def open_cache(settings: Settings) -> AnswerCache | RedisAnswerCache:
     """The answer cache where every process that asks the LLM finds it: Redis when
     REDIS_URL is set, else the SQLite file LLM_CACHE."""
     if settings.redis_url:
-        from backend.jobs.connections import redis_client
-
         return RedisAnswerCache(redis_client(settings))
     return AnswerCache(settings.llm_cache)

@@ -1,1 +1,2 @@
-"""The HTTP service: Label Studio ML protocol handlers, gunicorn settings, WSGI entry."""
+"""The HTTP service: Label Studio ML protocol handlers and their request checks, gunicorn
+settings, WSGI entry."""

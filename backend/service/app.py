@@ -30,16 +30,17 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
+from backend.domain.jobs import PRELABEL, RESCORE, TRAIN, lane_of
 from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.jobs.dispatch import Dispatcher, open_state
-from backend.jobs.state import PRELABEL, RESCORE, TRAIN, JobState, RedisJobState, lane_of
+from backend.jobs.dispatch import Dispatcher
+from backend.jobs.state import JobState, RedisJobState, open_state
 from backend.labelstudio import client as ls_client
-from backend.labelstudio import protocol
-from backend.labelstudio.protocol import ProtocolError
-from backend.labelstudio.sync import ProjectSync
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import SHOWN_NAME, InvalidName, kind_of, name_in
+from backend.service import protocol
+from backend.service.protocol import ProtocolError
+from backend.workflows.sync import ProjectSync
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """An in-process Label Studio for fast tests.
 
 `FakeLabelStudio` answers exactly the label-studio-sdk calls the backend makes (see
-backend/labelstudio/client.py, backend/inference/refresh.py, backend/training/runner.py,
-backend/labelstudio/sync.py and backend/labelstudio/card.py) from memory, with the SDK's
+backend/labelstudio/client.py, backend/workflows/rescore.py, backend/workflows/training.py,
+backend/workflows/sync.py and backend/labelstudio/card.py) from memory, with the SDK's
 own response types, and records every call. Like Label Studio it refuses a project
 `model_version` that no prediction carries yet, a sampling it does not offer, and an ML
 connection update without url and project (500) or, for a basic-auth connection, without

@@ -43,10 +43,10 @@ import pytest
 import requests
 
 from backend.domain.taxonomy import parse_taxonomy
-from backend.inference.prelabel import tasks_to_label
 from backend.jobs.state import RedisJobState
 from backend.labelstudio import client as ls_client
 from backend.model.registry import Registry
+from backend.workflows.prelabel import tasks_to_label
 from takemeter import stack
 from tests.conftest import BACKEND_AUTH, ROOT, Backend, need_service, wait_for
 from tests.doubles.llm_endpoint import MisbehavingLLM

@@ -7,8 +7,8 @@ import pytest
 
 from backend.domain import queue
 from backend.domain.taxonomy import parse_taxonomy
-from backend.inference.prelabel import tasks_to_label
 from backend.labelstudio import client as ls_client
+from backend.workflows.prelabel import tasks_to_label
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from backend.config import load_settings
-from backend.jobs.dispatch import Dispatcher, open_state
-from backend.jobs.state import PRELABEL
+from backend.domain.jobs import PRELABEL
+from backend.jobs.dispatch import Dispatcher
+from backend.jobs.state import open_state
 from tests.conftest import RABBITMQ_URL, live_redis, need_service
 
 REDIS_DB_URL = "redis://127.0.0.1:6379/9"  # a database of its own: the state keys are fixed

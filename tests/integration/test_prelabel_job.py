@@ -11,12 +11,13 @@ import time
 import pytest
 
 from backend.config import load_settings
+from backend.domain.jobs import PRELABEL
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.inference.prelabel import PrelabelFailures, prelabel_project
-from backend.jobs.run import work
-from backend.jobs.state import PRELABEL, JobState
+from backend.jobs.lane import work
+from backend.jobs.state import JobState
 from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.workflows.prelabel import PrelabelFailures, prelabel_project
 from tests.conftest import REDIS_URL, ROOT
 from tests.doubles.label_studio import FakeLabelStudio
 from tests.doubles.llm_endpoint import MisbehavingLLM

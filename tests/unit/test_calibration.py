@@ -361,12 +361,12 @@ def test_fit_from_tasks_pairs_the_shown_prelabel_with_the_human_label():
 
 def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path):
     from backend.inference.predictor import Predictor
-    from backend.inference.refresh import refit_calibration
     from backend.jobs.state import JobState
     from backend.labelstudio.client import all_tasks
     from backend.llm.cache import CachedAnswer
     from backend.llm.labeler import from_settings as labeler_from_settings
-    from backend.training.runner import Runner
+    from backend.workflows.rescore import refit_calibration
+    from backend.workflows.training import Runner
     from tests.doubles.label_studio import FakeLabelStudio
 
     settings = load_settings({
@@ -403,7 +403,7 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
 
 
 def test_refit_failure_only_logs(tmp_path, caplog):
-    from backend.inference.refresh import refit_calibration
+    from backend.workflows.rescore import refit_calibration
 
     class Broken:
         settings = load_settings({"MODEL_DIR": str(tmp_path)})

@@ -15,7 +15,7 @@ from backend.inference.predictor import Predictor
 from backend.jobs.state import JobState
 from backend.labelstudio.card import Card, base_title, card_text, prelabel_text, status_text
 from backend.llm.labeler import from_settings as labeler_from_settings
-from backend.training.runner import Runner
+from backend.workflows.training import Runner
 from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]

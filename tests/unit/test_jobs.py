@@ -9,15 +9,12 @@ import time
 
 import pytest
 
+from backend.domain.jobs import PRELABEL, RESCORE, TRAIN, lane_of
 from backend.jobs.state import (
     LEASE_SECONDS,
-    PRELABEL,
-    RESCORE,
-    TRAIN,
     JobState,
     LeaseLost,
     RedisJobState,
-    lane_of,
 )
 
 

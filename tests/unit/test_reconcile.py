@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from backend.config import load_settings
+from backend.domain.jobs import PRELABEL, TRAIN
 from backend.jobs.dispatch import Dispatcher
-from backend.jobs.reconcile import prelabel_due, reconcile_projects
-from backend.jobs.state import PRELABEL, TRAIN, JobState
+from backend.jobs.reconcile import reconcile_projects
+from backend.jobs.state import JobState
+from backend.workflows.triggers import prelabel_due
 from tests.conftest import ROOT
 from tests.doubles.label_studio import FakeLabelStudio
 

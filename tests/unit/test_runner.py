@@ -20,15 +20,16 @@ from label_studio_sdk.core.api_error import ApiError
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
+from backend.domain.jobs import RESCORE
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.jobs.run import work
-from backend.jobs.state import RESCORE, JobState
+from backend.jobs.lane import work
+from backend.jobs.state import JobState
 from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.model.trainer import TrainResult
-from backend.training.runner import Runner, Verdict, collect, judge
+from backend.workflows.training import Runner, Verdict, collect, judge
 from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,12 +19,12 @@ from backend.domain import policy, queue
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Opinions, Predictor
 from backend.jobs.state import JobState
-from backend.labelstudio.sync import ProjectSync
 from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import LLMOpinion
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.service.app import create_app
+from backend.workflows.sync import ProjectSync
 from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import pytest
 from backend.config import load_settings
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
-from backend.labelstudio.sync import ProjectSync
 from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.workflows.sync import ProjectSync
 from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.inference.prelabel import fetched_ahead, tasks_to_label
 from backend.labelstudio.client import (
     LISTED_FIELDS,
     VERSIONS_CUT_AT,
     shown_versions,
     task_pages,
 )
+from backend.workflows.prelabel import fetched_ahead, tasks_to_label
 from tests.doubles.label_studio import FakeLabelStudio
 
 LABEL_CONFIG = (Path(__file__).resolve().parents[2] / "label_config.xml").read_text()

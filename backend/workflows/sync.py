@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 
 from backend.config import Settings
+from backend.domain.jobs import PRELABEL
 from backend.inference.predictor import Predictor
-from backend.jobs.reconcile import prelabel_due
-from backend.jobs.state import PRELABEL
 from backend.labelstudio import client as ls_client
+from backend.workflows.triggers import prelabel_due
 
 log = logging.getLogger(__name__)
 

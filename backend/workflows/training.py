@@ -1,4 +1,4 @@
-"""A training run, for the "training" job lane (backend/jobs/run.py). Four steps, each a
+"""A training run, for the "training" job lane (backend/jobs/lane.py). Four steps, each a
 function that takes its collaborators:
   collect  pull the tasks from Label Studio, keep the training side's annotations;
   fit      train one candidate into a staging folder: a linear head on the frozen
@@ -23,18 +23,18 @@ from pathlib import Path
 
 from backend.config import Settings
 from backend.domain import dataset, policy
+from backend.domain.jobs import StatusStore
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.inference.refresh import refit_calibration, refresh_label_studio
-from backend.jobs.state import JobState, RedisJobState
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import Card
 from backend.labelstudio.card import for_backend as card_for_backend
 from backend.model.head import train_head
 from backend.model.registry import Registry
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
+from backend.workflows.rescore import refit_calibration, refresh_label_studio
 
-log = logging.getLogger("backend.training.runner")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
 class Runner:
     """Runs a project's pending work with the collaborators it is given."""
 
-    def __init__(self, settings: Settings, state: JobState | RedisJobState, *, client,
+    def __init__(self, settings: Settings, state: StatusStore, *, client,
                  predictor: Predictor, card: Card | None = None) -> None:
         self.settings = settings
         self.state = state

@@ -1,1 +1,0 @@
-"""Background training: triggers, coalescing, status, and the runner."""

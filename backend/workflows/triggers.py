@@ -1,0 +1,27 @@
+"""When a workflow is due: the rule the project sync (on /setup) and the periodic reconcile
+(backend/jobs/reconcile.py) both apply before requesting the pre-labeling job."""
+
+from __future__ import annotations
+
+from backend.domain.jobs import StatusStore
+
+
+def prelabel_due(client, state: StatusStore, project: int) -> str | None:
+    """Why the project's pre-labeling job should run now, or None. A project seen empty
+    is recorded as such, so the reconcile watches it from then on."""
+    status = state.status(project, "prelabel")
+    if status.get("pending") or status["state"] in ("queued", "running", "retrying"):
+        return None
+    count = client.projects.get(id=project).task_number or 0
+    seen = status.get("tasks")
+    if seen is None and not count:
+        # Else a project connected while empty stays unknown to the reconcile, and posts
+        # whose TASKS_CREATED webhook was refused (sent before this backend had put its
+        # basic auth on the webhook) would never be pre-labeled.
+        state.set_status(project, "prelabel", tasks=0)
+        return None
+    if seen is None:
+        return f"{count} tasks, never pre-labeled by this backend"
+    if seen != count:
+        return f"{count} tasks, the last pre-labeling run saw {seen}"
+    return None
