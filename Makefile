@@ -29,10 +29,12 @@ test: install
 	# The browser tests drive Debian's chromium (Playwright downloads no browser).
 	test -x /usr/bin/chromium || apt-get install -y chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf .stack
