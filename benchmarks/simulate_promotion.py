@@ -7,7 +7,7 @@ posts (D = --discordance, 0.15: two classifiers of similar accuracy share most o
 errors), the candidate being the one right on (D + |delta| + delta) / 2 of them. For each
 (n, delta) --trials comparisons are drawn and passed to backend.domain.policy.compare and
 should_promote, as a successor (trained on a superset of the serving version's labels) and
-as a challenger (anything else; the LLM switch uses the same test). Beside them, the rule
+as a challenger (anything else), and to beats_llm (the LLM switch). Beside them, the rule
 this one replaced (exact McNemar "better" at p < 0.05, or "no worse" by a 5-point margin
 at 95%), to show why the first version froze.
 
@@ -65,11 +65,12 @@ def simulate(trials: int, discordance: float, seed: int) -> list[dict]:
     rows = []
     for n in JUDGE_SIZES:
         for delta in DELTAS:
-            promoted = {"successor": 0, "challenger": 0, "replaced_rule": 0}
+            promoted = {"successor": 0, "challenger": 0, "llm_switch": 0, "replaced_rule": 0}
             for _ in range(trials):
                 comparison = policy.compare(*draw(n, delta, discordance, rng))
                 promoted["successor"] += policy.should_promote(comparison, successor=True)
                 promoted["challenger"] += policy.should_promote(comparison, successor=False)
+                promoted["llm_switch"] += policy.beats_llm(comparison)
                 promoted["replaced_rule"] += replaced_rule(n, comparison.new_only,
                                                            comparison.other_only)
             rows.append({"judge_posts": n, "delta": delta,
@@ -87,15 +88,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "promotion_rule.json")
     args = parser.parse_args()
     rows = simulate(args.trials, args.discordance, args.seed)
-    print("P(promoted): successor / challenger / replaced rule")
-    print("judge posts " + " ".join(f"{d:+.2f}".rjust(17) for d in DELTAS))
+    print("P(promoted): successor / challenger / LLM switch / replaced rule, by the "
+          "candidate's true accuracy difference")
+    print("judge posts " + " ".join(f"{d:+.2f}".rjust(22) for d in DELTAS))
     for n in JUDGE_SIZES:
         cells = [r for r in rows if r["judge_posts"] == n]
         print(f"{n:>11} " + " ".join(
             f"{r['p_promote_successor']:.2f}/{r['p_promote_challenger']:.2f}/"
-            f"{r['p_promote_replaced_rule']:.2f}".rjust(17) for r in cells))
+            f"{r['p_promote_llm_switch']:.2f}/{r['p_promote_replaced_rule']:.2f}".rjust(22)
+            for r in cells))
     write_result(args.out, {"trials": args.trials, "discordance": args.discordance,
-                            "successor_keep_p": policy.SUCCESSOR_KEEP_P,
+                            "evidence_p": policy.EVIDENCE_P,
                             "rows": rows})
 
 

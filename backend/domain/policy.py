@@ -16,15 +16,17 @@ by any version, never used to pick an epoch; it grows with the project), by who 
 on each post:
 - a successor (trained on every post the serving version was, and more) serves unless
   the judge posts show it worse: the serving version is right where it is wrong so much
-  more often than the reverse that chance explains it with p < SUCCESSOR_KEEP_P (exact
-  one-sided McNemar). More labels is the default, and one lost post is no evidence;
-- any other challenger (fewer or other labels, the same labels in another recipe) serves
-  only when it is right on more judge posts than the serving version;
-- annotators see the model's label instead of the LLM's only when the serving model is
-  right on more judge posts than the LLM.
-A challenger and the LLM switch use the point estimate on purpose: requiring significance
-on the 5-50 judge posts a young project has froze its first version (a successor needed
-about 8 wins to 1). The rule's error rates by judge size are simulated in
+  more often than the reverse that chance explains such a lead with p < EVIDENCE_P
+  (exact one-sided McNemar). More labels is the default; one lost post is no evidence;
+- any other challenger (fewer or other labels, the same labels in another recipe: the
+  fine-tune against its run's head) serves only when the judge posts show it better, by
+  the same test the other way round: leaving the serving version needs evidence;
+- annotators see the model's label instead of the LLM's once the model is right on more
+  judge posts than the LLM (the point estimate: it only changes which label is offered
+  first, each is reviewed, and each run decides again).
+Thresholds at p < 0.2, not 0.05, on purpose: the 5-50 judge posts a young project has can
+seldom show anything at 0.05, and the rule this replaced, which asked for that, froze the
+version of the first 20 labels. The rule's error rates by judge size are simulated in
 benchmarks/simulate_promotion.py (benchmarks/results/promotion_rule.json).
 """
 
@@ -100,6 +102,7 @@ class Comparison:
     new_only: int  # posts the new system gets right and the other wrong
     other_only: int  # the reverse
     p_worse: float  # exact one-sided McNemar: chance of the other winning this often
+    p_better: float  # the same for the new system
 
     @property
     def verdict(self) -> str:
@@ -112,8 +115,8 @@ class Comparison:
         relation = "even with" if self.verdict == "even" else f"{self.verdict} than"
         return (f"{relation} {other} on {self.n} judge posts (right on {self.new_right} vs "
                 f"{self.other_right}; right where {other} was wrong: {self.new_only}, the "
-                f"reverse: {self.other_only}; a lead this large for {other} by chance: "
-                f"p = {self.p_worse:.3g})")
+                f"reverse: {self.other_only}; McNemar p = {self.p_better:.3g} for a lead "
+                f"this large by chance, p = {self.p_worse:.3g} for {other}'s)")
 
 
 def compare(truth: Sequence[str], new: Sequence[str | None], other: Sequence[str | None]
@@ -123,26 +126,30 @@ def compare(truth: Sequence[str], new: Sequence[str | None], other: Sequence[str
     new_only = sum(t == a and t != b for t, a, b in rows)
     other_only = sum(t != a and t == b for t, a, b in rows)
     discordant = new_only + other_only
-    p_worse = (stats.binomtest(other_only, discordant, 0.5, alternative="greater").pvalue
-               if discordant else 1.0)
+    def p_of_a_lead(wins: int) -> float:
+        if not discordant:
+            return 1.0
+        return round(float(stats.binomtest(wins, discordant, 0.5,
+                                           alternative="greater").pvalue), 6)
+
     return Comparison(len(rows), sum(t == a for t, a, _ in rows),
                       sum(t == b for t, _, b in rows), new_only, other_only,
-                      round(float(p_worse), 6))
+                      p_of_a_lead(other_only), p_of_a_lead(new_only))
 
 
-# How unlikely by chance the serving version's lead must be to keep a successor out;
-# chosen on benchmarks/simulate_promotion.py's error rates, not on any benchmark data.
-SUCCESSOR_KEEP_P = 0.2
+# How unlikely by chance a lead on the judge posts must be to count as shown: the serving
+# version's, to keep a successor out; a challenger's, to let it in.
+EVIDENCE_P = 0.2
 
 
 def should_promote(against_serving: Comparison | None, *, successor: bool) -> bool:
     """Promote when nothing serves yet; a successor unless the judge posts show it worse,
-    any other challenger only when it is right on more of them."""
+    any other challenger only when they show it better."""
     if against_serving is None:
         return True
     if successor:
-        return against_serving.p_worse >= SUCCESSOR_KEEP_P
-    return against_serving.verdict == "better"
+        return against_serving.p_worse >= EVIDENCE_P
+    return against_serving.p_better < EVIDENCE_P
 
 
 def beats_llm(against_llm: Comparison | None) -> bool:
