@@ -45,7 +45,7 @@ import requests
 from backend.domain.taxonomy import parse_taxonomy
 from backend.jobs.state import RedisJobState
 from backend.labelstudio import client as ls_client
-from backend.model.registry import Registry
+from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, Registry, kind_of
 from backend.workflows.prelabel import tasks_to_label
 from takemeter import stack
 from tests.conftest import BACKEND_AUTH, ROOT, Backend, need_service, wait_for
@@ -542,9 +542,14 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
     assert [int(v or 0) for v in bits] == [0, 0], bits
     assert replica_b.get(f"/training?project={project}").json()["state"] == "finished"
     assert registry.serving() == new
-    (meta,) = registry.versions()  # one run committed: worker 2's
-    files = {path.name for path in (registry.versions_dir / meta["version"]).iterdir()}
-    assert {path.name for path in cluster.base_model.iterdir()} | {"meta.json"} <= files, files
+    # Worker 1's head, then worker 2's whole run: its head and its fine-tune, each complete.
+    metas = registry.versions()
+    assert [kind_of(meta) for meta in metas] == ["head", "head", "fine-tune"], metas
+    for meta in metas:
+        files = {path.name for path in (registry.versions_dir / meta["version"]).iterdir()}
+        weights = ({HEAD_FILE, JUDGE_HEAD_FILE} if kind_of(meta) == "head"
+                   else {path.name for path in cluster.base_model.iterdir()})
+        assert weights | {"meta.json"} <= files, files
     assert not list(registry.versions_dir.glob(".staging-*"))
     assert cluster.llm.requests == N_POSTS
     print(f"pre-labeled after {prelabeled - started:.0f} s; killed {killed_at - since:.0f} s "
