@@ -24,16 +24,20 @@ install: $(VENV)/.installed $(LS_VENV)/.installed
 up: install
 	$(VENV)/bin/takemeter up
 
-## Lint, then every test (unit, integration, end-to-end with a real Label Studio).
+## Lint (format, style, types, layers), then every test (unit, integration, end-to-end with a real Label Studio).
 test: install
 	# The browser tests drive Debian's chromium (Playwright downloads no browser).
 	test -x /usr/bin/chromium || apt-get install -y chromium
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 clean:

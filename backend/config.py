@@ -97,18 +97,26 @@ class Settings:
         loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
         if loopback or self.basic_auth is not None or self.allow_unauthenticated:
             return None
-        return (f"BIND={self.bind} listens beyond this machine without basic auth: set "
-                f"BASIC_AUTH_USER and BASIC_AUTH_PASS, bind to 127.0.0.1, or set "
-                f"ALLOW_UNAUTHENTICATED=true to accept that anyone who reaches the port can "
-                f"read posts and start training")
+        return (
+            f"BIND={self.bind} listens beyond this machine without basic auth: set "
+            f"BASIC_AUTH_USER and BASIC_AUTH_PASS, bind to 127.0.0.1, or set "
+            f"ALLOW_UNAUTHENTICATED=true to accept that anyone who reaches the port can "
+            f"read posts and start training"
+        )
 
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets masked."""
-        secret = {"label_studio_api_key", "basic_auth_pass", "llm_api_key", "redis_url",
-              "broker_url"}  # URLs may carry passwords
+        secret = {
+            "label_studio_api_key",
+            "basic_auth_pass",
+            "llm_api_key",
+            "redis_url",
+            "broker_url",
+        }  # URLs may carry passwords
         return {
-            f.name: ("***" if f.name in secret and getattr(self, f.name) else
-                     str(getattr(self, f.name)))
+            f.name: (
+                "***" if f.name in secret and getattr(self, f.name) else str(getattr(self, f.name))
+            )
             for f in fields(self)
         }
 
@@ -118,8 +126,7 @@ def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return value or default
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float
-            ) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> float:
     raw = _str(env, name)
     if raw is None:
         return default
@@ -175,8 +182,9 @@ def _service_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) ->
         return None
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not parsed.hostname:
-        raise ConfigError(f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL, "
-                          f"got {raw!r}")
+        raise ConfigError(
+            f"{name} must be a {' or '.join(s + '://' for s in schemes)} URL, got {raw!r}"
+        )
     return raw
 
 
@@ -185,8 +193,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     log_level = (_str(env, "LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
-                          f"got {log_level!r}")
+        raise ConfigError(
+            f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
+        )
     user, password = _str(env, "BASIC_AUTH_USER"), _str(env, "BASIC_AUTH_PASS")
     if bool(user) != bool(password):
         raise ConfigError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be set together")
@@ -223,8 +232,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llm_model=_str(env, "LLM_MODEL", "smollm2-135m-instruct") or "",
         # The embedded server has 4 slots: more requests in flight only wait there and
         # time out on a busy machine.
-        llm_concurrency=_int(env, "LLM_CONCURRENCY", 8 if _str(env, "LLM_BASE_URL") else 4,
-                             minimum=1),
+        llm_concurrency=_int(
+            env, "LLM_CONCURRENCY", 8 if _str(env, "LLM_BASE_URL") else 4, minimum=1
+        ),
         llm_timeout=_float(env, "LLM_TIMEOUT", 30.0, minimum=0.1),
         llm_max_retries=_int(env, "LLM_MAX_RETRIES", 2),
         llm_max_chars=_int(env, "LLM_MAX_CHARS", 4000, minimum=100),
@@ -249,6 +259,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         holdout_percent=holdout,
     )
     if settings.broker_url and not settings.redis_url:
-        raise ConfigError("BROKER_URL needs REDIS_URL too: the job state, the LLM answer "
-                          "cache and its claims live in Redis in the distributed mode")
+        raise ConfigError(
+            "BROKER_URL needs REDIS_URL too: the job state, the LLM answer "
+            "cache and its claims live in Redis in the distributed mode"
+        )
     return settings

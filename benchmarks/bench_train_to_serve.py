@@ -36,10 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--annotations", type=int, default=200,
-                        help="training annotations (held-out tasks come on top)")
-    parser.add_argument("--base-model", default=os.environ.get("BASE_MODEL") or None,
-                        help="default: the offline MiniLM-L6")
+    parser.add_argument(
+        "--annotations",
+        type=int,
+        default=200,
+        help="training annotations (held-out tasks come on top)",
+    )
+    parser.add_argument(
+        "--base-model",
+        default=os.environ.get("BASE_MODEL") or None,
+        help="default: the offline MiniLM-L6",
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -49,34 +56,56 @@ def main() -> int:
     n_tasks = math.ceil(args.annotations / (1 - holdout / 100) * 1.05)
     texts, topics = bbc_posts(n_tasks, seed=7)
     taxonomy = parse_taxonomy(bbc_label_config())
-    login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{stack.free_port()}",
-                                   email="bench@example.com", password="bench-password-1",
-                                   token="bench-token-12345")
+    login = stack.LabelStudioLogin(
+        url=f"http://127.0.0.1:{stack.free_port()}",
+        email="bench@example.com",
+        password="bench-password-1",
+        token="bench-token-12345",
+    )
     with stack.running() as processes:
         started = time.monotonic()
-        processes.append(stack.start_label_studio(
-            data_dir=work / "ls", port=int(login.url.rsplit(":", 1)[1]), login=login,
-            log_path=work / "ls.log"))
+        processes.append(
+            stack.start_label_studio(
+                data_dir=work / "ls",
+                port=int(login.url.rsplit(":", 1)[1]),
+                login=login,
+                log_path=work / "ls.log",
+            )
+        )
         ls_first_start = time.monotonic() - started
         llm_port = stack.free_port()
         processes.append(stack.start_local_llm(port=llm_port, log_path=work / "llm.log"))
         port = stack.free_port()
         backend_url = f"http://127.0.0.1:{port}"
-        processes.append(stack.start_backend(env={
-            "MODEL_DIR": str(work / "model"), "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
-            "LABEL_STUDIO_URL": login.url, "LABEL_STUDIO_API_KEY": login.token,
-            "BASE_MODEL": args.base_model or str(minilm_path()),
-            "TRAIN_EPOCHS": str(args.epochs), "TRAIN_MAX_LENGTH": "128",
-            "TRAIN_AFTER_ANNOTATIONS": "100000", "HOLDOUT_PERCENT": str(holdout),
-        }, port=port, log_path=work / "backend.log"))
+        processes.append(
+            stack.start_backend(
+                env={
+                    "MODEL_DIR": str(work / "model"),
+                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+                    "LABEL_STUDIO_URL": login.url,
+                    "LABEL_STUDIO_API_KEY": login.token,
+                    "BASE_MODEL": args.base_model or str(minilm_path()),
+                    "TRAIN_EPOCHS": str(args.epochs),
+                    "TRAIN_MAX_LENGTH": "128",
+                    "TRAIN_AFTER_ANNOTATIONS": "100000",
+                    "HOLDOUT_PERCENT": str(holdout),
+                },
+                port=port,
+                log_path=work / "backend.log",
+            )
+        )
 
         from label_studio_sdk import LabelStudio
 
         client = LabelStudio(base_url=login.url, api_key=login.token, timeout=300)
         project = client.projects.create(title="bench", label_config=bbc_label_config()).id
-        client.projects.import_tasks(id=project, request=[
-            {"data": {"text": text}, "annotations": [{"result": taxonomy.result(topic)}]}
-            for text, topic in zip(texts, topics, strict=True)])
+        client.projects.import_tasks(
+            id=project,
+            request=[
+                {"data": {"text": text}, "annotations": [{"result": taxonomy.result(topic)}]}
+                for text, topic in zip(texts, topics, strict=True)
+            ],
+        )
         ml_id = ls_client.connect_backend(client, project, url=backend_url, title="takemeter")
         print(f"pre-labeling {n_tasks} posts with the LLM (not timed)...", flush=True)
         for _ in range(10):  # each retrieval answers within PREDICT_DEADLINE
@@ -85,8 +114,9 @@ def main() -> int:
                 break
 
         def versions() -> dict:
-            return requests.get(f"{backend_url}/versions", json={"project": project},
-                                timeout=30).json()
+            return requests.get(
+                f"{backend_url}/versions", json={"project": project}, timeout=30
+            ).json()
 
         before = versions().get("serving")  # the LLM's name until a version serves
         clock = time.monotonic()
@@ -117,12 +147,18 @@ def main() -> int:
             "seconds_to_run_finished": round(finished, 1),
             "seconds_to_label_studio_model_version": round(in_label_studio, 1),
             "serving_at_the_end": listed["serving"],
-            "candidates": [{"version": d["version"], "kind": d["kind"],
-                            "promoted": d.get("promoted"),
-                            "fit_seconds": d["metrics"].get("train_seconds"),
-                            "embed_seconds": d["metrics"].get("embed_seconds"),
-                            "steps": d["metrics"].get("steps_run"),
-                            "validation": d["validation"]} for d in details],
+            "candidates": [
+                {
+                    "version": d["version"],
+                    "kind": d["kind"],
+                    "promoted": d.get("promoted"),
+                    "fit_seconds": d["metrics"].get("train_seconds"),
+                    "embed_seconds": d["metrics"].get("embed_seconds"),
+                    "steps": d["metrics"].get("steps_run"),
+                    "validation": d["validation"],
+                }
+                for d in details
+            ],
             "label_studio_first_start_seconds": round(ls_first_start, 1),
         }
         print(json.dumps(figures, indent=2))

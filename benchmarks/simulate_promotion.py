@@ -37,18 +37,23 @@ def replaced_rule(n: int, new_only: int, other_only: int) -> bool:
     or "no worse" (new-only share minus the one-sided 95% Clopper-Pearson upper bound of
     the other-only share >= -0.05)."""
     discordant = new_only + other_only
-    if discordant and stats.binomtest(new_only, discordant, 0.5,
-                                      alternative="greater").pvalue < 0.05:
+    if (
+        discordant
+        and stats.binomtest(new_only, discordant, 0.5, alternative="greater").pvalue < 0.05
+    ):
         return True
-    if discordant and stats.binomtest(other_only, discordant, 0.5,
-                                      alternative="greater").pvalue < 0.05:
+    if (
+        discordant
+        and stats.binomtest(other_only, discordant, 0.5, alternative="greater").pvalue < 0.05
+    ):
         return False
     upper = stats.binomtest(other_only, n).proportion_ci(0.90, "exact").high
     return new_only / n - upper >= -0.05
 
 
-def draw(n: int, delta: float, discordance: float, rng: np.random.Generator
-         ) -> tuple[list[str], list[str], list[str]]:
+def draw(
+    n: int, delta: float, discordance: float, rng: np.random.Generator
+) -> tuple[list[str], list[str], list[str]]:
     """Truth and two systems' answers on n posts, by the module's model."""
     d = discordance + abs(delta)
     new_only, other_only = (d + delta) / 2, (d - delta) / 2
@@ -71,35 +76,53 @@ def simulate(trials: int, discordance: float, seed: int) -> list[dict]:
                 promoted["successor"] += policy.should_promote(comparison, successor=True)
                 promoted["challenger"] += policy.should_promote(comparison, successor=False)
                 promoted["llm_switch"] += policy.beats_llm(comparison)
-                promoted["replaced_rule"] += replaced_rule(n, comparison.new_only,
-                                                           comparison.other_only)
-            rows.append({"judge_posts": n, "delta": delta,
-                         **{f"p_promote_{k}": round(v / trials, 4)
-                            for k, v in promoted.items()}})
+                promoted["replaced_rule"] += replaced_rule(
+                    n, comparison.new_only, comparison.other_only
+                )
+            rows.append(
+                {
+                    "judge_posts": n,
+                    "delta": delta,
+                    **{f"p_promote_{k}": round(v / trials, 4) for k, v in promoted.items()},
+                }
+            )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=4000)
     parser.add_argument("--discordance", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "promotion_rule.json")
     args = parser.parse_args()
     rows = simulate(args.trials, args.discordance, args.seed)
-    print("P(promoted): successor / challenger / LLM switch / replaced rule, by the "
-          "candidate's true accuracy difference")
+    print(
+        "P(promoted): successor / challenger / LLM switch / replaced rule, by the "
+        "candidate's true accuracy difference"
+    )
     print("judge posts " + " ".join(f"{d:+.2f}".rjust(22) for d in DELTAS))
     for n in JUDGE_SIZES:
         cells = [r for r in rows if r["judge_posts"] == n]
-        print(f"{n:>11} " + " ".join(
-            f"{r['p_promote_successor']:.2f}/{r['p_promote_challenger']:.2f}/"
-            f"{r['p_promote_llm_switch']:.2f}/{r['p_promote_replaced_rule']:.2f}".rjust(22)
-            for r in cells))
-    write_result(args.out, {"trials": args.trials, "discordance": args.discordance,
-                            "evidence_p": policy.EVIDENCE_P,
-                            "rows": rows})
+        print(
+            f"{n:>11} "
+            + " ".join(
+                f"{r['p_promote_successor']:.2f}/{r['p_promote_challenger']:.2f}/"
+                f"{r['p_promote_llm_switch']:.2f}/{r['p_promote_replaced_rule']:.2f}".rjust(22)
+                for r in cells
+            )
+        )
+    write_result(
+        args.out,
+        {
+            "trials": args.trials,
+            "discordance": args.discordance,
+            "evidence_p": policy.EVIDENCE_P,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`takemeter learning-curve`, for those who run scripts by path."""
+
 import sys
 
 from takemeter.cli import main

@@ -1,4 +1,5 @@
 """`takemeter up`, for those who run scripts by path."""
+
 import sys
 
 from takemeter.cli import main

@@ -9,29 +9,43 @@ import sys
 from takemeter import common
 
 COMMANDS = {
-    "up": ("takemeter.local_stack",
-           "Label Studio, the backend, the LLM and a demo project on this machine"),
+    "up": (
+        "takemeter.local_stack",
+        "Label Studio, the backend, the LLM and a demo project on this machine",
+    ),
     "serve": ("takemeter.serve", "run the backend under gunicorn"),
-    "worker": ("backend.jobs.worker",
-               "run jobs from the queue (distributed mode: REDIS_URL, BROKER_URL)"),
-    "setup": ("takemeter.setup_project",
-              "create or update a project, import posts, connect the backend"),
+    "worker": (
+        "backend.jobs.worker",
+        "run jobs from the queue (distributed mode: REDIS_URL, BROKER_URL)",
+    ),
+    "setup": (
+        "takemeter.setup_project",
+        "create or update a project, import posts, connect the backend",
+    ),
     "export": ("takemeter.export", "export annotations (JSONL, CSV, Label Studio JSON)"),
-    "evaluate": ("takemeter.evaluate",
-                 "held-out evaluation: fine-tuned model vs zero-shot LLM vs humans"),
-    "learning-curve": ("takemeter.learning_curve",
-                       "held-out accuracy of models trained on growing shares"),
+    "evaluate": (
+        "takemeter.evaluate",
+        "held-out evaluation: fine-tuned model vs zero-shot LLM vs humans",
+    ),
+    "learning-curve": (
+        "takemeter.learning_curve",
+        "held-out accuracy of models trained on growing shares",
+    ),
     "queue": ("takemeter.review_queue", "the review queue and its disagreements"),
-    "label-issues": ("takemeter.label_issues",
-                     "annotated tasks whose label the model and the LLM doubt, ranked"),
+    "label-issues": (
+        "takemeter.label_issues",
+        "annotated tasks whose label the model and the LLM doubt, ranked",
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
-    return ("usage: takemeter <command> [options]   (takemeter <command> --help)\n\n"
-            "commands:\n" + "\n".join(lines))
+    return (
+        "usage: takemeter <command> [options]   (takemeter <command> --help)\n\n"
+        "commands:\n" + "\n".join(lines)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,9 +30,23 @@ from backend.labelstudio import client as ls_client
 ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [  # atomic_open & co: the scripts write every file atomically, through here
-    "DEFAULT_CONFIG", "CliError", "Source", "add_json_argument", "add_source_arguments",
-    "atomic_open", "connect", "emit", "fail", "find_project", "load_source", "parser",
-    "read_export", "read_taxonomy", "run", "settings", "write_json_atomic",
+    "DEFAULT_CONFIG",
+    "CliError",
+    "Source",
+    "add_json_argument",
+    "add_source_arguments",
+    "atomic_open",
+    "connect",
+    "emit",
+    "fail",
+    "find_project",
+    "load_source",
+    "parser",
+    "read_export",
+    "read_taxonomy",
+    "run",
+    "settings",
+    "write_json_atomic",
     "write_text_atomic",
 ]
 
@@ -69,8 +83,7 @@ def run(main: Callable[[], int | None]) -> NoReturn:
         # A bug rather than a setting: one line here, the traceback on request.
         if os.environ.get("TAKEMETER_DEBUG"):
             raise
-        fail(f"unexpected {type(exc).__name__}: {exc} (set TAKEMETER_DEBUG=1 for the "
-             f"traceback)")
+        fail(f"unexpected {type(exc).__name__}: {exc} (set TAKEMETER_DEBUG=1 for the traceback)")
     sys.exit(code or 0)
 
 
@@ -90,8 +103,10 @@ def connect(config: Settings) -> LabelStudio:
     if not config.label_studio_url:
         raise CliError("LABEL_STUDIO_URL is not set (e.g. http://localhost:8080)")
     if not config.label_studio_api_key:
-        raise CliError("LABEL_STUDIO_API_KEY is not set (Account & Settings -> Personal "
-                       "Access Token, or a legacy token)")
+        raise CliError(
+            "LABEL_STUDIO_API_KEY is not set (Account & Settings -> Personal "
+            "Access Token, or a legacy token)"
+        )
     try:
         client = ls_client.connect(config)
     except ConfigError as exc:  # e.g. an expired personal access token
@@ -111,10 +126,12 @@ def find_project(client: LabelStudio, ref: str | int, *, url: str | None = None)
             return client.projects.get(id=int(text))
         except ApiError as exc:
             if exc.status_code == 404:
-                raise CliError(f"project {text} does not exist in {where} (check "
-                               f"--project)") from None
+                raise CliError(
+                    f"project {text} does not exist in {where} (check --project)"
+                ) from None
             raise
-    matches = [p for p in client.projects.list(title=text) if p.title == text]
+    listed: list[Any] = list(client.projects.list(title=text))
+    matches = [p for p in listed if p.title == text]
     if not matches:
         raise CliError(f"no project titled {text!r} in {where} (check --project)")
     if len(matches) > 1:
@@ -139,8 +156,7 @@ def read_export(path: Path) -> list[dict]:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise CliError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t
-                                               for t in tasks):
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
         raise CliError(f"{path} is not a Label Studio JSON export (a list of tasks)")
     return tasks
 
@@ -159,10 +175,18 @@ class Source:
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--project", help="Label Studio project id or exact title")
-    group.add_argument("--from-file", type=Path, metavar="EXPORT.json",
-                       help="a Label Studio JSON export instead of a live project")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="label config for --from-file (default: %(default)s)")
+    group.add_argument(
+        "--from-file",
+        type=Path,
+        metavar="EXPORT.json",
+        help="a Label Studio JSON export instead of a live project",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="label config for --from-file (default: %(default)s)",
+    )
 
 
 def load_source(args: argparse.Namespace, config: Settings) -> Source:
@@ -178,19 +202,21 @@ def load_source(args: argparse.Namespace, config: Settings) -> Source:
     project = find_project(client, args.project, url=config.label_studio_url)
     taxonomy = parse_taxonomy(project.label_config or "")
     tasks = ls_client.all_tasks(client, project.id)
-    return Source(tasks, taxonomy, project.id, f"project {project.id} ({project.title})",
-                  client)
+    return Source(tasks, taxonomy, project.id, f"project {project.id} ({project.title})", client)
 
 
 def held_out_examples(source: Source, percent: int) -> list[Example]:
     """The held-out side's annotated examples; a clear error when there are none."""
-    examples = labeled_examples(source.tasks, source.taxonomy, holdout_percent=percent,
-                                held_out=True)
+    examples = labeled_examples(
+        source.tasks, source.taxonomy, holdout_percent=percent, held_out=True
+    )
     if not examples:
         held = sum(is_held_out(t, percent=percent) for t in source.tasks)
-        raise CliError(f"the held-out set is empty: {source.description} has {held} "
-                       f"held-out tasks (data.split=test, HOLDOUT_PERCENT={percent}) and "
-                       f"none carries a usable annotation")
+        raise CliError(
+            f"the held-out set is empty: {source.description} has {held} "
+            f"held-out tasks (data.split=test, HOLDOUT_PERCENT={percent}) and "
+            f"none carries a usable annotation"
+        )
     return examples
 
 
@@ -198,9 +224,12 @@ def held_out_examples(source: Source, percent: int) -> list[Example]:
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print the summary as one JSON object on stdout (human-readable "
-                             "lines then go to stderr)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (human-readable "
+        "lines then go to stderr)",
+    )
 
 
 def emit(summary: dict, lines: list[str], *, as_json: bool) -> None:
@@ -214,5 +243,6 @@ def emit(summary: dict, lines: list[str], *, as_json: bool) -> None:
 
 def parser(description: str | None) -> argparse.ArgumentParser:
     """An ArgumentParser whose help shows the module docstring as written."""
-    return argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )

@@ -51,16 +51,19 @@ MODEL = "fine-tuned"
 LLM = "zero-shot"
 
 
-def annotator_labels(tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
-                     ) -> list[dict[object, str]]:
+def annotator_labels(
+    tasks: list[dict], taxonomy: Taxonomy, task_ids: set[int]
+) -> list[dict[object, str]]:
     """{annotator: label} for every task two or more annotators labeled (latest annotation
     of each, skipped ones left out): who labeled what decides the agreement statistic."""
     labeled = []
     for task in tasks:
         if task.get("id") not in task_ids:
             continue
-        by_annotator = {who: taxonomy.label_of(a.get("result") or [])
-                        for who, a in latest_per_annotator(task).items()}
+        by_annotator = {
+            who: taxonomy.label_of(a.get("result") or [])
+            for who, a in latest_per_annotator(task).items()
+        }
         usable = {who: label for who, label in by_annotator.items() if label is not None}
         if len(usable) >= 2:
             labeled.append(usable)
@@ -74,9 +77,16 @@ class ModelAnswers(NamedTuple):
     prefer_model: bool  # the backend shows the model's label (it beat the LLM)
 
 
-def model_predictions(settings: Settings, project: int | None, version: str | None,
-                      taxonomy: Taxonomy, texts: list[str], notes: list[str],
-                      *, require: bool) -> ModelAnswers:
+def model_predictions(
+    settings: Settings,
+    project: int | None,
+    version: str | None,
+    taxonomy: Taxonomy,
+    texts: list[str],
+    notes: list[str],
+    *,
+    require: bool,
+) -> ModelAnswers:
     """The fine-tuned version's labels and opinions, or none (with a note) when there is
     no model."""
     registry = Registry(settings.model_dir, project) if project is not None else None
@@ -86,12 +96,16 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
     elif version is not None:
         if registry.meta(version) is None:
             found = ", ".join(m["version"] for m in registry.versions()) or "none"
-            raise common.CliError(f"model version {version!r} is not in {registry.root} "
-                                  f"(versions: {found}; check --version and MODEL_DIR)")
+            raise common.CliError(
+                f"model version {version!r} is not in {registry.root} "
+                f"(versions: {found}; check --version and MODEL_DIR)"
+            )
     else:
         version = registry.serving()
-        reason = (f"no model version for project {project} in MODEL_DIR "
-                  f"({settings.model_dir}): train one first")
+        reason = (
+            f"no model version for project {project} in MODEL_DIR "
+            f"({settings.model_dir}): train one first"
+        )
     if registry is None or version is None:
         if require:
             raise common.CliError(reason)
@@ -105,20 +119,31 @@ def model_predictions(settings: Settings, project: int | None, version: str | No
     probabilities = classifier.predict_proba(texts)
     predicted = [classifier.labels[int(row.argmax())] for row in probabilities]
     if not set(classifier.labels) <= set(taxonomy.names):
-        notes.append(f"model {version} was trained on labels {classifier.labels}, the config "
-                     f"has {list(taxonomy.names)}: its other labels count as no answer")
+        notes.append(
+            f"model {version} was trained on labels {classifier.labels}, the config "
+            f"has {list(taxonomy.names)}: its other labels count as no answer"
+        )
     # The backend uses a model only when its labels are the config's, in order.
-    opinions = ([policy.model_opinion(classifier.labels, row) for row in probabilities]
-                if classifier.labels == list(taxonomy.names) else None)
-    return ModelAnswers(version, [p if p in taxonomy.names else None for p in predicted],
-                        opinions, bool(classifier.meta.get("beats_llm", False)))
+    opinions = (
+        [policy.model_opinion(classifier.labels, row) for row in probabilities]
+        if classifier.labels == list(taxonomy.names)
+        else None
+    )
+    return ModelAnswers(
+        version,
+        [p if p in taxonomy.names else None for p in predicted],
+        opinions,
+        bool(classifier.meta.get("beats_llm", False)),
+    )
 
 
-def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
-                    ) -> list[LLMOpinion]:
+def llm_predictions(
+    settings: Settings, taxonomy: Taxonomy, texts: list[str], notes: list[str]
+) -> list[LLMOpinion]:
     if not settings.llm_base_url:
-        notes.append(f"LLM_BASE_URL is not set: asking the backend's embedded LLM at "
-                     f"{settings.llm_endpoint}")
+        notes.append(
+            f"LLM_BASE_URL is not set: asking the backend's embedded LLM at {settings.llm_endpoint}"
+        )
     from backend.llm.labeler import from_settings
 
     labeler = from_settings(settings)
@@ -127,17 +152,25 @@ def llm_predictions(settings: Settings, taxonomy: Taxonomy, texts: list[str], no
         opinions = labeler.label_many(taxonomy, texts)
     finally:
         labeler.close()
-    notes.append(f"zero-shot LLM {settings.llm_model}: {cached} of {len(texts)} answers from "
-                 f"the cache")
+    notes.append(
+        f"zero-shot LLM {settings.llm_model}: {cached} of {len(texts)} answers from the cache"
+    )
     errors = [o.error for o in opinions if o.label is None and o.error]
     if errors and len(errors) == len(texts):
-        notes.append(f"the LLM answered none of the {len(texts)} posts (e.g. {errors[0]}); "
-                     f"check LLM_BASE_URL")
+        notes.append(
+            f"the LLM answered none of the {len(texts)} posts (e.g. {errors[0]}); "
+            f"check LLM_BASE_URL"
+        )
     return opinions
 
 
-def score_calibration(settings: Settings, project: int | None, y_true: list[str],
-                      llm: list[LLMOpinion] | None, model: ModelAnswers) -> dict | None:
+def score_calibration(
+    settings: Settings,
+    project: int | None,
+    y_true: list[str],
+    llm: list[LLMOpinion] | None,
+    model: ModelAnswers,
+) -> dict | None:
     """The served score against what happened: for each held-out post the pre-label the
     backend would show (policy.decide) and its P(right), from the project's calibrator and
     from the prior; None when no post gets a pre-label."""
@@ -155,49 +188,68 @@ def score_calibration(settings: Settings, project: int | None, y_true: list[str]
         opinion = model.opinions[i] if model.opinions is not None else None
         label = answer.label if answer is not None else None
         confidence = answer.confidence if answer is not None else None
-        decisions = {name: policy.decide(label, confidence, opinion,
-                                         prefer_model=model.prefer_model, calibrator=c)
-                     for name, c in calibrators.items()}
+        decisions = {
+            name: policy.decide(
+                label, confidence, opinion, prefer_model=model.prefer_model, calibrator=c
+            )
+            for name, c in calibrators.items()
+        }
         shown = next(iter(decisions.values()))
         if shown is None:
             continue
         right.append(shown.label == human)
         for name, decision in decisions.items():
-            scores[name].append(decision.score)
+            if decision is not None:  # the same opinions: every calibrator decides
+                scores[name].append(decision.score)
     if not right:
         return None
     from takemeter import evaluation
 
     notes = [f"score source: {calibrator.describe()}"]
     if llm is None and model.opinions is not None:
-        notes.append("the LLM was left out: these are the model's pre-labels and scores "
-                     "alone, as the backend gives them where the LLM has no answer")
-    if registry and calibrator.kind == "fitted" and model.version not in (
-            None, registry.serving()):
+        notes.append(
+            "the LLM was left out: these are the model's pre-labels and scores "
+            "alone, as the backend gives them where the LLM has no answer"
+        )
+    if registry and calibrator.kind == "fitted" and model.version not in (None, registry.serving()):
         notes.append(f"the calibrator was fitted for the serving version, not {model.version}")
     if len(right) < len(y_true):
         notes.append(f"{len(y_true) - len(right)} held-out posts get no pre-label and no score")
     if len(right) < evaluation.SMALL_N:
-        notes.append(f"only {len(right)} scored posts: a bin of a few posts moves ECE by "
-                     f"several points; read the Brier scores side by side")
-    return {**evaluation.calibration_summary(scores, right), "notes": notes,
-            "calibrator": calibrator.to_dict()}
+        notes.append(
+            f"only {len(right)} scored posts: a bin of a few posts moves ECE by "
+            f"several points; read the Brier scores side by side"
+        )
+    return {
+        **evaluation.calibration_summary(scores, right),
+        "notes": notes,
+        "calibrator": calibrator.to_dict(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
     common.add_source_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("out/evaluation"),
-                        help="folder for report.md, report.json and PNGs "
-                             "(default: %(default)s)")
-    parser.add_argument("--version", help="evaluate this model version instead of the "
-                                          "serving one")
-    parser.add_argument("--require-model", action="store_true",
-                        help="fail when no model version exists (default: LLM alone)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/evaluation"),
+        help="folder for report.md, report.json and PNGs (default: %(default)s)",
+    )
+    parser.add_argument("--version", help="evaluate this model version instead of the serving one")
+    parser.add_argument(
+        "--require-model",
+        action="store_true",
+        help="fail when no model version exists (default: LLM alone)",
+    )
     parser.add_argument("--no-llm", action="store_true", help="leave the LLM out")
-    parser.add_argument("--resamples", type=int, default=2000,
-                        help="bootstrap resamples for the F1 and paired-difference intervals "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=2000,
+        help="bootstrap resamples for the F1 and paired-difference intervals "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     common.add_json_argument(parser)
     args = parser.parse_args(argv)
@@ -213,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
 
     systems: dict[str, list[str | None]] = {}
-    model = model_predictions(settings, source.project, args.version, taxonomy, texts, notes,
-                              require=args.require_model)
+    model = model_predictions(
+        settings, source.project, args.version, taxonomy, texts, notes, require=args.require_model
+    )
     version = model.version
     if model.labels is not None:
         systems[MODEL] = model.labels
@@ -222,23 +275,38 @@ def main(argv: list[str] | None = None) -> int:
     if llm is not None:
         systems[LLM] = [o.label for o in llm]
     if not systems:
-        raise common.CliError("nothing to evaluate: no model version and no LLM (" +
-                              "; ".join(notes) + ")")
+        raise common.CliError(
+            "nothing to evaluate: no model version and no LLM (" + "; ".join(notes) + ")"
+        )
 
     from takemeter import evaluation  # sklearn/scipy/matplotlib: after the cheap checks
 
     annotations = annotator_labels(source.tasks, taxonomy, {e.task_id for e in examples})
-    report = evaluation.compare_systems(y_true, systems, labels=list(taxonomy.names),
-                                        texts=texts, annotations=annotations or None,
-                                        seed=args.seed, n_resamples=args.resamples)
+    report = evaluation.compare_systems(
+        y_true,
+        systems,
+        labels=list(taxonomy.names),
+        texts=texts,
+        annotations=annotations or None,
+        seed=args.seed,
+        n_resamples=args.resamples,
+    )
     report["meta"] = {
-        "source": source.description, "project": source.project,
-        "model_version": version, "llm_model": settings.llm_model if LLM in systems else None,
-        "holdout_percent": percent, "notes": notes,
+        "source": source.description,
+        "project": source.project,
+        "model_version": version,
+        "llm_model": settings.llm_model if LLM in systems else None,
+        "holdout_percent": percent,
+        "notes": notes,
     }
-    report["items"] = [{"task_id": e.task_id, "human": e.label,
-                        **{name: preds[i] for name, preds in systems.items()}}
-                       for i, e in enumerate(examples)]
+    report["items"] = [
+        {
+            "task_id": e.task_id,
+            "human": e.label,
+            **{name: preds[i] for name, preds in systems.items()},
+        }
+        for i, e in enumerate(examples)
+    ]
     report["calibration"] = score_calibration(settings, source.project, y_true, llm, model)
     title = f"Held-out evaluation: {source.description}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -246,11 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.write_json(report, args.out / "report.json")
 
     described = {MODEL: f"model {version}", LLM: f"LLM {settings.llm_model}"}
-    lines = [f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems),
-             *(f"note: {note}" for note in notes), "",
-             evaluation.render_terminal(report).rstrip("\n"),
-             f"\nwrote {markdown}, {args.out / 'report.json'}, confusion-matrix PNGs"
-             + (f" and {evaluation.RELIABILITY_PNG}" if report["calibration"] else "")]
+    lines = [
+        f"{title}; systems: " + ", ".join(f"{n} = {described[n]}" for n in systems),
+        *(f"note: {note}" for note in notes),
+        "",
+        evaluation.render_terminal(report).rstrip("\n"),
+        f"\nwrote {markdown}, {args.out / 'report.json'}, confusion-matrix PNGs"
+        + (f" and {evaluation.RELIABILITY_PNG}" if report["calibration"] else ""),
+    ]
     common.emit(json.loads((args.out / "report.json").read_text()), lines, as_json=args.json)
     return 0
 

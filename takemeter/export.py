@@ -37,9 +37,25 @@ from backend.domain.dataset import annotation_order, is_held_out, latest_annotat
 from backend.domain.taxonomy import Taxonomy
 from takemeter import common
 
-COLUMNS = ["task_id", "ref_id", "split", "text", "annotation_id", "label", "status",
-           "annotator", "annotator_id", "created_at", "updated_at", "lead_time", "is_latest",
-           "prelabel_label", "prelabel_score", "prelabel_model_version", "prelabel_source"]
+COLUMNS = [
+    "task_id",
+    "ref_id",
+    "split",
+    "text",
+    "annotation_id",
+    "label",
+    "status",
+    "annotator",
+    "annotator_id",
+    "created_at",
+    "updated_at",
+    "lead_time",
+    "is_latest",
+    "prelabel_label",
+    "prelabel_score",
+    "prelabel_model_version",
+    "prelabel_source",
+]
 
 
 def chosen_annotations(task: dict, *, every: bool) -> list[dict]:
@@ -57,14 +73,16 @@ def annotator_names(client: LabelStudio | None) -> dict[int, str]:
     if client is None:
         return {}
     try:
-        return {user.id: user.email or user.username or str(user.id)
-                for user in client.users.list()}
+        return {
+            user.id: user.email or user.username or str(user.id) for user in client.users.list()
+        }
     except ApiError:
         return {}
 
 
-def project_predictions(client: LabelStudio | None, project: int | None
-                        ) -> tuple[dict[int, dict], str | None]:
+def project_predictions(
+    client: LabelStudio | None, project: int | None
+) -> tuple[dict[int, dict], str | None]:
     """Each task's prediction of the project's model_version (what Label Studio shows)."""
     if client is None or project is None:
         return {}, None
@@ -72,13 +90,17 @@ def project_predictions(client: LabelStudio | None, project: int | None
     found: dict[int, dict] = {}
     for prediction in client.predictions.list(project=project):
         if version and prediction.model_version == version:
-            found[prediction.task] = {"result": prediction.result, "score": prediction.score,
-                                      "model_version": prediction.model_version}
+            found[prediction.task] = {
+                "result": prediction.result,
+                "score": prediction.score,
+                "model_version": prediction.model_version,
+            }
     return found, version
 
 
-def shown_prediction(annotation: dict, task: dict, by_task: dict[int, dict],
-                     version: str | None) -> tuple[dict | None, str]:
+def shown_prediction(
+    annotation: dict, task: dict, by_task: dict[int, dict], version: str | None
+) -> tuple[dict | None, str]:
     """The prediction the annotator saw, and where that knowledge comes from."""
     recorded = annotation.get("prediction")
     if isinstance(recorded, dict) and recorded.get("result") is not None:
@@ -87,15 +109,23 @@ def shown_prediction(annotation: dict, task: dict, by_task: dict[int, dict],
         return by_task[task["id"]], "task"
     # Exports made with full predictions carry them inline rather than as ids.
     for prediction in task.get("predictions") or []:
-        if isinstance(prediction, dict) and (version is None
-                                             or prediction.get("model_version") == version):
+        if isinstance(prediction, dict) and (
+            version is None or prediction.get("model_version") == version
+        ):
             return prediction, "task"
     return None, ""
 
 
-def rows_for(tasks: list[dict], taxonomy: Taxonomy, *, percent: int, every: bool,
-             users: dict[int, str], by_task: dict[int, dict], version: str | None
-             ) -> list[dict]:
+def rows_for(
+    tasks: list[dict],
+    taxonomy: Taxonomy,
+    *,
+    percent: int,
+    every: bool,
+    users: dict[int, str],
+    by_task: dict[int, dict],
+    version: str | None,
+) -> list[dict]:
     rows = []
     for task in tqdm(tasks, desc="annotations", unit="task", file=sys.stderr):
         data = task.get("data") or {}
@@ -108,27 +138,29 @@ def rows_for(tasks: list[dict], taxonomy: Taxonomy, *, percent: int, every: bool
             if isinstance(user, dict):  # some exports expand the user
                 user_id, name = user.get("id"), user.get("email") or user.get("id")
             else:
-                user_id, name = user, users.get(user, user)
+                user_id, name = user, users.get(user, user) if isinstance(user, int) else user
             prediction, source = shown_prediction(annotation, task, by_task, version)
-            rows.append({
-                "task_id": task.get("id"),
-                "ref_id": data.get("ref_id"),
-                "split": split,
-                "text": data.get(taxonomy.text_field),
-                "annotation_id": annotation.get("id"),
-                "label": None if cancelled else label,
-                "status": "skipped" if cancelled else ("labeled" if label else "no_label"),
-                "annotator": name,
-                "annotator_id": user_id,
-                "created_at": annotation.get("created_at"),
-                "updated_at": annotation.get("updated_at"),
-                "lead_time": annotation.get("lead_time"),
-                "is_latest": latest is not None and annotation.get("id") == latest.get("id"),
-                "prelabel_label": taxonomy.label_of((prediction or {}).get("result") or []),
-                "prelabel_score": (prediction or {}).get("score"),
-                "prelabel_model_version": (prediction or {}).get("model_version"),
-                "prelabel_source": source,
-            })
+            rows.append(
+                {
+                    "task_id": task.get("id"),
+                    "ref_id": data.get("ref_id"),
+                    "split": split,
+                    "text": data.get(taxonomy.text_field),
+                    "annotation_id": annotation.get("id"),
+                    "label": None if cancelled else label,
+                    "status": "skipped" if cancelled else ("labeled" if label else "no_label"),
+                    "annotator": name,
+                    "annotator_id": user_id,
+                    "created_at": annotation.get("created_at"),
+                    "updated_at": annotation.get("updated_at"),
+                    "lead_time": annotation.get("lead_time"),
+                    "is_latest": latest is not None and annotation.get("id") == latest.get("id"),
+                    "prelabel_label": taxonomy.label_of((prediction or {}).get("result") or []),
+                    "prelabel_score": (prediction or {}).get("score"),
+                    "prelabel_model_version": (prediction or {}).get("model_version"),
+                    "prelabel_source": source,
+                }
+            )
     return rows
 
 
@@ -140,8 +172,7 @@ def write(path: Path, form: str, rows: list[dict], tasks: list[dict]) -> None:
         elif form == "csv":
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
-            writer.writerows({k: ("" if v is None else v) for k, v in row.items()}
-                             for row in rows)
+            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         else:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -150,11 +181,18 @@ def write(path: Path, form: str, rows: list[dict], tasks: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
     common.add_source_arguments(parser)
-    parser.add_argument("--format", choices=("jsonl", "csv", "json"), default="jsonl",
-                        help="output format (default: %(default)s)")
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "json"),
+        default="jsonl",
+        help="output format (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="file to write")
-    parser.add_argument("--all-annotations", action="store_true",
-                        help="a row per annotation instead of the latest per task")
+    parser.add_argument(
+        "--all-annotations",
+        action="store_true",
+        help="a row per annotation instead of the latest per task",
+    )
     common.add_json_argument(parser)
     args = parser.parse_args(argv)
 
@@ -163,24 +201,34 @@ def main(argv: list[str] | None = None) -> int:
     annotated = [t for t in source.tasks if t.get("annotations")]
     users = annotator_names(source.client)
     by_task, version = project_predictions(source.client, source.project)
-    rows = rows_for(annotated, source.taxonomy, percent=settings.holdout_percent,
-                    every=args.all_annotations, users=users, by_task=by_task,
-                    version=version)
+    rows = rows_for(
+        annotated,
+        source.taxonomy,
+        percent=settings.holdout_percent,
+        every=args.all_annotations,
+        users=users,
+        by_task=by_task,
+        version=version,
+    )
     write(args.out, args.format, rows, annotated)
 
     summary = {
-        "source": source.description, "project": source.project, "out": str(args.out),
-        "format": args.format, "tasks": len(annotated),
+        "source": source.description,
+        "project": source.project,
+        "out": str(args.out),
+        "format": args.format,
+        "tasks": len(annotated),
         "rows": len(annotated) if args.format == "json" else len(rows),
         "annotations": sum(len(t["annotations"]) for t in annotated),
         "skipped": sum(r["status"] == "skipped" for r in rows),
-        "held_out_tasks": sum(is_held_out(t, percent=settings.holdout_percent)
-                              for t in annotated),
+        "held_out_tasks": sum(is_held_out(t, percent=settings.holdout_percent) for t in annotated),
     }
     unit = "tasks" if args.format == "json" else "rows"
-    lines = [f"wrote {summary['rows']} {unit} ({summary['tasks']} annotated tasks, "
-             f"{summary['skipped']} skipped rows, {summary['held_out_tasks']} held-out "
-             f"tasks) from {source.description} to {args.out}"]
+    lines = [
+        f"wrote {summary['rows']} {unit} ({summary['tasks']} annotated tasks, "
+        f"{summary['skipped']} skipped rows, {summary['held_out_tasks']} held-out "
+        f"tasks) from {source.description} to {args.out}"
+    ]
     common.emit(summary, lines, as_json=args.json)
     return 0
 

@@ -65,11 +65,25 @@ FOLDS = 5
 # Logistic regression's inverse regularisation (sklearn's default): on the benchmark,
 # C = 10 or 100 let the folds learn the wrong labels and found fewer of them.
 C = 1.0
-STAND_IN = ("out-of-fold probabilities from logistic regression on frozen mean-pooled "
-            "embeddings ({encoder}), {folds}-fold cross-validation: a fast stand-in for "
-            "the fine-tuned classifier on the same encoder")
-COLUMNS = ["rank", "task_id", "flagged", "quality", "split", "human_label", "model_label",
-           "model_p_human", "model_p_label", "llm_label", "llm_confidence", "text"]
+STAND_IN = (
+    "out-of-fold probabilities from logistic regression on frozen mean-pooled "
+    "embeddings ({encoder}), {folds}-fold cross-validation: a fast stand-in for "
+    "the fine-tuned classifier on the same encoder"
+)
+COLUMNS = [
+    "rank",
+    "task_id",
+    "flagged",
+    "quality",
+    "split",
+    "human_label",
+    "model_label",
+    "model_p_human",
+    "model_p_label",
+    "llm_label",
+    "llm_confidence",
+    "text",
+]
 
 
 @dataclass(frozen=True)
@@ -99,8 +113,9 @@ class Suspect:
 # ------------------------------------------------------------------ data
 
 
-def annotated_tasks(tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: int
-                    ) -> list[Annotated]:
+def annotated_tasks(
+    tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: int
+) -> list[Annotated]:
     """Every task with a usable latest annotation, training and held-out alike."""
     found = []
     for task in tasks:
@@ -128,8 +143,9 @@ def encoder_folder(settings: Settings, override: Path | None = None) -> tuple[Pa
     return Path(minilm_path()), "MiniLM-L6 (BASE_MODEL is not a local folder)"
 
 
-def embed(texts: Sequence[str], folder: Path, *, batch_size: int = 32,
-          max_length: int = 128) -> np.ndarray:
+def embed(
+    texts: Sequence[str], folder: Path, *, batch_size: int = 32, max_length: int = 128
+) -> np.ndarray:
     """Mean-pooled, L2-normalised last hidden states of a frozen encoder."""
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -140,19 +156,32 @@ def embed(texts: Sequence[str], folder: Path, *, batch_size: int = 32,
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length,
-                            padding=True, return_tensors="pt")
-            hidden = encoder(input_ids=enc["input_ids"],
-                             attention_mask=enc["attention_mask"]).last_hidden_state
+            rows = order[start : start + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in rows],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            hidden = encoder(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             vectors[rows] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
     return vectors
 
 
-def out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, n_classes: int, *,
-                              folds: int = FOLDS, seed: int = 0, c: float = C) -> np.ndarray:
+def out_of_fold_probabilities(
+    x: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    folds: int = FOLDS,
+    seed: int = 0,
+    c: float = C,
+) -> np.ndarray:
     """P(class | post) for every post from a model fit without that post's fold, so the
     probabilities do not just repeat the labels they are checked against."""
     from sklearn.linear_model import LogisticRegression
@@ -163,16 +192,18 @@ def out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, n_classes: int,
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a label with fewer posts than folds: sklearn warns
         warnings.simplefilter("ignore")
-        probs = cross_val_predict(LogisticRegression(C=c, max_iter=2000), x, labels,
-                                  cv=splitter, method="predict_proba")
+        probs = cross_val_predict(
+            LogisticRegression(C=c, max_iter=2000), x, labels, cv=splitter, method="predict_proba"
+        )
     return np.asarray(probs, dtype=float)
 
 
 # ------------------------------------------------------------------ the ranking
 
 
-def llm_probabilities(llm_labels: Sequence[int], confidences: Sequence[float | None],
-                      n_classes: int) -> np.ndarray:
+def llm_probabilities(
+    llm_labels: Sequence[int], confidences: Sequence[float | None], n_classes: int
+) -> np.ndarray:
     """The LLM's answer as a distribution: its confidence on its label, the rest spread
     evenly; a row of NaN where it gave no answer (label index -1)."""
     probs = np.full((len(llm_labels), n_classes), np.nan)
@@ -186,8 +217,9 @@ def llm_probabilities(llm_labels: Sequence[int], confidences: Sequence[float | N
     return probs
 
 
-def combined_probabilities(model_probs: np.ndarray, llm_probs: np.ndarray | None,
-                           weight: float = LLM_WEIGHT) -> np.ndarray:
+def combined_probabilities(
+    model_probs: np.ndarray, llm_probs: np.ndarray | None, weight: float = LLM_WEIGHT
+) -> np.ndarray:
     """A weighted average of the two opinions (cleanlab's advice for ensembles). Where the
     LLM gave no answer the model's stand alone: mixing in a uniform row instead would
     lower those posts' confidence and make cleanlab's per-label thresholds miss them."""
@@ -202,8 +234,11 @@ def llm_agreement(human: Sequence[str], llm: Sequence[LLMOpinion | None]) -> flo
     answered: 0 for chance-level agreement (or fewer than two answers), 1 for perfect."""
     from sklearn.metrics import cohen_kappa_score
 
-    pairs = [(h, o.label) for h, o in zip(human, llm, strict=True)
-             if o is not None and o.label is not None]
+    pairs = [
+        (h, o.label)
+        for h, o in zip(human, llm, strict=True)
+        if o is not None and o.label is not None
+    ]
     if len(pairs) < 2:
         return 0.0
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -238,9 +273,14 @@ def rank(labels: np.ndarray, probs: np.ndarray) -> Ranking:
     return Ranking(order, np.asarray(flagged, dtype=bool), np.asarray(quality, dtype=float))
 
 
-def find_suspects(items: Sequence[Annotated], model_probs: np.ndarray, names: Sequence[str],
-                  llm: Sequence[LLMOpinion | None] | None, *,
-                  llm_weight: float | None = None) -> list[Suspect]:
+def find_suspects(
+    items: Sequence[Annotated],
+    model_probs: np.ndarray,
+    names: Sequence[str],
+    llm: Sequence[LLMOpinion | None] | None,
+    *,
+    llm_weight: float | None = None,
+) -> list[Suspect]:
     """Every item ranked, with the three opinions; `names` are the columns of
     `model_probs` (the labels in use). `llm_weight` None: llm_share of the LLM's kappa."""
     if llm is not None and llm_weight is None:
@@ -257,16 +297,24 @@ def find_suspects(items: Sequence[Annotated], model_probs: np.ndarray, names: Se
     for position, i in enumerate(ranking.order, start=1):
         item, probs = items[i], model_probs[i]
         opinion = llm[i] if llm is not None else None
-        suspects.append(Suspect(
-            rank=position, task_id=item.task_id, flagged=bool(ranking.flagged[i]),
-            quality=round(float(ranking.quality[i]), 4), split=item.split,
-            human_label=item.label, model_label=names[int(probs.argmax())],
-            model_p_human=round(float(probs[labels[i]]), 4),
-            model_p_label=round(float(probs.max()), 4),
-            llm_label=opinion.label if opinion is not None else None,
-            llm_confidence=None if opinion is None or opinion.confidence is None
-            else round(float(opinion.confidence), 4),
-            text=item.text))
+        suspects.append(
+            Suspect(
+                rank=position,
+                task_id=item.task_id,
+                flagged=bool(ranking.flagged[i]),
+                quality=round(float(ranking.quality[i]), 4),
+                split=item.split,
+                human_label=item.label,
+                model_label=names[int(probs.argmax())],
+                model_p_human=round(float(probs[labels[i]]), 4),
+                model_p_label=round(float(probs.max()), 4),
+                llm_label=opinion.label if opinion is not None else None,
+                llm_confidence=None
+                if opinion is None or opinion.confidence is None
+                else round(float(opinion.confidence), 4),
+                text=item.text,
+            )
+        )
     return suspects
 
 
@@ -278,10 +326,17 @@ def suspect_tab() -> dict:
     column = f"tasks:data.{RANK_FIELD}"
     return {
         "title": SUSPECT_TAB,
-        "filters": {"conjunction": "and", "items": [
-            {"filter": f"filter:{column}", "operator": "greater_or_equal", "type": "Number",
-             "value": 1},
-        ]},
+        "filters": {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": f"filter:{column}",
+                    "operator": "greater_or_equal",
+                    "type": "Number",
+                    "value": 1,
+                },
+            ],
+        },
         "ordering": [column],
         "columnsDisplayType": {column: "Number"},
         "hiddenColumns": {"explore": [], "labeling": []},
@@ -312,8 +367,7 @@ def ensure_suspect_tab(client: LabelStudio, project: int) -> int:
         current = view.data or {}
         if current.get("title") == SUSPECT_TAB:
             if any(current.get(k) != v for k, v in data.items() if k != "hiddenColumns"):
-                client.views.update(id=str(view.id), project=project,
-                                    data={**current, **data})
+                client.views.update(id=str(view.id), project=project, data={**current, **data})
             return int(view.id)
     return int(client.views.create(project=project, data=data).id)
 
@@ -323,16 +377,21 @@ def ensure_suspect_tab(client: LabelStudio, project: int) -> int:
 
 def table(suspects: Sequence[Suspect], *, width: int = 60) -> list[str]:
     """A plain-text table: rank, task, the three opinions, the post's start."""
-    lines = [f"{'#':>4} {'task':>7}  {'human':<14} {'model (p human)':<24} "
-             f"{'LLM (conf)':<22} post"]
+    lines = [f"{'#':>4} {'task':>7}  {'human':<14} {'model (p human)':<24} {'LLM (conf)':<22} post"]
     for s in suspects:
         model = f"{s.model_label} ({s.model_p_human:.2f})"
-        llm = "-" if s.llm_label is None else (
-            f"{s.llm_label} ({'?' if s.llm_confidence is None else f'{s.llm_confidence:.2f}'})")
+        llm = (
+            "-"
+            if s.llm_label is None
+            else (
+                f"{s.llm_label} ({'?' if s.llm_confidence is None else f'{s.llm_confidence:.2f}'})"
+            )
+        )
         text = " ".join(s.text.split())
-        text = text if len(text) <= width else text[:width - 1] + "…"
-        lines.append(f"{s.rank:>4} {s.task_id:>7}  {s.human_label:<14} {model:<24} "
-                     f"{llm:<22} {text}")
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        lines.append(
+            f"{s.rank:>4} {s.task_id:>7}  {s.human_label:<14} {model:<24} {llm:<22} {text}"
+        )
     return lines
 
 
@@ -343,14 +402,16 @@ def write_rows(path: Path, suspects: Sequence[Suspect]) -> None:
         if path.suffix == ".csv":
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
-            writer.writerows({k: ("" if row[k] is None else row[k]) for k in COLUMNS}
-                             for row in rows)
+            writer.writerows(
+                {k: ("" if row[k] is None else row[k]) for k in COLUMNS} for row in rows
+            )
         else:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def llm_opinions(settings: Settings, taxonomy: Taxonomy, texts: list[str], mode: str
-                 ) -> list[LLMOpinion | None] | None:
+def llm_opinions(
+    settings: Settings, taxonomy: Taxonomy, texts: list[str], mode: str
+) -> list[LLMOpinion | None] | None:
     """From the answer cache (mode "cache"), asking for the missing ones ("ask"), or none."""
     if mode == "off":
         return None
@@ -359,8 +420,7 @@ def llm_opinions(settings: Settings, taxonomy: Taxonomy, texts: list[str], mode:
     labeler = from_settings(settings)
     try:
         if mode == "ask":
-            print(f"asking the LLM ({settings.llm_model}) about uncached posts…",
-                  file=sys.stderr)
+            print(f"asking the LLM ({settings.llm_model}) about uncached posts…", file=sys.stderr)
             answers: list[LLMOpinion | None] = list(labeler.label_many(taxonomy, texts))
         else:
             answers = labeler.cached(taxonomy, texts)
@@ -372,24 +432,43 @@ def llm_opinions(settings: Settings, taxonomy: Taxonomy, texts: list[str], mode:
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
     common.add_source_arguments(parser)
-    parser.add_argument("--llm", choices=("cache", "ask", "off"), default="cache",
-                        help="LLM opinions from the answer cache only, asking for the "
-                             "missing ones, or none (default: %(default)s)")
-    parser.add_argument("--llm-weight", type=float, default=None,
-                        help=f"a fixed LLM share of the mixed probabilities (default: "
-                             f"{LLM_WEIGHT} x the LLM's Cohen's kappa against the human "
-                             f"labels; 0 = cleanlab on the model alone)")
-    parser.add_argument("--encoder", type=Path, help="encoder folder (default: BASE_MODEL "
-                        "when it is a local folder, else the offline MiniLM-L6)")
-    parser.add_argument("--folds", type=int, default=FOLDS,
-                        help="cross-validation folds (default: %(default)s)")
+    parser.add_argument(
+        "--llm",
+        choices=("cache", "ask", "off"),
+        default="cache",
+        help="LLM opinions from the answer cache only, asking for the "
+        "missing ones, or none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--llm-weight",
+        type=float,
+        default=None,
+        help=f"a fixed LLM share of the mixed probabilities (default: "
+        f"{LLM_WEIGHT} x the LLM's Cohen's kappa against the human "
+        f"labels; 0 = cleanlab on the model alone)",
+    )
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        help="encoder folder (default: BASE_MODEL "
+        "when it is a local folder, else the offline MiniLM-L6)",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=FOLDS, help="cross-validation folds (default: %(default)s)"
+    )
     parser.add_argument("--limit", type=int, help="list at most this many suspects")
-    parser.add_argument("--all", action="store_true",
-                        help="list every annotated task, ranked, not only the flagged ones")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list every annotated task, ranked, not only the flagged ones",
+    )
     parser.add_argument("--out", type=Path, help="write the list to a .csv or .jsonl file")
-    parser.add_argument("--tab", action="store_true",
-                        help=f'create or update the "{SUSPECT_TAB}" Data Manager tab '
-                             f"(with --project): the listed tasks in rank order")
+    parser.add_argument(
+        "--tab",
+        action="store_true",
+        help=f'create or update the "{SUSPECT_TAB}" Data Manager tab '
+        f"(with --project): the listed tasks in rank order",
+    )
     common.add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix not in (".csv", ".jsonl"):
@@ -403,21 +482,24 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = common.settings()
     source = common.load_source(args, settings)
-    items = annotated_tasks(source.tasks, source.taxonomy,
-                            holdout_percent=settings.holdout_percent)
+    items = annotated_tasks(source.tasks, source.taxonomy, holdout_percent=settings.holdout_percent)
     names = [n for n in source.taxonomy.names if any(i.label == n for i in items)]
     if len(items) < 2 * args.folds or len(names) < 2:
-        raise common.CliError(f"{source.description} has {len(items)} annotated tasks with "
-                              f"{len(names)} distinct labels: need at least {2 * args.folds} "
-                              f"and 2 labels to cross-validate")
+        raise common.CliError(
+            f"{source.description} has {len(items)} annotated tasks with "
+            f"{len(names)} distinct labels: need at least {2 * args.folds} "
+            f"and 2 labels to cross-validate"
+        )
     folder, origin = encoder_folder(settings, args.encoder)
     texts = [i.text for i in items]
-    print(f"embedding {len(items)} annotated posts with {folder.name} ({origin})…",
-          file=sys.stderr)
+    print(f"embedding {len(items)} annotated posts with {folder.name} ({origin})…", file=sys.stderr)
     index = {n: k for k, n in enumerate(names)}
-    model_probs = out_of_fold_probabilities(embed(texts, folder),
-                                            np.array([index[i.label] for i in items]),
-                                            len(names), folds=args.folds)
+    model_probs = out_of_fold_probabilities(
+        embed(texts, folder),
+        np.array([index[i.label] for i in items]),
+        len(names),
+        folds=args.folds,
+    )
     llm = llm_opinions(settings, source.taxonomy, texts, args.llm)
     kappa = weight = None
     if llm is not None:
@@ -425,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         weight = llm_share(kappa) if args.llm_weight is None else args.llm_weight
     ranked = find_suspects(items, model_probs, names, llm, llm_weight=weight)
     listed = ranked if args.all else [s for s in ranked if s.flagged]
-    listed = listed[:args.limit] if args.limit is not None else listed
+    listed = listed[: args.limit] if args.limit is not None else listed
 
     tab_id = updated = None
     if args.tab:
@@ -438,33 +520,52 @@ def main(argv: list[str] | None = None) -> int:
     method = STAND_IN.format(encoder=f"{folder.name}, {origin}", folds=args.folds)
     llm_answered = None if llm is None else sum(o is not None for o in llm)
     summary = {
-        "source": source.description, "project": source.project,
-        "annotated": len(items), "flagged": int(sum(s.flagged for s in ranked)),
-        "listed": len(listed), "labels": names,
-        "model": method, "encoder": str(folder),
-        "model_accuracy_vs_human": round(float(np.mean(
-            [s.model_label == s.human_label for s in ranked])), 4),
-        "llm": None if llm is None else {
-            "model": settings.llm_model, "mode": args.llm, "answered": llm_answered,
-            "kappa_vs_human": kappa, "weight": weight},
-        "tab": tab_id, "tasks_updated": updated,
+        "source": source.description,
+        "project": source.project,
+        "annotated": len(items),
+        "flagged": int(sum(s.flagged for s in ranked)),
+        "listed": len(listed),
+        "labels": names,
+        "model": method,
+        "encoder": str(folder),
+        "model_accuracy_vs_human": round(
+            float(np.mean([s.model_label == s.human_label for s in ranked])), 4
+        ),
+        "llm": None
+        if llm is None
+        else {
+            "model": settings.llm_model,
+            "mode": args.llm,
+            "answered": llm_answered,
+            "kappa_vs_human": kappa,
+            "weight": weight,
+        },
+        "tab": tab_id,
+        "tasks_updated": updated,
         "out": None if args.out is None else str(args.out),
         "suspects": [asdict(s) for s in listed],
     }
-    lines = [f"{source.description}: {summary['flagged']} of {len(items)} annotated tasks "
-             f"flagged as suspect labels",
-             f"model: {method}",
-             "LLM: off" if llm is None else
-             f"LLM: {settings.llm_model}, {llm_answered} of {len(items)} posts answered "
-             f"({args.llm}); Cohen's kappa against the human labels {kappa}, weight in the "
-             f"ranking {weight}"]
-    if llm is not None and args.llm == "cache" and llm_answered < len(items):
-        lines.append(f"  {len(items) - llm_answered} posts have no cached LLM answer "
-                     f"(--llm ask asks for them)")
+    lines = [
+        f"{source.description}: {summary['flagged']} of {len(items)} annotated tasks "
+        f"flagged as suspect labels",
+        f"model: {method}",
+        "LLM: off"
+        if llm is None
+        else f"LLM: {settings.llm_model}, {llm_answered} of {len(items)} posts answered "
+        f"({args.llm}); Cohen's kappa against the human labels {kappa}, weight in the "
+        f"ranking {weight}",
+    ]
+    if llm_answered is not None and args.llm == "cache" and llm_answered < len(items):
+        lines.append(
+            f"  {len(items) - llm_answered} posts have no cached LLM answer "
+            f"(--llm ask asks for them)"
+        )
     lines += ["", *table(listed)] if listed else ["", "no suspect labels"]
     if tab_id is not None:
-        lines.append(f'\ntab "{SUSPECT_TAB}" (view {tab_id}): {len(listed)} tasks in rank '
-                     f"order; {updated} tasks' data.{RANK_FIELD} updated")
+        lines.append(
+            f'\ntab "{SUSPECT_TAB}" (view {tab_id}): {len(listed)} tasks in rank '
+            f"order; {updated} tasks' data.{RANK_FIELD} updated"
+        )
     if args.out is not None:
         lines.append(f"wrote {len(listed)} rows to {args.out}")
     common.emit(summary, lines, as_json=args.json)

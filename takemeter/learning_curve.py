@@ -45,8 +45,7 @@ def parse_shares(text: str) -> list[float]:
     return shares
 
 
-def nested_subsets(examples: list[Example], shares: list[float], seed: int
-                   ) -> list[list[Example]]:
+def nested_subsets(examples: list[Example], shares: list[float], seed: int) -> list[list[Example]]:
     """Per label, a seeded shuffle cut at each share: label proportions stay those of
     the full set, and every subset contains the smaller ones."""
     rng = random.Random(seed)
@@ -55,12 +54,15 @@ def nested_subsets(examples: list[Example], shares: list[float], seed: int
         by_label.setdefault(example.label, []).append(example)
     for group in by_label.values():
         rng.shuffle(group)
-    return [[e for group in by_label.values() for e in group[:max(1, math.ceil(s * len(group)))]]
-            for s in shares]
+    return [
+        [e for group in by_label.values() for e in group[: max(1, math.ceil(s * len(group)))]]
+        for s in shares
+    ]
 
 
-def train_and_score(subset: list[Example], test: list[Example], labels: list[str],
-                    config: TrainConfig, bar: tqdm) -> dict:
+def train_and_score(
+    subset: list[Example], test: list[Example], labels: list[str], config: TrainConfig, bar: tqdm
+) -> dict:
     """Fine-tune on `subset` in a temporary folder; score it on the held-out examples."""
     from backend.model.classifier import Classifier
     from backend.model.registry import write_meta
@@ -71,12 +73,20 @@ def train_and_score(subset: list[Example], test: list[Example], labels: list[str
         bar.set_postfix(n=len(subset), epoch=event.get("epoch"), loss=event.get("loss"))
 
     with tempfile.TemporaryDirectory(prefix="takemeter-curve-") as folder:
-        result = fine_tune([e.text for e in subset], [e.label for e in subset],
-                           label_names=labels, config=config, out_dir=Path(folder),
-                           keys=[str(e.task_id) for e in subset], progress=progress)
+        result = fine_tune(
+            [e.text for e in subset],
+            [e.label for e in subset],
+            label_names=labels,
+            config=config,
+            out_dir=Path(folder),
+            keys=[str(e.task_id) for e in subset],
+            progress=progress,
+        )
         # Classifier reads a version's metadata, as for a registry version.
-        write_meta(Path(folder), {"version": f"curve-{len(subset)}", "labels": labels,
-                                  "max_length": config.max_length})
+        write_meta(
+            Path(folder),
+            {"version": f"curve-{len(subset)}", "labels": labels, "max_length": config.max_length},
+        )
         probabilities = Classifier(Path(folder)).predict_proba([e.text for e in test])
     truth = [e.label for e in test]
     predicted = [labels[int(row.argmax())] for row in probabilities]
@@ -106,8 +116,14 @@ def plot(points: list[dict], n_test: int, path: Path, title: str) -> None:
     # Error bars rather than a band: they show with a single share, too.
     below = [a - p["accuracy_ci"][0] for a, p in zip(accuracy, points, strict=True)]
     above = [p["accuracy_ci"][1] - a for a, p in zip(accuracy, points, strict=True)]
-    ax.errorbar(x, accuracy, yerr=[below, above], fmt="o-", capsize=4,
-                label="accuracy (95% Clopper-Pearson interval)")
+    ax.errorbar(
+        x,
+        accuracy,
+        yerr=[below, above],
+        fmt="o-",
+        capsize=4,
+        label="accuracy (95% Clopper-Pearson interval)",
+    )
     ax.plot(x, [p["macro_f1"] for p in points], "s--", label="macro-F1")
     ax.set_xlabel("training annotations")
     ax.set_ylabel(f"held-out score (n = {n_test})")
@@ -123,15 +139,20 @@ def plot(points: list[dict], n_test: int, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
     cli.add_source_arguments(parser)
-    parser.add_argument("--shares", default="0.25,0.5,0.75,1.0",
-                        help="comma-separated shares of the training annotations "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--shares",
+        default="0.25,0.5,0.75,1.0",
+        help="comma-separated shares of the training annotations (default: %(default)s)",
+    )
     parser.add_argument("--base-model", help="model to fine-tune (default: BASE_MODEL)")
     parser.add_argument("--epochs", type=int, help="epochs per model (default: TRAIN_EPOCHS)")
-    parser.add_argument("--seed", type=int, help="sampling and training seed "
-                                                 "(default: TRAIN_SEED)")
-    parser.add_argument("--out", type=Path, default=Path("out/learning_curve"),
-                        help="folder for learning_curve.json and .png (default: %(default)s)")
+    parser.add_argument("--seed", type=int, help="sampling and training seed (default: TRAIN_SEED)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/learning_curve"),
+        help="folder for learning_curve.json and .png (default: %(default)s)",
+    )
     cli.add_json_argument(parser)
     args = parser.parse_args(argv)
 
@@ -150,17 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     from backend.model.trainer import TrainConfig  # torch: after the cheap checks
 
     seed = settings.train_seed if args.seed is None else args.seed
-    config = TrainConfig(base_model=args.base_model or settings.base_model,
-                         epochs=args.epochs or settings.train_epochs,
-                         min_steps=settings.train_min_steps,
-                         learning_rate=settings.train_learning_rate,
-                         batch_size=settings.train_batch_size,
-                         max_length=settings.train_max_length, seed=seed,
-                         judge_share=0.0)  # the held-out set judges here, not promotion
+    config = TrainConfig(
+        base_model=args.base_model or settings.base_model,
+        epochs=args.epochs or settings.train_epochs,
+        min_steps=settings.train_min_steps,
+        learning_rate=settings.train_learning_rate,
+        batch_size=settings.train_batch_size,
+        max_length=settings.train_max_length,
+        seed=seed,
+        judge_share=0.0,
+    )  # the held-out set judges here, not promotion
     points = []
     subsets = nested_subsets(train, shares, seed)
-    bar = tqdm(list(zip(shares, subsets, strict=True)), desc="learning curve", unit="model",
-               file=sys.stderr)
+    bar = tqdm(
+        list(zip(shares, subsets, strict=True)),
+        desc="learning curve",
+        unit="model",
+        file=sys.stderr,
+    )
     for share, subset in bar:
         points.append({"share": share, **train_and_score(subset, test, labels, config, bar)})
     bar.close()
@@ -168,21 +196,34 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "learning_curve.png"
     plot(points, len(test), png, f"Learning curve: {source.description}")
-    summary = {"source": source.description, "project": source.project,
-               "base_model": config.base_model, "epochs": config.epochs, "seed": seed,
-               "holdout_percent": percent, "n_train_available": len(train),
-               "n_test": len(test), "points": points, "png": str(png),
-               "created": time.time()}
+    summary = {
+        "source": source.description,
+        "project": source.project,
+        "base_model": config.base_model,
+        "epochs": config.epochs,
+        "seed": seed,
+        "holdout_percent": percent,
+        "n_train_available": len(train),
+        "n_test": len(test),
+        "points": points,
+        "png": str(png),
+        "created": time.time(),
+    }
     cli.write_json_atomic(args.out / "learning_curve.json", summary)
 
-    lines = [f"{source.description}: {len(test)} held-out posts, base model "
-             f"{config.base_model}, {config.epochs} epochs, seed {seed}", "",
-             f"{'share':>6} {'n_train':>8} {'accuracy [95% exact CI]':>24} {'macro-F1':>9} "
-             f"{'train s':>8}"]
+    lines = [
+        f"{source.description}: {len(test)} held-out posts, base model "
+        f"{config.base_model}, {config.epochs} epochs, seed {seed}",
+        "",
+        f"{'share':>6} {'n_train':>8} {'accuracy [95% exact CI]':>24} {'macro-F1':>9} "
+        f"{'train s':>8}",
+    ]
     for p in points:
         ci = f"{p['accuracy']:.3f} [{p['accuracy_ci'][0]:.3f}, {p['accuracy_ci'][1]:.3f}]"
-        lines.append(f"{p['share']:>6.0%} {p['n_train']:>8} {ci:>24} {p['macro_f1']:>9.3f} "
-                     f"{p['train_seconds']:>8.1f}")
+        lines.append(
+            f"{p['share']:>6.0%} {p['n_train']:>8} {ci:>24} {p['macro_f1']:>9.3f} "
+            f"{p['train_seconds']:>8.1f}"
+        )
     lines += ["", f"wrote {args.out / 'learning_curve.json'} and {png}"]
     cli.emit(summary, lines, as_json=args.json)
     return 0

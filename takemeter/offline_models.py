@@ -10,6 +10,7 @@ Both load through the same `from_pretrained(folder)` path as a hub model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def minilm_path() -> Path:
@@ -32,9 +33,8 @@ def build_distilbert(folder: Path, *, tiny: bool = True, seed: int = 0) -> Path:
     if tokenizer.vocab_size != 30522:
         raise RuntimeError(f"unexpected vocabulary size {tokenizer.vocab_size}")
     tokenizer.save_pretrained(folder)
-    size = dict(dim=64, hidden_dim=128, n_layers=2, n_heads=2) if tiny else {}
+    size: dict[str, Any] = dict(dim=64, hidden_dim=128, n_layers=2, n_heads=2) if tiny else {}
     torch.manual_seed(seed)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512,
-                              **size)
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **size)
     DistilBertModel(config).save_pretrained(folder)
     return folder

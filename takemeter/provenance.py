@@ -19,17 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _git(*command: str) -> str:
     try:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run(
+            ["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
 # Read when the benchmark starts (it imports this first thing): the code that ran, even
 # if the tree changes before the result is written.
-_CODE = {"git_revision": _git("rev-parse", "HEAD") or None,
-         "git_uncommitted_changes": bool(_git("status", "--porcelain",
-                                              "--untracked-files=no"))}
+_CODE = {
+    "git_revision": _git("rev-parse", "HEAD") or None,
+    "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+}
 
 
 def provenance() -> dict:

@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"settings are valid; would listen on {settings.bind}")
         return 0
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    os.execv(str(gunicorn), [str(gunicorn), "-c", "python:backend.service.gunicorn_conf",
-                             "backend.service.wsgi:app"])
+    os.execv(
+        str(gunicorn),
+        [str(gunicorn), "-c", "python:backend.service.gunicorn_conf", "backend.service.wsgi:app"],
+    )
     return 0  # not reached
 
 

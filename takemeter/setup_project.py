@@ -52,8 +52,10 @@ def instructions_html(taxonomy: Taxonomy) -> str:
         parts.append(f"<p>{html.escape(taxonomy.instructions, quote=False)}</p>")
     items = "".join(
         f"<li><b>{html.escape(label.name, quote=False)}</b>"
-        + (f": {html.escape(label.rule, quote=False)}" if label.rule else "") + "</li>"
-        for label in taxonomy.labels)
+        + (f": {html.escape(label.rule, quote=False)}" if label.rule else "")
+        + "</li>"
+        for label in taxonomy.labels
+    )
     parts.append(f"<ol>{items}</ol>")
     return "".join(parts)
 
@@ -68,8 +70,10 @@ def read_posts(path: Path, text_field: str) -> list[dict]:
         # newline="": posts often hold line breaks inside quoted fields.
         reader = csv.DictReader(io.StringIO(raw, newline=""))
         if text_field not in (reader.fieldnames or []):
-            raise common.CliError(f"{path} has no {text_field!r} column (columns: "
-                                  f"{', '.join(reader.fieldnames or [])})")
+            raise common.CliError(
+                f"{path} has no {text_field!r} column (columns: "
+                f"{', '.join(reader.fieldnames or [])})"
+            )
         rows = list(reader)
     else:
         rows = []
@@ -98,20 +102,25 @@ def ref_id(row: dict, text_field: str) -> str:
     return "sha1:" + hashlib.sha1(row[text_field].encode()).hexdigest()[:16]
 
 
-def import_labels(client: LabelStudio, project: int, taxonomy: Taxonomy, new_tasks: list[dict],
-                  gold: dict[str, str]) -> tuple[int, int]:
+def import_labels(
+    client: LabelStudio,
+    project: int,
+    taxonomy: Taxonomy,
+    new_tasks: list[dict],
+    gold: dict[str, str],
+) -> tuple[int, int]:
     """Annotations from the gold column for the tasks just imported; (made, unusable)."""
     made = unusable = 0
-    for task in tqdm(new_tasks, desc="gold annotations", unit="task", file=sys.stderr,
-                     disable=not new_tasks):
+    for task in tqdm(
+        new_tasks, desc="gold annotations", unit="task", file=sys.stderr, disable=not new_tasks
+    ):
         label = gold.get(str(task["data"].get(KEY_FIELD)))
         if label is None:
             continue
         if label not in taxonomy.names:
             unusable += 1
             continue
-        client.annotations.create(id=task["id"], project=project,
-                                  result=taxonomy.result(label))
+        client.annotations.create(id=task["id"], project=project, result=taxonomy.result(label))
         made += 1
     return made, unusable
 
@@ -133,35 +142,61 @@ def mark_splits(client: LabelStudio, tasks: list[dict], percent: int) -> int:
     # Label Studio has no bulk data update; a few requests in flight roughly halve the
     # time of one-by-one PATCHes without loading the server much.
     with ThreadPoolExecutor(max_workers=UPDATE_CONCURRENCY) as pool:
-        for _ in tqdm(pool.map(update, todo), total=len(todo), desc="marking held-out split",
-                      unit="task", file=sys.stderr, disable=not todo):
+        for _ in tqdm(
+            pool.map(update, todo),
+            total=len(todo),
+            desc="marking held-out split",
+            unit="task",
+            file=sys.stderr,
+            disable=not todo,
+        ):
             pass
     return len(todo)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
-    parser.add_argument("--config", type=Path, default=common.DEFAULT_CONFIG,
-                        help="Label Studio label config (default: %(default)s)")
-    parser.add_argument("--title", default="TakeMeter", help="project title (default: "
-                        "%(default)s); an existing project with this title is updated")
-    parser.add_argument("--posts", type=Path, help="posts to import: .jsonl or .csv with a "
-                        "text column and an optional id and label column")
-    parser.add_argument("--import-labels-as-annotations", action="store_true",
-                        help="import the posts' gold 'label' as annotations (off by default:"
-                             " gold labels are for checking annotators, not for training)")
-    parser.add_argument("--backend-url", default="http://127.0.0.1:9090",
-                        help="the TakeMeter backend to connect (default: %(default)s)")
-    parser.add_argument("--no-backend", action="store_true",
-                        help="do not connect a backend")
-    parser.add_argument("--retrieve-predictions", action="store_true",
-                        help="ask the backend for pre-labels of every task")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=common.DEFAULT_CONFIG,
+        help="Label Studio label config (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--title",
+        default="TakeMeter",
+        help="project title (default: %(default)s); an existing project with this title is updated",
+    )
+    parser.add_argument(
+        "--posts",
+        type=Path,
+        help="posts to import: .jsonl or .csv with a "
+        "text column and an optional id and label column",
+    )
+    parser.add_argument(
+        "--import-labels-as-annotations",
+        action="store_true",
+        help="import the posts' gold 'label' as annotations (off by default:"
+        " gold labels are for checking annotators, not for training)",
+    )
+    parser.add_argument(
+        "--backend-url",
+        default="http://127.0.0.1:9090",
+        help="the TakeMeter backend to connect (default: %(default)s)",
+    )
+    parser.add_argument("--no-backend", action="store_true", help="do not connect a backend")
+    parser.add_argument(
+        "--retrieve-predictions",
+        action="store_true",
+        help="ask the backend for pre-labels of every task",
+    )
     common.add_json_argument(parser)
     args = parser.parse_args(argv)
 
     if args.retrieve_predictions and args.no_backend:
-        raise common.CliError("--retrieve-predictions needs a connected backend (drop "
-                              "--no-backend)")
+        raise common.CliError(
+            "--retrieve-predictions needs a connected backend (drop --no-backend)"
+        )
     settings = common.settings()
     label_config, taxonomy = common.read_taxonomy(args.config)
     # Read the posts before touching Label Studio: a bad file changes nothing.
@@ -169,39 +204,61 @@ def main(argv: list[str] | None = None) -> int:
     client = common.connect(settings)
     lines: list[str] = []
 
-    project = ls_client.ensure_project(client, title=args.title, label_config=label_config,
-                                       instructions=instructions_html(taxonomy))
+    project = ls_client.ensure_project(
+        client,
+        title=args.title,
+        label_config=label_config,
+        instructions=instructions_html(taxonomy),
+    )
     lines.append(f"project {project.id} ({project.title}) at {settings.label_studio_url}")
 
     # One task per id: a post listed twice in the file is imported once.
     by_ref: dict[str, dict] = {}
     for row in posts:
         by_ref.setdefault(ref_id(row, taxonomy.text_field), row)
-    rows = [{taxonomy.text_field: row[taxonomy.text_field], KEY_FIELD: ref}
-            for ref, row in by_ref.items()]
+    rows = [
+        {taxonomy.text_field: row[taxonomy.text_field], KEY_FIELD: ref}
+        for ref, row in by_ref.items()
+    ]
     new_ids = ls_client.import_posts(client, project.id, rows, key_field=KEY_FIELD)
-    lines.append(f"imported {len(new_ids)} new posts ({len(rows) - len(new_ids)} already "
-                 f"there)")
+    lines.append(f"imported {len(new_ids)} new posts ({len(rows) - len(new_ids)} already there)")
 
     tasks = ls_client.all_tasks(client, project.id)
-    summary: dict = {"project": project.id, "title": project.title,
-                     "url": settings.label_studio_url, "imported": len(new_ids)}
+    summary: dict = {
+        "project": project.id,
+        "title": project.title,
+        "url": settings.label_studio_url,
+        "imported": len(new_ids),
+    }
     if args.import_labels_as_annotations:
-        gold = {ref_id(row, taxonomy.text_field): str(row[LABEL_COLUMN]) for row in posts
-                if row.get(LABEL_COLUMN) not in (None, "")}
+        gold = {
+            ref_id(row, taxonomy.text_field): str(row[LABEL_COLUMN])
+            for row in posts
+            if row.get(LABEL_COLUMN) not in (None, "")
+        }
         fresh = set(new_ids)
-        made, unusable = import_labels(client, project.id, taxonomy,
-                                       [t for t in tasks if t["id"] in fresh], gold)
+        made, unusable = import_labels(
+            client, project.id, taxonomy, [t for t in tasks if t["id"] in fresh], gold
+        )
         summary.update(gold_annotations=made, gold_labels_unusable=unusable)
-        lines.append(f"created {made} annotations from gold labels"
-                     + (f" ({unusable} labels not in the config, skipped)" if unusable else ""))
+        lines.append(
+            f"created {made} annotations from gold labels"
+            + (f" ({unusable} labels not in the config, skipped)" if unusable else "")
+        )
 
     changed = mark_splits(client, tasks, settings.holdout_percent)
     held_out = sum(is_held_out(t, percent=settings.holdout_percent) for t in tasks)
-    summary.update(tasks=len(tasks), held_out=held_out, train=len(tasks) - held_out,
-                   holdout_percent=settings.holdout_percent, split_updated=changed)
-    lines.append(f"{len(tasks)} tasks: {held_out} held out (data.split=test), "
-                 f"{len(tasks) - held_out} for training; {changed} split marks written")
+    summary.update(
+        tasks=len(tasks),
+        held_out=held_out,
+        train=len(tasks) - held_out,
+        holdout_percent=settings.holdout_percent,
+        split_updated=changed,
+    )
+    lines.append(
+        f"{len(tasks)} tasks: {held_out} held out (data.split=test), "
+        f"{len(tasks) - held_out} for training; {changed} split marks written"
+    )
 
     # The tab before the backend: on connecting, each backend worker also makes sure the
     # tab exists, and check-then-create calls racing each other would make several.
@@ -210,19 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     # "Label All Tasks" follows the sampling, not the tab: lowest prediction score first.
     ls_client.ensure_sampling(client, project.id, project.sampling)
     summary["sampling"] = ls_client.UNCERTAINTY_SAMPLING
-    lines.append(f"Label All Tasks: {ls_client.UNCERTAINTY_SAMPLING.lower()} (lowest "
-                 f"prediction score first)")
+    lines.append(
+        f"Label All Tasks: {ls_client.UNCERTAINTY_SAMPLING.lower()} (lowest prediction score first)"
+    )
     connection = None
     if not args.no_backend:
         auth = settings.basic_auth
         try:
-            connection = ls_client.connect_backend(client, project.id, url=args.backend_url,
-                                                   title="TakeMeter", auth=auth)
+            connection = ls_client.connect_backend(
+                client, project.id, url=args.backend_url, title="TakeMeter", auth=auth
+            )
         except ApiError as exc:
-            raise common.CliError(f"Label Studio could not connect the backend at "
-                                  f"{args.backend_url} (is it running? check --backend-url and "
-                                  f"BASIC_AUTH_USER/PASS): {ls_client.describe_error(exc)}"
-                                  ) from None
+            raise common.CliError(
+                f"Label Studio could not connect the backend at "
+                f"{args.backend_url} (is it running? check --backend-url and "
+                f"BASIC_AUTH_USER/PASS): {ls_client.describe_error(exc)}"
+            ) from None
         # Annotation webhooks do not carry the backend's basic auth by themselves.
         ls_client.ensure_webhook_auth(client, project.id, args.backend_url.rstrip("/"), auth)
         lines.append(f"backend {args.backend_url} connected (ML connection {connection})")
@@ -230,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.retrieve_predictions:
         ls_client.retrieve_predictions(client, project.id)
-        summary["predictions"] = sum(len(v) for v in ls_client.prediction_versions(
-            client, project.id).values())
+        summary["predictions"] = sum(
+            len(v) for v in ls_client.prediction_versions(client, project.id).values()
+        )
         lines.append(f"{summary['predictions']} predictions in the project")
 
     common.emit(summary, lines, as_json=args.json)

@@ -28,7 +28,8 @@ LEAKY = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG")
 # imports update the imported tasks only, not every task of the project. Off, an import
 # into a 20,000-task project costs seconds (benchmarks/bench_prelabel.py measures both).
 FAST_PREDICTION_IMPORT = {
-    "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short": "true"}
+    "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short": "true"
+}
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, *, timeout: float, process: subprocess.Popen | None = None,
-              headers: dict | None = None) -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout: float,
+    process: subprocess.Popen | None = None,
+    headers: dict | None = None,
+) -> None:
     """Wait until `url` answers 200; fail early if `process` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the process for {url} exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                        timeout=2) as response:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers or {}), timeout=2
+            ) as response:
                 if response.status == 200:
                     return
         except (OSError, urllib.error.HTTPError):
@@ -63,8 +70,9 @@ def wait_http(url: str, *, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def _await_http(process: subprocess.Popen, url: str, *, timeout: float,
-                headers: dict | None = None) -> subprocess.Popen:
+def _await_http(
+    process: subprocess.Popen, url: str, *, timeout: float, headers: dict | None = None
+) -> subprocess.Popen:
     """wait_http for a process started here; stopped if it never answers, so a failed
     start leaves nothing running."""
     try:
@@ -75,75 +83,115 @@ def _await_http(process: subprocess.Popen, url: str, *, timeout: float,
     return process
 
 
-def _spawn(command: list[str], env: dict[str, str], log_path: Path,
-           wrap: list[str] | None = None) -> subprocess.Popen:
+def _spawn(
+    command: list[str], env: dict[str, str], log_path: Path, wrap: list[str] | None = None
+) -> subprocess.Popen:
     """Start `command` in a session of its own (stop() ends the whole group). `wrap` is a
     prefix that execs the command elsewhere, e.g. ["ip", "netns", "exec", "tm-a"]."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen([*(wrap or []), *command], env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [*(wrap or []), *command],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            start_new_session=True,
+        )
 
 
-def start_label_studio(*, data_dir: Path, port: int, login: LabelStudioLogin,
-                       log_path: Path, ls_bin: Path | None = None,
-                       timeout: float = 240, host: str = "127.0.0.1",
-                       wrap: list[str] | None = None,
-                       extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_label_studio(
+    *,
+    data_dir: Path,
+    port: int,
+    login: LabelStudioLogin,
+    log_path: Path,
+    ls_bin: Path | None = None,
+    timeout: float = 240,
+    host: str = "127.0.0.1",
+    wrap: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """A headless Label Studio with a known user and a legacy API token, listening on
     `host`; SQLite unless `extra_env` chooses another database (DJANGO_DB, POSTGRE_*)."""
     ls_bin = ls_bin or ROOT / ".venv-ls" / "bin" / "label-studio"
     if not ls_bin.exists():
         raise FileNotFoundError(f"{ls_bin} is missing: run `make install`")
     env = {k: v for k, v in os.environ.items() if k not in LEAKY}
-    env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LABEL_STUDIO_USERNAME": login.email,
-        "LABEL_STUDIO_PASSWORD": login.password,
-        "LABEL_STUDIO_USER_TOKEN": login.token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback or a private address
-        "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to such addresses are never sent
-        "LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
-        **FAST_PREDICTION_IMPORT,
-        **(extra_env or {}),
-    })
-    process = _spawn([str(ls_bin), "start", "--no-browser", "--internal-host", host,
-                      "--port", str(port)], env, log_path, wrap)
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LABEL_STUDIO_USERNAME": login.email,
+            "LABEL_STUDIO_PASSWORD": login.password,
+            "LABEL_STUDIO_USER_TOKEN": login.token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback or a private address
+            "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to such addresses are never sent
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            **FAST_PREDICTION_IMPORT,
+            **(extra_env or {}),
+        }
+    )
+    process = _spawn(
+        [str(ls_bin), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
+        env,
+        log_path,
+        wrap,
+    )
     return _await_http(process, f"http://{host}:{port}/health", timeout=timeout)
 
 
 def start_local_llm(*, port: int, log_path: Path, parallel: int = 4) -> subprocess.Popen:
-    process = _spawn([sys.executable, "-m", "backend.llm.local_server", "--port", str(port),
-                      "--parallel", str(parallel)], dict(os.environ), log_path)
+    process = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "backend.llm.local_server",
+            "--port",
+            str(port),
+            "--parallel",
+            str(parallel),
+        ],
+        dict(os.environ),
+        log_path,
+    )
     wait_http(f"http://127.0.0.1:{port}/health", timeout=120, process=process)
     return process
 
 
-def start_backend(*, env: dict[str, str], port: int, log_path: Path,
-                  timeout: float = 120, host: str = "127.0.0.1",
-                  wrap: list[str] | None = None) -> subprocess.Popen:
+def start_backend(
+    *,
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    timeout: float = 120,
+    host: str = "127.0.0.1",
+    wrap: list[str] | None = None,
+) -> subprocess.Popen:
     """The backend under gunicorn, as in production, listening on `host`."""
     gunicorn = Path(sys.executable).parent / "gunicorn"
     full_env = {**os.environ, **env, "PORT": str(port), "BIND": f"{host}:{port}"}
-    process = _spawn([str(gunicorn), "-c", "python:backend.service.gunicorn_conf",
-                      "backend.service.wsgi:app"],
-                     full_env, log_path, wrap)
+    process = _spawn(
+        [str(gunicorn), "-c", "python:backend.service.gunicorn_conf", "backend.service.wsgi:app"],
+        full_env,
+        log_path,
+        wrap,
+    )
     headers = {}
     if env.get("BASIC_AUTH_USER"):
         import base64
 
         token = base64.b64encode(f"{env['BASIC_AUTH_USER']}:{env['BASIC_AUTH_PASS']}".encode())
         headers["Authorization"] = "Basic " + token.decode()
-    return _await_http(process, f"http://{host}:{port}/health", timeout=timeout,
-                       headers=headers)
+    return _await_http(process, f"http://{host}:{port}/health", timeout=timeout, headers=headers)
 
 
-def start_worker(*, env: dict[str, str], log_path: Path, queues: str | None = None,
-                 wrap: list[str] | None = None) -> subprocess.Popen:
+def start_worker(
+    *, env: dict[str, str], log_path: Path, queues: str | None = None, wrap: list[str] | None = None
+) -> subprocess.Popen:
     """A job worker of the distributed mode (`takemeter worker`); `env` needs REDIS_URL.
     It has no port to wait on: the caller watches its log or the jobs it runs."""
     command = [sys.executable, "-m", "backend.jobs.worker"]

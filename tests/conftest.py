@@ -92,10 +92,18 @@ def llm_url(logs) -> str:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory, logs) -> stack.LabelStudioLogin:
     port = stack.free_port()
-    login = stack.LabelStudioLogin(url=f"http://127.0.0.1:{port}", email="test@example.com",
-                                   password="test-password-1", token="test-token-12345")
-    process = stack.start_label_studio(data_dir=tmp_path_factory.mktemp("label-studio"),
-                                       port=port, login=login, log_path=logs / "ls.log")
+    login = stack.LabelStudioLogin(
+        url=f"http://127.0.0.1:{port}",
+        email="test@example.com",
+        password="test-password-1",
+        token="test-token-12345",
+    )
+    process = stack.start_label_studio(
+        data_dir=tmp_path_factory.mktemp("label-studio"),
+        port=port,
+        login=login,
+        log_path=logs / "ls.log",
+    )
     yield login
     stack.stop(process)
 
@@ -108,8 +116,9 @@ def ls(label_studio):
 
 
 class Backend:
-    def __init__(self, url: str, model_dir: Path, auth: tuple[str, str] | None,
-                 log_path: Path) -> None:
+    def __init__(
+        self, url: str, model_dir: Path, auth: tuple[str, str] | None, log_path: Path
+    ) -> None:
         self.url = url
         self.model_dir = model_dir
         self.auth = auth
@@ -129,8 +138,11 @@ class Backend:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.get(f"/training?project={project}").json()
-            if (status.get("state") in ("finished", "failed", "skipped")
-                    and status.get("finished", 0) > since and not status.get("pending")):
+            if (
+                status.get("state") in ("finished", "failed", "skipped")
+                and status.get("finished", 0) > since
+                and not status.get("pending")
+            ):
                 return status
             time.sleep(0.5)
         raise TimeoutError(f"training of project {project} did not end: {status}")
@@ -147,12 +159,22 @@ def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., 
         port = stack.free_port()
         model_dir = tmp_path_factory.mktemp("model-dir")
         settings = {
-            "MODEL_DIR": str(model_dir), "LLM_BASE_URL": llm_url, "LLM_CACHE": str(llm_cache),
+            "MODEL_DIR": str(model_dir),
+            "LLM_BASE_URL": llm_url,
+            "LLM_CACHE": str(llm_cache),
             "LLM_CONCURRENCY": "4",  # the session's llama.cpp server has 4 slots
-            "LLM_MODEL": "smollm2-135m-instruct", "BASE_MODEL": str(tiny_model),
-            "WORKERS": "2", "THREADS": "4", "TRAIN_EPOCHS": "3", "TRAIN_DEBOUNCE": "0.5",
-            "TRAIN_MIN_PER_LABEL": "2", "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128",
-            "TRAIN_LEARNING_RATE": "1e-3", "LOG_LEVEL": "INFO", **env,
+            "LLM_MODEL": "smollm2-135m-instruct",
+            "BASE_MODEL": str(tiny_model),
+            "WORKERS": "2",
+            "THREADS": "4",
+            "TRAIN_EPOCHS": "3",
+            "TRAIN_DEBOUNCE": "0.5",
+            "TRAIN_MIN_PER_LABEL": "2",
+            "TRAIN_BATCH_SIZE": "8",
+            "TRAIN_MAX_LENGTH": "128",
+            "TRAIN_LEARNING_RATE": "1e-3",
+            "LOG_LEVEL": "INFO",
+            **env,
         }
         if auth:
             settings.update(BASIC_AUTH_USER=auth[0], BASIC_AUTH_PASS=auth[1])
@@ -169,11 +191,15 @@ def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., 
 @pytest.fixture(scope="session")
 def backend(start_backend, label_studio) -> Backend:
     """The shared backend: basic auth on, connected to the session's Label Studio."""
-    return start_backend(auth=BACKEND_AUTH, LABEL_STUDIO_URL=label_studio.url,
-                         LABEL_STUDIO_API_KEY=label_studio.token,
-                         # Room for a burst of SDK annotations to land before a run
-                         # exports them (the debounce's purpose), also on a busy CI box.
-                         TRAIN_AFTER_ANNOTATIONS="6", TRAIN_DEBOUNCE="2")
+    return start_backend(
+        auth=BACKEND_AUTH,
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        # Room for a burst of SDK annotations to land before a run
+        # exports them (the debounce's purpose), also on a busy CI box.
+        TRAIN_AFTER_ANNOTATIONS="6",
+        TRAIN_DEBOUNCE="2",
+    )
 
 
 def basic_auth_header(auth: tuple[str, str]) -> str:

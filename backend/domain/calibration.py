@@ -56,8 +56,15 @@ from typing import Any, Protocol
 from backend.domain import dataset
 from backend.domain.taxonomy import Taxonomy
 
-FEATURES = ("llm_for", "llm_against", "model_for", "model_against", "agree", "disagree",
-            "from_model")
+FEATURES = (
+    "llm_for",
+    "llm_against",
+    "model_for",
+    "model_against",
+    "agree",
+    "disagree",
+    "from_model",
+)
 REGIMES = ("llm", "model", "agree", "disagree")
 LLM_UNKNOWN = 0.5  # no logprobs: as good as a coin toss, no better
 # 30 annotated pre-labels: below that the fitted slopes mostly follow noise.
@@ -86,14 +93,26 @@ class Features:
     from_model: bool = False
 
     def vector(self) -> list[float]:
-        return [self.llm_for, self.llm_against, self.model_for, self.model_against,
-                float(self.regime == "agree"), float(self.regime == "disagree"),
-                float(self.from_model)]
+        return [
+            self.llm_for,
+            self.llm_against,
+            self.model_for,
+            self.model_against,
+            float(self.regime == "agree"),
+            float(self.regime == "disagree"),
+            float(self.from_model),
+        ]
 
 
-def features(shown: str, *, from_model: bool, llm_label: str | None,
-             llm_confidence: float | None, model_label: str | None,
-             model_probabilities: Mapping[str, float] | None) -> Features:
+def features(
+    shown: str,
+    *,
+    from_model: bool,
+    llm_label: str | None,
+    llm_confidence: float | None,
+    model_label: str | None,
+    model_probabilities: Mapping[str, float] | None,
+) -> Features:
     """The features of showing `shown`, given both opinions (either may be missing)."""
     has_llm = llm_label is not None
     has_model = model_label is not None and bool(model_probabilities)
@@ -110,7 +129,8 @@ def features(shown: str, *, from_model: bool, llm_label: str | None,
         llm_against=confidence if has_llm and llm_label != shown else 0.0,
         model_for=_unit(probabilities.get(shown, 0.0)),
         model_against=_unit(max(others, default=0.0)),
-        from_model=from_model)
+        from_model=from_model,
+    )
 
 
 def _unit(value: float) -> float:
@@ -127,8 +147,9 @@ def prior(f: Features) -> float:
     elif f.regime == "agree":
         p = 0.5 + 0.25 * (f.llm_for + f.model_for)
     else:
-        shown, other = ((f.model_for, f.llm_against) if f.from_model
-                        else (f.llm_for, f.model_against))
+        shown, other = (
+            (f.model_for, f.llm_against) if f.from_model else (f.llm_for, f.model_against)
+        )
         p = 0.25 * (shown + 1.0 - other)
     return min(max(p, PRIOR_RANGE[0]), PRIOR_RANGE[1])
 
@@ -167,17 +188,29 @@ class Calibrator:
 
     def describe(self) -> str:
         if not self.weights:
-            return (f"prior (fitted once {MIN_EXAMPLES} annotated pre-labels, "
-                    f"{MIN_PER_OUTCOME} right and {MIN_PER_OUTCOME} wrong, are in; have "
-                    f"{self.n}, {self.n_right} right)")
-        return (f"fitted on {self.n} annotated pre-labels ({self.n_right} right; "
-                f"regimes {', '.join(self.regimes) or 'none'}, the rest by the prior)")
+            return (
+                f"prior (fitted once {MIN_EXAMPLES} annotated pre-labels, "
+                f"{MIN_PER_OUTCOME} right and {MIN_PER_OUTCOME} wrong, are in; have "
+                f"{self.n}, {self.n_right} right)"
+            )
+        return (
+            f"fitted on {self.n} annotated pre-labels ({self.n_right} right; "
+            f"regimes {', '.join(self.regimes) or 'none'}, the rest by the prior)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": VERSION, "kind": self.kind, "features": list(FEATURES),
-                "weights": list(self.weights), "intercept": self.intercept,
-                "regimes": list(self.regimes), "boundary": self.boundary, "n": self.n,
-                "n_right": self.n_right, "counts": dict(self.counts)}
+        return {
+            "version": VERSION,
+            "kind": self.kind,
+            "features": list(FEATURES),
+            "weights": list(self.weights),
+            "intercept": self.intercept,
+            "regimes": list(self.regimes),
+            "boundary": self.boundary,
+            "n": self.n,
+            "n_right": self.n_right,
+            "counts": dict(self.counts),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
@@ -196,10 +229,15 @@ class Calibrator:
             numbers = [*weights, float(data["intercept"]), float(data["boundary"])]
             if not all(math.isfinite(x) for x in numbers):
                 raise ValueError("weights, intercept and boundary must be finite")
-            return cls(weights, float(data["intercept"]), regimes,
-                       min(max(float(data["boundary"]), 0.0), 1.0), int(data["n"]),
-                       int(data["n_right"]),
-                       {str(k): int(v) for k, v in dict(data.get("counts") or {}).items()})
+            return cls(
+                weights,
+                float(data["intercept"]),
+                regimes,
+                min(max(float(data["boundary"]), 0.0), 1.0),
+                int(data["n"]),
+                int(data["n_right"]),
+                {str(k): int(v) for k, v in dict(data.get("counts") or {}).items()},
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a stored calibrator: {exc!r}") from exc
 
@@ -218,8 +256,9 @@ def load(stored: Mapping[str, Any] | None) -> Calibrator:
         return PRIOR
 
 
-def fit(examples: Sequence[Features], right: Sequence[bool], *,
-        regularisation: float = REGULARISATION) -> Calibrator:
+def fit(
+    examples: Sequence[Features], right: Sequence[bool], *, regularisation: float = REGULARISATION
+) -> Calibrator:
     """The calibrator for these annotated pre-labels: a fit when there are enough, else
     the prior (carrying the counts, so the reason can be told)."""
     if len(examples) != len(right):
@@ -234,37 +273,58 @@ def fit(examples: Sequence[Features], right: Sequence[bool], *,
     model = LogisticRegression(C=regularisation, max_iter=1000)
     model.fit([f.vector() for f in examples], [int(bool(r)) for r in right])
     regimes = tuple(r for r in REGIMES if counts[r] >= MIN_PER_REGIME)
-    fitted = Calibrator(tuple(float(w) for w in model.coef_[0]), float(model.intercept_[0]),
-                        regimes, n=n, n_right=n_right, counts=held)
+    fitted = Calibrator(
+        tuple(float(w) for w in model.coef_[0]),
+        float(model.intercept_[0]),
+        regimes,
+        n=n,
+        n_right=n_right,
+        counts=held,
+    )
     if "agree" in regimes:
         lowest = min(fitted.raw(f) for f in examples if f.regime == "agree")
         # Rounded like the scores, so rounding cannot lift a disagreement to the boundary.
-        fitted = Calibrator(fitted.weights, fitted.intercept, regimes,
-                            round(lowest, PLACES), n, n_right, held)
+        fitted = Calibrator(
+            fitted.weights, fitted.intercept, regimes, round(lowest, PLACES), n, n_right, held
+        )
     return fitted
 
 
+# Read-only views of inference.predictor.Opinions, so the domain needs no inference types.
 class _LLM(Protocol):
-    label: str | None
-    confidence: float | None
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def confidence(self) -> float | None: ...
 
 
 class _Model(Protocol):
-    label: str
-    probabilities: dict[str, float]
+    @property
+    def label(self) -> str: ...
+    @property
+    def probabilities(self) -> dict[str, float]: ...
 
 
 class _Decision(Protocol):
-    label: str
-    source: str
+    @property
+    def label(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def disagree(self) -> bool: ...
 
 
 class Scored(Protocol):
     """A task's opinions and decision (inference.predictor.Opinions)."""
 
-    llm: _LLM | None
-    model: _Model | None
-    decision: _Decision | None
+    @property
+    def llm(self) -> _LLM | None: ...
+    @property
+    def model(self) -> _Model | None: ...
+    @property
+    def decision(self) -> _Decision | None: ...
 
 
 def features_of(item: Scored) -> Features | None:
@@ -273,30 +333,40 @@ def features_of(item: Scored) -> Features | None:
     if decision is None:
         return None
     llm, model = item.llm, item.model
-    return features(decision.label, from_model=decision.source == "model",
-                    llm_label=llm.label if llm is not None else None,
-                    llm_confidence=llm.confidence if llm is not None else None,
-                    model_label=model.label if model is not None else None,
-                    model_probabilities=model.probabilities if model is not None else None)
+    return features(
+        decision.label,
+        from_model=decision.source == "model",
+        llm_label=llm.label if llm is not None else None,
+        llm_confidence=llm.confidence if llm is not None else None,
+        model_label=model.label if model is not None else None,
+        model_probabilities=model.probabilities if model is not None else None,
+    )
 
 
-def fit_from_tasks(tasks: Sequence[dict], taxonomy: Taxonomy,
-                   opinions: Callable[[list[str]], Sequence[Scored]], *,
-                   holdout_percent: int, usable: Callable[[int], bool] = lambda task: True,
-                   regularisation: float = REGULARISATION) -> Calibrator:
+def fit_from_tasks(
+    tasks: Sequence[dict],
+    taxonomy: Taxonomy,
+    opinions: Callable[[list[str]], Sequence[Scored]],
+    *,
+    holdout_percent: int,
+    usable: Callable[[int], bool] = lambda task: True,
+    regularisation: float = REGULARISATION,
+) -> Calibrator:
     """Fit on the annotated tasks of the training side: the pre-label the serving policy
     shows for each (`opinions` of their texts, e.g. the predictor from the answer cache)
     against the human label. Held-out tasks are left out so that evaluation measures the
     calibrator on posts it never saw; `usable(task id)` leaves out more (the posts the
     serving model trained on, whose probabilities would look surer than they are)."""
-    examples = [e for e in dataset.labeled_examples(list(tasks), taxonomy,
-                                                    holdout_percent=holdout_percent)
-                if usable(e.task_id)]
+    examples = [
+        e
+        for e in dataset.labeled_examples(list(tasks), taxonomy, holdout_percent=holdout_percent)
+        if usable(e.task_id)
+    ]
     scored = opinions([e.text for e in examples]) if examples else []
     rows, right = [], []
     for example, item in zip(examples, scored, strict=True):
         f = features_of(item)
-        if f is not None:
+        if f is not None and item.decision is not None:
             rows.append(f)
             right.append(item.decision.label == example.label)
     return fit(rows, right, regularisation=regularisation)
@@ -327,8 +397,9 @@ def _bin(score: float, bins: int) -> int:
     return min(int(score * bins), bins - 1)
 
 
-def reliability_bins(scores: Sequence[float], right: Sequence[bool], *,
-                     bins: int = BINS) -> list[dict[str, Any]]:
+def reliability_bins(
+    scores: Sequence[float], right: Sequence[bool], *, bins: int = BINS
+) -> list[dict[str, Any]]:
     """Per equal-width bin of P(right): its range, how many scores fall in it, their mean
     and the share of those pre-labels that were right (None for an empty bin)."""
     if bins < 1:
@@ -340,9 +411,15 @@ def reliability_bins(scores: Sequence[float], right: Sequence[bool], *,
     out = []
     for k, group in enumerate(members):
         n = len(group)
-        out.append({"low": k / bins, "high": (k + 1) / bins, "n": n,
-                    "mean_score": sum(s for s, _ in group) / n if n else None,
-                    "share_right": sum(r for _, r in group) / n if n else None})
+        out.append(
+            {
+                "low": k / bins,
+                "high": (k + 1) / bins,
+                "n": n,
+                "mean_score": sum(s for s, _ in group) / n if n else None,
+                "share_right": sum(r for _, r in group) / n if n else None,
+            }
+        )
     return out
 
 
@@ -351,5 +428,4 @@ def ece(scores: Sequence[float], right: Sequence[bool], *, bins: int = BINS) -> 
     bin's share of the scores."""
     table = reliability_bins(scores, right, bins=bins)
     total = sum(b["n"] for b in table)
-    return sum(b["n"] / total * abs(b["share_right"] - b["mean_score"])
-               for b in table if b["n"])
+    return sum(b["n"] / total * abs(b["share_right"] - b["mean_score"]) for b in table if b["n"])

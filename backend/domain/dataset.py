@@ -70,8 +70,9 @@ class Example:
     label: str
 
 
-def labeled_examples(tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: int,
-                     held_out: bool = False) -> list[Example]:
+def labeled_examples(
+    tasks: list[dict], taxonomy: Taxonomy, *, holdout_percent: int, held_out: bool = False
+) -> list[Example]:
     """One example per annotated task from the training side (or, with held_out=True,
     from the held-out side): the latest annotation wins, skipped ones are left out."""
     examples = []
@@ -102,5 +103,7 @@ def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> s
     if not short:
         return None
     listed = ", ".join(f"{name}: {n}" for name, n in short.items())
-    return (f"needs at least {minimum} training annotations per label; have {listed} "
-            f"({len(examples)} training annotations in all)")
+    return (
+        f"needs at least {minimum} training annotations per label; have {listed} "
+        f"({len(examples)} training annotations in all)"
+    )

@@ -62,29 +62,41 @@ class Decision:
 
 
 def model_opinion(labels: list[str], probabilities: np.ndarray) -> ModelOpinion:
-    return ModelOpinion(labels[int(np.argmax(probabilities))],
-                        {name: float(p) for name, p in zip(labels, probabilities, strict=True)})
+    return ModelOpinion(
+        labels[int(np.argmax(probabilities))],
+        {name: float(p) for name, p in zip(labels, probabilities, strict=True)},
+    )
 
 
-def decide(llm_label: str | None, llm_confidence: float | None, model: ModelOpinion | None,
-           *, prefer_model: bool, calibrator: Calibrator | None = None) -> Decision | None:
+def decide(
+    llm_label: str | None,
+    llm_confidence: float | None,
+    model: ModelOpinion | None,
+    *,
+    prefer_model: bool,
+    calibrator: Calibrator | None = None,
+) -> Decision | None:
     """The pre-label and its score, P(right) from `calibrator` (None: the prior); None when
     there is no opinion at all."""
-    if llm_label is None and model is None:
-        return None
-    if model is not None and (prefer_model or llm_label is None):
+    if llm_label is not None and (model is None or not prefer_model):
+        label, source = llm_label, "llm"
+    elif model is not None:
         label, source = model.label, "model"
     else:
-        label, source = llm_label, "llm"
+        return None
     features = calibration.features(
-        label, from_model=source == "model", llm_label=llm_label,
-        llm_confidence=llm_confidence, model_label=model.label if model else None,
-        model_probabilities=model.probabilities if model else None)
+        label,
+        from_model=source == "model",
+        llm_label=llm_label,
+        llm_confidence=llm_confidence,
+        model_label=model.label if model else None,
+        model_probabilities=model.probabilities if model else None,
+    )
     score = (calibrator or calibration.PRIOR).score(features)
     return Decision(label, score, source, disagree=features.regime == "disagree")
 
 
-def accuracy(truth: list[str], predicted: list[str | None]) -> float | None:
+def accuracy(truth: Sequence[str], predicted: Sequence[str | None]) -> float | None:
     """Share of posts where the prediction equals the label (None is wrong); None when
     there are no posts."""
     if not truth:
@@ -106,35 +118,44 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """"better", "worse" or "even": who is right on more judge posts."""
+        """ "better", "worse" or "even": who is right on more judge posts."""
         if self.new_only > self.other_only:
             return "better"
         return "worse" if self.new_only < self.other_only else "even"
 
     def describe(self, other: str) -> str:
         relation = "even with" if self.verdict == "even" else f"{self.verdict} than"
-        return (f"{relation} {other} on {self.n} judge posts (right on {self.new_right} vs "
-                f"{self.other_right}; right where {other} was wrong: {self.new_only}, the "
-                f"reverse: {self.other_only}; McNemar p = {self.p_better:.3g} for a lead "
-                f"this large by chance, p = {self.p_worse:.3g} for {other}'s)")
+        return (
+            f"{relation} {other} on {self.n} judge posts (right on {self.new_right} vs "
+            f"{self.other_right}; right where {other} was wrong: {self.new_only}, the "
+            f"reverse: {self.other_only}; McNemar p = {self.p_better:.3g} for a lead "
+            f"this large by chance, p = {self.p_worse:.3g} for {other}'s)"
+        )
 
 
-def compare(truth: Sequence[str], new: Sequence[str | None], other: Sequence[str | None]
-            ) -> Comparison:
+def compare(
+    truth: Sequence[str], new: Sequence[str | None], other: Sequence[str | None]
+) -> Comparison:
     """The paired comparison on the same posts (see the module docstring)."""
     rows = list(zip(truth, new, other, strict=True))
     new_only = sum(t == a and t != b for t, a, b in rows)
     other_only = sum(t != a and t == b for t, a, b in rows)
     discordant = new_only + other_only
+
     def p_of_a_lead(wins: int) -> float:
         if not discordant:
             return 1.0
-        return round(float(stats.binomtest(wins, discordant, 0.5,
-                                           alternative="greater").pvalue), 6)
+        return round(float(stats.binomtest(wins, discordant, 0.5, alternative="greater").pvalue), 6)
 
-    return Comparison(len(rows), sum(t == a for t, a, _ in rows),
-                      sum(t == b for t, _, b in rows), new_only, other_only,
-                      p_of_a_lead(other_only), p_of_a_lead(new_only))
+    return Comparison(
+        len(rows),
+        sum(t == a for t, a, _ in rows),
+        sum(t == b for t, _, b in rows),
+        new_only,
+        other_only,
+        p_of_a_lead(other_only),
+        p_of_a_lead(new_only),
+    )
 
 
 # How unlikely by chance a lead on the judge posts must be to count as shown: the serving

@@ -18,59 +18,75 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol
+
+from backend.domain.calibration import Scored
 
 # P(right) under 0.8 is worth a look: at least one such pre-label in five is corrected.
 QUEUE_BELOW = 0.8
 REVIEW_TAB = "Review queue"
-FIELDS = ["task", "priority", "in_queue", "disagree", "shown_label", "shown_from",
-          "llm_label", "llm_confidence", "model_label", "model_probabilities", "text"]
+FIELDS = [
+    "task",
+    "priority",
+    "in_queue",
+    "disagree",
+    "shown_label",
+    "shown_from",
+    "llm_label",
+    "llm_confidence",
+    "model_label",
+    "model_probabilities",
+    "text",
+]
 
 
 def review_tab() -> dict:
     """The Data Manager tab: unlabeled tasks scored under the threshold, lowest first."""
     return {
         "title": REVIEW_TAB,
-        "filters": {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:total_annotations", "operator": "equal",
-             "type": "Number", "value": 0},
-            {"filter": "filter:tasks:predictions_score", "operator": "less",
-             "type": "Number", "value": QUEUE_BELOW},
-        ]},
+        "filters": {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:total_annotations",
+                    "operator": "equal",
+                    "type": "Number",
+                    "value": 0,
+                },
+                {
+                    "filter": "filter:tasks:predictions_score",
+                    "operator": "less",
+                    "type": "Number",
+                    "value": QUEUE_BELOW,
+                },
+            ],
+        },
         "ordering": ["tasks:predictions_score"],
         "hiddenColumns": {"explore": [], "labeling": []},
     }
 
 
-class Scored(Protocol):
-    """What a row needs of a task's opinions (inference.predictor.Opinions)."""
-
-    llm: object
-    model: object
-    decision: object
-
-
-def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Scored]
-         ) -> list[dict]:
+def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Scored]) -> list[dict]:
     """One row per task that has a pre-label, lowest priority first."""
-    out = []
+    out: list[dict] = []
     for task, text, item in zip(task_ids, texts, opinions, strict=True):
         decision = item.decision
         if decision is None:
             continue
-        out.append({
-            "task": task,
-            "text": text,
-            "priority": decision.score,
-            "shown_label": decision.label,
-            "shown_from": decision.source,
-            "disagree": decision.disagree,
-            "llm_label": item.llm.label if item.llm else None,
-            "llm_confidence": item.llm.confidence if item.llm else None,
-            "model_label": item.model.label if item.model else None,
-            "model_probabilities": item.model.probabilities if item.model else None,
-            "in_queue": decision.score < QUEUE_BELOW,
-        })
+        out.append(
+            {
+                "task": task,
+                "text": text,
+                "priority": decision.score,
+                "shown_label": decision.label,
+                "shown_from": decision.source,
+                "disagree": decision.disagree,
+                "llm_label": item.llm.label if item.llm else None,
+                "llm_confidence": item.llm.confidence if item.llm else None,
+                "model_label": item.model.label if item.model else None,
+                "model_probabilities": item.model.probabilities if item.model else None,
+                "in_queue": decision.score < QUEUE_BELOW,
+            }
+        )
     out.sort(key=lambda r: r["priority"])
     return out
 
@@ -78,12 +94,19 @@ def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Score
 def disagreement_pairs(queue_rows: list[dict], *, examples: int = 3) -> list[dict]:
     """Model-vs-LLM label pairs, most frequent first, with example posts."""
     pairs = Counter((r["llm_label"], r["model_label"]) for r in queue_rows if r["disagree"])
-    return [{
-        "llm_label": llm, "model_label": model, "count": n,
-        "examples": [r["text"][:200] for r in queue_rows
-                     if r["disagree"] and (r["llm_label"], r["model_label"]) == (llm, model)
-                     ][:examples],
-    } for (llm, model), n in pairs.most_common()]
+    return [
+        {
+            "llm_label": llm,
+            "model_label": model,
+            "count": n,
+            "examples": [
+                r["text"][:200]
+                for r in queue_rows
+                if r["disagree"] and (r["llm_label"], r["model_label"]) == (llm, model)
+            ][:examples],
+        }
+        for (llm, model), n in pairs.most_common()
+    ]
 
 
 def summary(version: str, queue_rows: list[dict], *, unlabeled: int) -> dict:
@@ -100,8 +123,13 @@ def summary(version: str, queue_rows: list[dict], *, unlabeled: int) -> dict:
 
 def describe(queue_summary: dict, *, top: int = 5) -> str:
     """One line for the log: the most frequent disagreement pairs."""
-    return ", ".join(f"llm {p['llm_label']} vs model {p['model_label']}: {p['count']}"
-                     for p in queue_summary["pairs"][:top]) or "none"
+    return (
+        ", ".join(
+            f"llm {p['llm_label']} vs model {p['model_label']}: {p['count']}"
+            for p in queue_summary["pairs"][:top]
+        )
+        or "none"
+    )
 
 
 def to_csv(queue_rows: list[dict]) -> str:

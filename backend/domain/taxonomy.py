@@ -45,12 +45,14 @@ class Taxonomy:
         """A Label Studio prediction result choosing `label`."""
         if label not in self.names:
             raise ValueError(f"{label!r} is not one of {self.names}")
-        return [{
-            "from_name": self.from_name,
-            "to_name": self.to_name,
-            "type": "choices",
-            "value": {"choices": [self._stored[label]]},
-        }]
+        return [
+            {
+                "from_name": self.from_name,
+                "to_name": self.to_name,
+                "type": "choices",
+                "value": {"choices": [self._stored[label]]},
+            }
+        ]
 
     @functools.cached_property
     def _stored(self) -> dict[str, str]:
@@ -59,8 +61,10 @@ class Taxonomy:
     @functools.cached_property
     def _by_stored(self) -> dict[str, str]:
         # Results carry the alias where the config gives one; a name is accepted too.
-        return {**{label.name: label.name for label in self.labels},
-                **{label.stored: label.name for label in self.labels}}
+        return {
+            **{label.name: label.name for label in self.labels},
+            **{label.stored: label.name for label in self.labels},
+        }
 
     def label_of(self, result: list[dict]) -> str | None:
         """The single label chosen in an annotation or prediction result, if any."""
@@ -90,13 +94,14 @@ MAX_CONFIG_CHARS = 256 * 1024  # real configs are a few kB; a huge one costs sec
 def parse_taxonomy(config: object) -> Taxonomy:
     """Find the first single-choice Choices over a Text object in `config`."""
     if not isinstance(config, str):
-        raise TaxonomyError(f"the label config must be an XML string, not "
-                            f"{type(config).__name__}")
+        raise TaxonomyError(f"the label config must be an XML string, not {type(config).__name__}")
     if not config.strip():
         raise TaxonomyError("the label config is empty")
     if len(config) > MAX_CONFIG_CHARS:
-        raise TaxonomyError(f"the label config has {len(config)} characters; at most "
-                            f"{MAX_CONFIG_CHARS} are accepted")
+        raise TaxonomyError(
+            f"the label config has {len(config)} characters; at most "
+            f"{MAX_CONFIG_CHARS} are accepted"
+        )
     return _parse(config)
 
 
@@ -121,9 +126,11 @@ def _parse(config: str) -> Taxonomy:
                 # The SDK keys choices by alias when there is one: the name is the
                 # value annotators read (and the prompt shows), the alias what results
                 # store.
-                Label(name=(tag.attr or {}).get("value") or key,
-                      rule=(tag.attr or {}).get("hint", "").strip(),
-                      alias=((tag.attr or {}).get("alias") or "").strip())
+                Label(
+                    name=(tag.attr or {}).get("value") or key,
+                    rule=(tag.attr or {}).get("hint", "").strip(),
+                    alias=((tag.attr or {}).get("alias") or "").strip(),
+                )
                 for key, tag in control.labels_attrs.items()
             )
             if len(labels) < 2:
@@ -137,5 +144,5 @@ def _parse(config: str) -> Taxonomy:
             )
     raise TaxonomyError(
         "the label config needs a single-choice <Choices> whose toName is a <Text> "
-        "object with value=\"$field\""
+        'object with value="$field"'
     )

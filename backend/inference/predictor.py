@@ -44,7 +44,8 @@ class Predictor:
             if len(self._registries) >= 1000:  # bounded, whatever ids clients send
                 self._registries.clear()
             registry = self._registries.setdefault(
-                project, Registry(self.settings.model_dir, project))
+                project, Registry(self.settings.model_dir, project)
+            )
         return registry
 
     def model_version(self, project: int | None) -> str:
@@ -55,9 +56,15 @@ class Predictor:
                 return serving
         return self.llm_version()
 
-    def opinions(self, project: int | None, taxonomy: Taxonomy, texts: list[str], *,
-                 deadline: float | None = None, llm_only_cached: bool = False
-                 ) -> tuple[str, list[Opinions]]:
+    def opinions(
+        self,
+        project: int | None,
+        taxonomy: Taxonomy,
+        texts: list[str],
+        *,
+        deadline: float | None = None,
+        llm_only_cached: bool = False,
+    ) -> tuple[str, list[Opinions]]:
         """Both opinions and the decision for each text, and the version they belong to."""
         if llm_only_cached:
             cached = self.labeler.cached(taxonomy, texts)
@@ -66,8 +73,9 @@ class Predictor:
             llm = self.labeler.label_many(taxonomy, texts, deadline=deadline, group=project)
         return self.combine(project, taxonomy, texts, llm)
 
-    def combine(self, project: int | None, taxonomy: Taxonomy, texts: list[str],
-                llm: list[LLMOpinion]) -> tuple[str, list[Opinions]]:
+    def combine(
+        self, project: int | None, taxonomy: Taxonomy, texts: list[str], llm: list[LLMOpinion]
+    ) -> tuple[str, list[Opinions]]:
         """The serving model's opinion beside the LLM's given ones, and the decisions."""
         version = self.model_version(project)
         classifier = None
@@ -84,19 +92,30 @@ class Predictor:
             models = [policy.model_opinion(classifier.labels, row) for row in probabilities]
             prefer_model = bool(classifier.meta.get("beats_llm", False))
         elif classifier is not None:
-            log.warning("model %s was trained on labels %s, the config has %s; not used",
-                        version, classifier.labels, list(taxonomy.names))
-        calibrator = calibration.load(self.registry(project).read_calibration()
-                                      if project is not None else None)
+            log.warning(
+                "model %s was trained on labels %s, the config has %s; not used",
+                version,
+                classifier.labels,
+                list(taxonomy.names),
+            )
+        calibrator = calibration.load(
+            self.registry(project).read_calibration() if project is not None else None
+        )
         out = []
         for opinion, model in zip(llm, models, strict=True):
-            decision = policy.decide(opinion.label, opinion.confidence, model,
-                                     prefer_model=prefer_model, calibrator=calibrator)
+            decision = policy.decide(
+                opinion.label,
+                opinion.confidence,
+                model,
+                prefer_model=prefer_model,
+                calibrator=calibrator,
+            )
             out.append(Opinions(opinion, model, decision))
         return version, out
 
-    def predict(self, project: int | None, taxonomy: Taxonomy, tasks: list, *,
-                ask_llm: bool = True) -> tuple[str, list, int]:
+    def predict(
+        self, project: int | None, taxonomy: Taxonomy, tasks: list, *, ask_llm: bool = True
+    ) -> tuple[str, list, int]:
         """Label Studio `results`: one entry per task, `[]` for a task with no pre-label
         (Label Studio then stores nothing for it and asks again on the next retrieval),
         and how many tasks wait for an LLM answer. With `ask_llm` False only cached
@@ -105,20 +124,37 @@ class Predictor:
         texts = [task_text(task, taxonomy.text_field) for task in tasks]
         usable = [i for i, text in enumerate(texts) if text is not None]
         if len(usable) < len(tasks):
-            log.warning("%d of %d tasks have no text in data[%r]; they get no pre-label",
-                        len(tasks) - len(usable), len(tasks), taxonomy.text_field)
+            log.warning(
+                "%d of %d tasks have no text in data[%r]; they get no pre-label",
+                len(tasks) - len(usable),
+                len(tasks),
+                taxonomy.text_field,
+            )
         version, opinions = self.opinions(
-            project, taxonomy, [texts[i] for i in usable],
-            deadline=started + self.settings.predict_deadline, llm_only_cached=not ask_llm)
+            project,
+            taxonomy,
+            [text for text in texts if text is not None],
+            deadline=started + self.settings.predict_deadline,
+            llm_only_cached=not ask_llm,
+        )
         results: list = [[] for _ in tasks]
         missing = 0
         for index, item in zip(usable, opinions, strict=True):
             if item.llm is not None and item.llm.error == NOT_CACHED:
                 missing += 1
             elif item.decision is not None:
-                results[index] = {"result": taxonomy.result(item.decision.label),
-                                  "score": item.decision.score, "model_version": version}
+                results[index] = {
+                    "result": taxonomy.result(item.decision.label),
+                    "score": item.decision.score,
+                    "model_version": version,
+                }
         labeled = sum(1 for r in results if r)
-        log.info("predict: %d tasks, %d pre-labeled, %d wait for the LLM, version %s, "
-                 "%.2f s", len(tasks), labeled, missing, version, time.monotonic() - started)
+        log.info(
+            "predict: %d tasks, %d pre-labeled, %d wait for the LLM, version %s, %.2f s",
+            len(tasks),
+            labeled,
+            missing,
+            version,
+            time.monotonic() - started,
+        )
         return version, results, missing

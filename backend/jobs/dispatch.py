@@ -26,7 +26,7 @@ from pathlib import Path
 
 from backend.config import Settings
 from backend.domain.jobs import lane_of
-from backend.jobs.state import JobState, RedisJobState
+from backend.jobs.state import FileLease, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ DAY_MS = 24 * 3600 * 1000
 class Dispatcher:
     """Record a request and make sure something runs it."""
 
-    def __init__(self, settings: Settings, state: JobState | RedisJobState) -> None:
+    def __init__(self, settings: Settings, state: JobStore) -> None:
         self.settings = settings
         self.state = state
 
@@ -67,7 +67,7 @@ class Dispatcher:
         return kicked
 
 
-def start_runner(settings: Settings, state: JobState, project: int, lane: str) -> bool:
+def start_runner(settings: Settings, state: JobStore, project: int, lane: str) -> bool:
     """Start a runner process for the project's lane unless one is alive or
     MAX_TRAINING_RUNNERS of the lane are busy (the request then waits: a runner that
     finishes, or the reconcile, starts it). A fresh interpreter (spawn, not fork): CUDA and
@@ -82,23 +82,42 @@ def start_runner(settings: Settings, state: JobState, project: int, lane: str) -
             return False
         busy = state.live_runners(lane)
         if busy >= settings.max_training_runners:
-            log.info("project %d: %s waits, %d of MAX_TRAINING_RUNNERS=%d runners busy",
-                     project, lane, busy, settings.max_training_runners)
+            log.info(
+                "project %d: %s waits, %d of MAX_TRAINING_RUNNERS=%d runners busy",
+                project,
+                lane,
+                busy,
+                settings.max_training_runners,
+            )
             return False
         lease = state.acquire(project, lane, wait=0)
         if lease is None:
             return False  # a runner started by hand took it meanwhile
+        if not isinstance(lease, FileLease):  # a Redis store means BROKER_URL: workers run
+            lease.release()
+            raise TypeError("runner processes are started only in the embedded mode")
         try:
             log_dir = settings.model_dir / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
             fd = lease.handle.fileno()
             with open(log_dir / f"{lane}-{project}.log", "ab") as log_file:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "backend.jobs.run", lane, str(project),
-                     f"{LOCK_FD}{fd}"], pass_fds=(fd,),
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, env=os.environ.copy(),
-                    cwd=Path(__file__).resolve().parents[2])
+                    [
+                        sys.executable,
+                        "-m",
+                        "backend.jobs.run",
+                        lane,
+                        str(project),
+                        f"{LOCK_FD}{fd}",
+                    ],
+                    pass_fds=(fd,),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=os.environ.copy(),
+                    cwd=Path(__file__).resolve().parents[2],
+                )
         finally:
             # Closing this copy keeps the flock: the runner's copy holds it until done.
             lease.handle.close()
@@ -111,18 +130,20 @@ def start_runner(settings: Settings, state: JobState, project: int, lane: str) -
 def actors(broker_url: str) -> dict:
     """The Dramatiq broker for BROKER_URL and one actor per lane, once per process."""
     import dramatiq
+    from dramatiq.broker import Broker
 
     if broker_url.startswith("amqp"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        broker = RabbitmqBroker(url=broker_url)
+        broker: Broker = RabbitmqBroker(url=broker_url)
     else:
         from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 
         # A worker that stops beating for 15 s is dead: its unfinished messages go back
         # to the queue at the next maintenance, which runs on 1 in 20 fetches.
-        broker = RedisBroker(url=broker_url, heartbeat_timeout=15000,
-                             maintenance_chance=MAINTENANCE_SCALE // 20)
+        broker = RedisBroker(
+            url=broker_url, heartbeat_timeout=15000, maintenance_chance=MAINTENANCE_SCALE // 20
+        )
     dramatiq.set_broker(broker)
 
     def run_lane_job(project: int, lane: str) -> None:
@@ -133,11 +154,18 @@ def actors(broker_url: str) -> dict:
 
     made = {}
     for lane, queue in QUEUES.items():
+
         def bound(project: int, _lane: str = lane) -> None:
             run_lane_job(project, _lane)
 
         bound.__name__ = f"takemeter_{lane}"
-        made[lane] = dramatiq.actor(bound, actor_name=f"takemeter_{lane}", queue_name=queue,
-                                    broker=broker, max_retries=20, min_backoff=5000,
-                                    max_backoff=300000, time_limit=DAY_MS)
+        made[lane] = dramatiq.actor(
+            actor_name=f"takemeter_{lane}",
+            queue_name=queue,
+            broker=broker,
+            max_retries=20,
+            min_backoff=5000,
+            max_backoff=300000,
+            time_limit=DAY_MS,
+        )(bound)
     return made

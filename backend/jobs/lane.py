@@ -13,11 +13,12 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from backend.config import ConfigError, Settings, load_settings
 from backend.domain.jobs import TRAIN
 from backend.inference.predictor import Predictor
-from backend.jobs.state import JobState, Lease, LeaseLost, RedisJobState, open_state
+from backend.jobs.state import JobStore, Lease, LeaseLost, open_state
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import for_backend as card_for_backend
 from backend.llm.labeler import from_settings as labeler_from_settings
@@ -36,21 +37,36 @@ def retryable(exc: Exception) -> bool:
 
     if isinstance(exc, ApiError):
         return exc.status_code not in (400, 404)  # a bad request or a deleted project stays so
-    return isinstance(exc, (PrelabelFailures, httpx.HTTPError, ConnectionError, TimeoutError,
-                            redis.RedisError, openai.APIConnectionError))
+    return isinstance(
+        exc,
+        (
+            PrelabelFailures,
+            httpx.HTTPError,
+            ConnectionError,
+            TimeoutError,
+            redis.RedisError,
+            openai.APIConnectionError,
+        ),
+    )
 
 
 def backoff(attempt: int) -> float:
     return min(300.0, 5.0 * 2 ** (attempt - 1))
 
 
-def work(settings: Settings, state: JobState | RedisJobState, lease: Lease, *,
-         client=None, predictor: Predictor | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> None:
+def work(
+    settings: Settings,
+    state: JobStore,
+    lease: Lease,
+    *,
+    client=None,
+    predictor: Predictor | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Run the lane's pending work until none is left; the lease is given up then."""
     project, lane = lease.project, lease.lane
 
-    def report(**fields: object) -> None:
+    def report(**fields: Any) -> None:
         state.set_status(project, lane, **fields)
 
     try:
@@ -64,13 +80,14 @@ def work(settings: Settings, state: JobState | RedisJobState, lease: Lease, *,
     if lane == "training":
         runner = Runner(settings, state, client=client, predictor=predictor, card=card)
 
-        def report(**fields: object) -> None:  # failures and retries reach the card too
+        def report(**fields: Any) -> None:  # failures and retries reach the card too
             runner.report(project, **fields)
 
         def execute(bits: int) -> None:
             runner.train(project) if bits & TRAIN else runner.rescore(project)
     else:
-        def report(**fields: object) -> None:
+
+        def report(**fields: Any) -> None:
             card.show(project, state.set_status(project, lane, **fields), lane)
 
         def execute(bits: int) -> None:
@@ -92,18 +109,34 @@ def work(settings: Settings, state: JobState | RedisJobState, lease: Lease, *,
             reason = ls_client.describe_error(exc)
             if attempts >= settings.job_retries or not retryable(exc):
                 log.exception("project %d: %s failed", project, lane)
-                report(state="failed", phase=None, reason=reason, attempts=attempts,
-                       finished=time.time())
+                report(
+                    state="failed",
+                    phase=None,
+                    reason=reason,
+                    attempts=attempts,
+                    finished=time.time(),
+                )
                 attempts = 0
                 continue
             delay = backoff(attempts)
-            log.warning("project %d: %s attempt %d of %d failed (%s); again in %.0f s",
-                        project, lane, attempts, settings.job_retries, reason, delay)
-            report(state="retrying", phase=None, reason=reason, attempts=attempts,
-                   retry_at=time.time() + delay)
+            log.warning(
+                "project %d: %s attempt %d of %d failed (%s); again in %.0f s",
+                project,
+                lane,
+                attempts,
+                settings.job_retries,
+                reason,
+                delay,
+            )
+            report(
+                state="retrying",
+                phase=None,
+                reason=reason,
+                attempts=attempts,
+                retry_at=time.time() + delay,
+            )
             sleep(delay)
-            state.request(project, f"attempt {attempts + 1} of {settings.job_retries}",
-                          kind=bits)
+            state.request(project, f"attempt {attempts + 1} of {settings.job_retries}", kind=bits)
 
 
 @functools.cache

@@ -41,16 +41,16 @@ def reconcile_projects(client, dispatcher: Dispatcher) -> list[int]:
     return requested
 
 
-def run_forever(dispatcher: Dispatcher, connect: Callable[[], object],
-                stop: threading.Event) -> None:
+def run_forever(
+    dispatcher: Dispatcher, connect: Callable[[], object], stop: threading.Event
+) -> None:
     """Recover orphaned lanes every few seconds, reconcile every RECONCILE_SECONDS."""
     every = dispatcher.settings.reconcile_seconds
     since = every  # first reconcile right away
     while not stop.is_set():
         try:
             for project, lane in dispatcher.recover():
-                log.info("reconcile: project %d: %s had work and no runner; started", project,
-                         lane)
+                log.info("reconcile: project %d: %s had work and no runner; started", project, lane)
             if since >= every:
                 since = 0.0
                 reconcile_projects(connect(), dispatcher)
@@ -65,8 +65,9 @@ def run_forever(dispatcher: Dispatcher, connect: Callable[[], object],
 def start(dispatcher: Dispatcher, connect: Callable[[], object]) -> threading.Event:
     """The reconcile loop in a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
-    threading.Thread(target=run_forever, args=(dispatcher, connect, stop), daemon=True,
-                     name="reconcile").start()
+    threading.Thread(
+        target=run_forever, args=(dispatcher, connect, stop), daemon=True, name="reconcile"
+    ).start()
     return stop
 
 
@@ -78,13 +79,16 @@ def main() -> int:
     from backend.jobs.state import open_state
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s reconcile[%(process)d] %(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s reconcile[%(process)d] %(message)s",
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_forever(Dispatcher(settings, open_state(settings)),
-                lambda: ls_client.connect(settings), stop)
+    run_forever(
+        Dispatcher(settings, open_state(settings)), lambda: ls_client.connect(settings), stop
+    )
     return 0
 
 

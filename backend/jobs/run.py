@@ -14,13 +14,12 @@ from backend.jobs.lane import work
 from backend.jobs.state import FileLease, JobState
 
 
-def handed_lease(state: JobState, project: int, lane: str, args: list[str]
-                 ) -> FileLease | None:
+def handed_lease(state: JobState, project: int, lane: str, args: list[str]) -> FileLease | None:
     """The lease start_runner handed over (--lock-fd=N), else (a runner started by hand)
     one taken here, or None when another runner has it."""
     for arg in args:
         if arg.startswith(LOCK_FD):
-            return FileLease(project, lane, open(int(arg[len(LOCK_FD):]), "a+"))
+            return FileLease(project, lane, open(int(arg[len(LOCK_FD) :]), "a+"))
     return state.acquire(project, lane)
 
 
@@ -28,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     lane, project = argv[0], int(argv[1])
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format=f"%(asctime)s %(levelname)s {lane}[%(process)d] %(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s {lane}[%(process)d] %(message)s",
+    )
     state = JobState(settings.model_dir)
     lease = handed_lease(state, project, lane, argv[2:])
     if lease is None:

@@ -26,10 +26,11 @@ import time
 import uuid
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from backend.config import Settings
 from backend.connections import redis_client
-from backend.domain.jobs import TRAIN, lane_of
+from backend.domain.jobs import TRAIN, StatusStore, lane_of
 from backend.model.registry import Registry
 
 LEASE_SECONDS = 30.0
@@ -40,11 +41,30 @@ def public_status(status: dict, *, pending: int, running: int, busy: bool) -> di
     shown = {"state": "idle", **status, "pending": bool(pending)}
     if shown["state"] in ("running", "queued") and not busy and not pending:
         if running:
-            shown.update(state="interrupted", reason="the job's process ended before it "
-                         "finished; it runs again when a runner picks the project up")
+            shown.update(
+                state="interrupted",
+                reason="the job's process ended before it "
+                "finished; it runs again when a runner picks the project up",
+            )
         elif shown["state"] == "running":
             shown.update(state="failed", reason="the job's process ended unexpectedly")
     return shown
+
+
+def shown_status(store: JobStore, project: int, lane: str) -> dict:
+    """What GET /jobs shows of a lane, from either store's row."""
+    pending, running, since, status = store.row(project, lane)
+    shown = public_status(status, pending=pending, running=running, busy=store.busy(project, lane))
+    if lane == "training":
+        shown["annotations_since_last_run"] = since
+    return shown
+
+
+def mark_requested(status: dict, reason: str) -> None:
+    """A request noted on the lane's status: queued unless a run is under way."""
+    status.update(requested_by=reason, requested_at=time.time())
+    if status.get("state") not in ("running", "retrying"):
+        status["state"] = "queued"
 
 
 class Lease:
@@ -78,10 +98,12 @@ class JobState:
         self.path = model_dir / "jobs.sqlite"
         model_dir.mkdir(parents=True, exist_ok=True)
         with self.transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS lanes (project INTEGER, lane TEXT, "
-                       "pending INTEGER DEFAULT 0, running INTEGER DEFAULT 0, "
-                       "since_run INTEGER DEFAULT 0, status TEXT DEFAULT '{}', "
-                       "updated REAL DEFAULT 0, PRIMARY KEY (project, lane))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS lanes (project INTEGER, lane TEXT, "
+                "pending INTEGER DEFAULT 0, running INTEGER DEFAULT 0, "
+                "since_run INTEGER DEFAULT 0, status TEXT DEFAULT '{}', "
+                "updated REAL DEFAULT 0, PRIMARY KEY (project, lane))"
+            )
 
     @contextmanager
     def transaction(self):
@@ -95,12 +117,12 @@ class JobState:
                 raise
             db.execute("COMMIT")
 
-    def _row(self, db: sqlite3.Connection, project: int, lane: str
-             ) -> tuple[int, int, int, dict]:
+    def _row(self, db: sqlite3.Connection, project: int, lane: str) -> tuple[int, int, int, dict]:
         db.execute("INSERT OR IGNORE INTO lanes (project, lane) VALUES (?, ?)", (project, lane))
         pending, running, since, status = db.execute(
-            "SELECT pending, running, since_run, status FROM lanes WHERE project = ? AND "
-            "lane = ?", (project, lane)).fetchone()
+            "SELECT pending, running, since_run, status FROM lanes WHERE project = ? AND lane = ?",
+            (project, lane),
+        ).fetchone()
         return pending, running, since, json.loads(status or "{}")
 
     def lock_path(self, project: int, lane: str, *, create: bool = True) -> Path:
@@ -135,20 +157,20 @@ class JobState:
                 time.sleep(0.1)
 
     def status(self, project: int, lane: str = "training") -> dict:
+        return shown_status(self, project, lane)
+
+    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
         with self.transaction() as db:
-            pending, running, since, status = self._row(db, project, lane)
-        shown = public_status(status, pending=pending, running=running,
-                              busy=self.busy(project, lane))
-        if lane == "training":
-            shown["annotations_since_last_run"] = since
-        return shown
+            return self._row(db, project, lane)
 
     def set_status(self, project: int, lane: str = "training", **fields: object) -> dict:
         with self.transaction() as db:
             _, _, _, status = self._row(db, project, lane)
             status.update(fields, updated=time.time())
-            db.execute("UPDATE lanes SET status = ?, updated = ? WHERE project = ? AND "
-                       "lane = ?", (json.dumps(status), time.time(), project, lane))
+            db.execute(
+                "UPDATE lanes SET status = ?, updated = ? WHERE project = ? AND lane = ?",
+                (json.dumps(status), time.time(), project, lane),
+            )
         return status
 
     def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None:
@@ -156,31 +178,35 @@ class JobState:
         lane = lane_of(kind)
         with self.transaction() as db:
             _, _, _, status = self._row(db, project, lane)
-            status.update(requested_by=reason, requested_at=time.time())
-            if status.get("state") not in ("running", "retrying"):
-                status["state"] = "queued"
-            db.execute("UPDATE lanes SET pending = pending | ?, since_run = 0, status = ? "
-                       "WHERE project = ? AND lane = ?",
-                       (kind, json.dumps(status), project, lane))
+            mark_requested(status, reason)
+            db.execute(
+                "UPDATE lanes SET pending = pending | ?, since_run = 0, status = ? "
+                "WHERE project = ? AND lane = ?",
+                (kind, json.dumps(status), project, lane),
+            )
 
     def count_annotation(self, project: int, threshold: int) -> bool:
         """Count a new, changed or deleted annotation; True when it reaches the threshold."""
         with self.transaction() as db:
             _, _, since, _ = self._row(db, project, "training")
             since += 1
-            db.execute("UPDATE lanes SET since_run = ? WHERE project = ? AND lane = ?",
-                       (since, project, "training"))
+            db.execute(
+                "UPDATE lanes SET since_run = ? WHERE project = ? AND lane = ?",
+                (since, project, "training"),
+            )
         return since >= threshold
 
-    def take_pending(self, lease: FileLease) -> int:
+    def take_pending(self, lease: Lease) -> int:
         """Runner side: the bits to work on now (with a dead runner's unfinished ones on
         a fresh lease), or 0 and the lease given up, in one transaction."""
         with self.transaction() as db:
             pending, running, _, _ = self._row(db, lease.project, lease.lane)
             work = pending | (running if lease.fresh else 0)
             lease.fresh = False
-            db.execute("UPDATE lanes SET pending = 0, running = ? WHERE project = ? AND "
-                       "lane = ?", (work, lease.project, lease.lane))
+            db.execute(
+                "UPDATE lanes SET pending = 0, running = ? WHERE project = ? AND lane = ?",
+                (work, lease.project, lease.lane),
+            )
             if not work:
                 lease.release()
             return work
@@ -191,8 +217,7 @@ class JobState:
             return list(db.execute("SELECT project, lane, pending, running FROM lanes"))
 
     def live_runners(self, lane: str) -> int:
-        return sum(self.busy(project, lane) for project, row_lane, _, _ in self.lanes()
-                   if row_lane == lane)
+        return live_runners(self, lane)
 
 
 _TAKE = """
@@ -278,26 +303,21 @@ class RedisJobState:
     def acquire(self, project: int, lane: str, *, wait: float = 0.0) -> RedisLease | None:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait
-        while not self.redis.set(self.lock_key(project, lane), token, nx=True,
-                                 px=int(LEASE_SECONDS * 1000)):
+        while not self.redis.set(
+            self.lock_key(project, lane), token, nx=True, px=int(LEASE_SECONDS * 1000)
+        ):
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
         return RedisLease(self, project, lane, token)
 
-    def _fields(self, project: int, lane: str) -> tuple[int, int, int, dict]:
-        raw = self.redis.hmget(self.key(project, lane), "pending", "running", "since_run",
-                               "status")
+    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
+        raw = self.redis.hmget(self.key(project, lane), "pending", "running", "since_run", "status")
         pending, running, since = (int(v or 0) for v in raw[:3])
         return pending, running, since, json.loads(raw[3] or "{}")
 
     def status(self, project: int, lane: str = "training") -> dict:
-        pending, running, since, status = self._fields(project, lane)
-        shown = public_status(status, pending=pending, running=running,
-                              busy=self.busy(project, lane))
-        if lane == "training":
-            shown["annotations_since_last_run"] = since
-        return shown
+        return shown_status(self, project, lane)
 
     def _update(self, project: int, lane: str, change) -> dict:
         """Read-modify-write of the status JSON, retried when another writer raced us."""
@@ -316,29 +336,31 @@ class RedisJobState:
         return result
 
     def set_status(self, project: int, lane: str = "training", **fields: object) -> dict:
-        return self._update(project, lane,
-                            lambda status: status.update(fields, updated=time.time()))
+        return self._update(
+            project, lane, lambda status: status.update(fields, updated=time.time())
+        )
 
     def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None:
         lane = lane_of(kind)
-
-        def queued(status: dict) -> None:
-            status.update(requested_by=reason, requested_at=time.time())
-            if status.get("state") not in ("running", "retrying"):
-                status["state"] = "queued"
-
-        self._update(project, lane, queued)
-        self.script_request(keys=[self.key(project, lane), self.index],
-                            args=[kind, f"{project}:{lane}"])
+        self._update(project, lane, lambda status: mark_requested(status, reason))
+        self.script_request(
+            keys=[self.key(project, lane), self.index], args=[kind, f"{project}:{lane}"]
+        )
 
     def count_annotation(self, project: int, threshold: int) -> bool:
         since = self.redis.hincrby(self.key(project, "training"), "since_run", 1)
         self.redis.sadd(self.index, f"{project}:training")
         return since >= threshold
 
-    def take_pending(self, lease: RedisLease) -> int:
-        work = int(self.script_take(keys=[self.key(lease.project, lease.lane), lease.key],
-                                    args=[lease.token, "1" if lease.fresh else "0"]))
+    def take_pending(self, lease: Lease) -> int:
+        if not isinstance(lease, RedisLease):
+            raise TypeError("a Redis job store takes only its own leases")
+        work = int(
+            self.script_take(
+                keys=[self.key(lease.project, lease.lane), lease.key],
+                args=[lease.token, "1" if lease.fresh else "0"],
+            )
+        )
         lease.fresh = False
         if work < 0:
             lease._stop.set()
@@ -351,16 +373,39 @@ class RedisJobState:
         out = []
         for member in sorted(m.decode() for m in self.redis.smembers(self.index)):
             project, lane = member.split(":", 1)
-            pending, running, _, _ = self._fields(int(project), lane)
+            pending, running, _, _ = self.row(int(project), lane)
             out.append((int(project), lane, pending, running))
         return out
 
     def live_runners(self, lane: str) -> int:
-        return sum(self.busy(project, lane) for project, row_lane, _, _ in self.lanes()
-                   if row_lane == lane)
+        return live_runners(self, lane)
 
 
-def open_state(settings: Settings) -> JobState | RedisJobState:
+class JobStore(StatusStore, Protocol):
+    """The job store every trigger and runner uses; JobState (SQLite, one machine) and
+    RedisJobState (any host) implement it."""
+
+    def busy(self, project: int, lane: str = "training") -> bool: ...
+    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
+        """(pending bits, running bits, annotations since the last run, status)."""
+        ...
+
+    def acquire(self, project: int, lane: str, *, wait: float = ...) -> Lease | None: ...
+    def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None: ...
+    def count_annotation(self, project: int, threshold: int) -> bool: ...
+    def take_pending(self, lease: Lease) -> int: ...
+    def lanes(self) -> list[tuple[int, str, int, int]]: ...
+    def live_runners(self, lane: str) -> int: ...
+
+
+def live_runners(store: JobStore, lane: str) -> int:
+    """How many runners hold a lease of `lane` now."""
+    return sum(
+        store.busy(project, lane) for project, row_lane, _, _ in store.lanes() if row_lane == lane
+    )
+
+
+def open_state(settings: Settings) -> JobStore:
     """The job store the configuration asks for: Redis with REDIS_URL, else SQLite."""
     if settings.redis_url:
         return RedisJobState(redis_client(settings))

@@ -23,14 +23,24 @@ from backend.labelstudio import client as ls_client
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="takemeter worker", description="Run pre-labeling and training jobs from the "
-        "queue at BROKER_URL (REDIS_URL must be set: the distributed mode).")
-    parser.add_argument("--queues", default=",".join(QUEUES),
-                        help="lanes to take, comma-separated (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=4,
-                        help="jobs run at once by this worker (default: %(default)s)")
-    parser.add_argument("--no-reconcile", action="store_true",
-                        help="do not run the periodic reconcile here")
+        prog="takemeter worker",
+        description="Run pre-labeling and training jobs from the "
+        "queue at BROKER_URL (REDIS_URL must be set: the distributed mode).",
+    )
+    parser.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="lanes to take, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="jobs run at once by this worker (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-reconcile", action="store_true", help="do not run the periodic reconcile here"
+    )
     return parser.parse_args(argv)
 
 
@@ -42,35 +52,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if not settings.broker_url:
-        print("configuration error: takemeter worker needs REDIS_URL (and BROKER_URL for "
-              "RabbitMQ); without them the backend runs its jobs itself", file=sys.stderr)
+        print(
+            "configuration error: takemeter worker needs REDIS_URL (and BROKER_URL for "
+            "RabbitMQ); without them the backend runs its jobs itself",
+            file=sys.stderr,
+        )
         return 2
     lanes = [lane.strip() for lane in args.queues.split(",") if lane.strip()]
     unknown = sorted(set(lanes) - set(QUEUES))
     if unknown or not lanes:
         print(f"--queues takes {', '.join(QUEUES)}; got {args.queues!r}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: "
-                               "%(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "openai", "pika"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import dramatiq
 
     broker = next(iter(actors(settings.broker_url).values())).broker
-    worker = dramatiq.Worker(broker, queues={QUEUES[lane] for lane in lanes},
-                             worker_threads=args.threads)
+    worker = dramatiq.Worker(
+        broker, queues={QUEUES[lane] for lane in lanes}, worker_threads=args.threads
+    )
     worker.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     stop_reconcile = None
     if not args.no_reconcile:
-        stop_reconcile = reconcile.start(Dispatcher(settings, open_state(settings)),
-                                         lambda: ls_client.connect(settings))
-    logging.getLogger(__name__).info("worker up: lanes %s, %d threads, broker %s",
-                                     ", ".join(lanes), args.threads,
-                                     settings.broker_url.split("@")[-1])
+        stop_reconcile = reconcile.start(
+            Dispatcher(settings, open_state(settings)), lambda: ls_client.connect(settings)
+        )
+    logging.getLogger(__name__).info(
+        "worker up: lanes %s, %d threads, broker %s",
+        ", ".join(lanes),
+        args.threads,
+        settings.broker_url.split("@")[-1],
+    )
     stop.wait()
     if stop_reconcile is not None:
         stop_reconcile.set()

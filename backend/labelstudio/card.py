@@ -112,10 +112,14 @@ def prelabel_text(status: dict) -> str:
     to label, or before any run."""
     state, reason = status.get("state"), status.get("reason")
     done, todo = status.get("done") or 0, status.get("to_label")
-    trouble = [_count(n, one, many) for n, one, many in (
-        (status.get("failed"), "LLM failure", None),
-        (status.get("unusable"), "answer off the list", "answers off the list"))
-        if isinstance(n, int) and n]
+    trouble = [
+        _count(n, one, many)
+        for n, one, many in (
+            (status.get("failed"), "LLM failure", None),
+            (status.get("unusable"), "answer off the list", "answers off the list"),
+        )
+        if isinstance(n, int) and n
+    ]
     if state == "queued":
         text = "pre-labeling queued"
     elif state == "running" and todo == 0:
@@ -146,7 +150,7 @@ def _one_line(text: str, *, joined: bool = False) -> str:
     if not joined:
         text = text.replace(SEPARATOR.strip(), "-")
     text = " ".join(text.split())
-    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 3] + "..."
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3] + "..."
 
 
 def base_title(title: str | None) -> str:
@@ -163,11 +167,16 @@ class Card:
     job state: each lane runs in its own process). Same-phase updates (epochs, batches)
     are throttled; a Label Studio that fails is logged once and never raises."""
 
-    def __init__(self, client, *, backend_url: str | None = None,
-                 own_versions: Callable[[int], Iterable[str]] | None = None,
-                 lane_status: Callable[[int, str], dict] | None = None,
-                 every: float = EVERY_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client,
+        *,
+        backend_url: str | None = None,
+        own_versions: Callable[[int], Iterable[str]] | None = None,
+        lane_status: Callable[[int, str], dict] | None = None,
+        every: float = EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.backend_url = backend_url.rstrip("/") if backend_url else None
         self.own_versions = own_versions
@@ -189,8 +198,10 @@ class Card:
         """Write a lane's status (with the other lane's) onto the card unless it is
         unchanged or throttled; True when Label Studio took it."""
         other = "prelabel" if lane == "training" else "training"
-        statuses = {lane: status,
-                    other: self.lane_status(project, other) if self.lane_status else {}}
+        statuses = {
+            lane: status,
+            other: self.lane_status(project, other) if self.lane_status else {},
+        }
         text = card_text(statuses["training"], statuses["prelabel"])
         phase = (lane, status.get("state"), status.get("phase"))
         now = self.clock()
@@ -207,9 +218,12 @@ class Card:
                 self._write(project, backend, text)
         except Exception as exc:
             if failed_at is None:
-                log.warning("could not show the job status on project %d's model card "
-                            "in Label Studio (further failures are not logged): %s",
-                            project, ls_client.describe_error(exc))
+                log.warning(
+                    "could not show the job status on project %d's model card "
+                    "in Label Studio (further failures are not logged): %s",
+                    project,
+                    ls_client.describe_error(exc),
+                )
             self._failed_at = now
             return False
         self._shown[project] = (text, phase, now)
@@ -221,16 +235,29 @@ class Card:
         # stored password is kept when an empty one is sent).
         auth = {}
         if str(getattr(backend.auth_method, "value", backend.auth_method)) == "BASIC_AUTH":
-            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": backend.basic_auth_user,
-                    "basic_auth_pass": ""}
+            auth = {
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": backend.basic_auth_user,
+                "basic_auth_pass": "",
+            }
         title = base_title(backend.title) + (f"{SEPARATOR}{text}" if text else "")
-        self.client.ml.update(id=backend.id, url=backend.url, project=project, title=title,
-                              description=text, request_options=REQUEST, **auth)
+        self.client.ml.update(
+            id=backend.id,
+            url=backend.url,
+            project=project,
+            title=title,
+            description=text,
+            request_options=REQUEST,
+            **auth,
+        )
 
 
 def for_backend(client, settings, state, predictor) -> Card:
     """This backend's card in a project: found by BACKEND_URL, or by the versions the
     predictor serves; the other lane's status read from the job state."""
-    return Card(client, backend_url=settings.backend_url, lane_status=state.status,
-                own_versions=lambda p: [predictor.llm_version(),
-                                        *predictor.registry(p).names()])
+    return Card(
+        client,
+        backend_url=settings.backend_url,
+        lane_status=state.status,
+        own_versions=lambda p: [predictor.llm_version(), *predictor.registry(p).names()],
+    )

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -19,22 +20,30 @@ from backend.domain import queue
 log = logging.getLogger(__name__)
 
 # Why Label Studio refuses a token: the same words at the backend's start and in the CLI.
-REJECTED_WHY = ("it is wrong, expired or revoked, or a legacy token while the organization "
-                "has legacy tokens disabled (use a personal access token)")
+REJECTED_WHY = (
+    "it is wrong, expired or revoked, or a legacy token while the organization "
+    "has legacy tokens disabled (use a personal access token)"
+)
 
 
 def connect(settings: Settings, *, timeout: float = 120) -> LabelStudio:
     """An SDK client. LABEL_STUDIO_API_KEY may be a personal access token (a JWT refresh
     token, which the SDK exchanges for access tokens itself) or a legacy token."""
     if not settings.label_studio_url or not settings.label_studio_api_key:
-        raise ConfigError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to reach "
-                          "Label Studio")
+        raise ConfigError(
+            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to reach Label Studio"
+        )
     try:
-        return LabelStudio(base_url=settings.label_studio_url,
-                           api_key=settings.label_studio_api_key, timeout=timeout)
+        return LabelStudio(
+            base_url=settings.label_studio_url,
+            api_key=settings.label_studio_api_key,
+            timeout=timeout,
+        )
     except ApiError as exc:  # the SDK refuses an expired personal access token itself
-        raise ConfigError(f"LABEL_STUDIO_API_KEY was rejected before asking Label Studio "
-                          f"({_detail(exc)}): create a new personal access token") from None
+        raise ConfigError(
+            f"LABEL_STUDIO_API_KEY was rejected before asking Label Studio "
+            f"({_detail(exc)}): create a new personal access token"
+        ) from None
 
 
 def _detail(exc: ApiError) -> str:
@@ -64,14 +73,17 @@ class AccessProblem:
         return self.message
 
 
-def check_access(settings: Settings, *, client: LabelStudio | None = None,
-                 timeout: float = 10) -> AccessProblem | None:
+def check_access(
+    settings: Settings, *, client: LabelStudio | None = None, timeout: float = 10
+) -> AccessProblem | None:
     """One cheap call (users.whoami, no retries); None when the URL and token work."""
     url = settings.label_studio_url
 
     def not_label_studio(why: str) -> AccessProblem:
-        return AccessProblem("LABEL_STUDIO_URL", f"{url} did not answer like Label Studio "
-                                                 f"({why}): check LABEL_STUDIO_URL")
+        return AccessProblem(
+            "LABEL_STUDIO_URL",
+            f"{url} did not answer like Label Studio ({why}): check LABEL_STUDIO_URL",
+        )
 
     try:
         client = client or connect(settings, timeout=timeout)
@@ -80,14 +92,19 @@ def check_access(settings: Settings, *, client: LabelStudio | None = None,
         setting = "LABEL_STUDIO_URL" if not url else "LABEL_STUDIO_API_KEY"
         return AccessProblem(setting, str(exc))
     except httpx.HTTPError as exc:
-        return AccessProblem("LABEL_STUDIO_URL", f"cannot reach Label Studio at {url} "
-                                                 f"({type(exc).__name__}): check "
-                                                 f"LABEL_STUDIO_URL")
+        return AccessProblem(
+            "LABEL_STUDIO_URL",
+            f"cannot reach Label Studio at {url} ({type(exc).__name__}): check LABEL_STUDIO_URL",
+        )
     except ApiError as exc:
         if exc.status_code in (401, 403):
-            return AccessProblem("LABEL_STUDIO_API_KEY", (
-                f"Label Studio at {url} rejected LABEL_STUDIO_API_KEY ({exc.status_code}: "
-                f"{_detail(exc)}): {REJECTED_WHY}"))
+            return AccessProblem(
+                "LABEL_STUDIO_API_KEY",
+                (
+                    f"Label Studio at {url} rejected LABEL_STUDIO_API_KEY ({exc.status_code}: "
+                    f"{_detail(exc)}): {REJECTED_WHY}"
+                ),
+            )
         return not_label_studio(f"it answered {exc.status_code} to the API")
     except ValueError:  # a token exchange answered by something that is not Label Studio
         return not_label_studio("its answer is not JSON")
@@ -96,8 +113,9 @@ def check_access(settings: Settings, *, client: LabelStudio | None = None,
 
 def all_tasks(client: LabelStudio, project: int) -> list[dict]:
     """Every task of the project with its annotations (a JSON export of all tasks)."""
-    chunks = client.projects.exports.download_sync(id=project, export_type="JSON",
-                                                   download_all_tasks=True)
+    chunks = client.projects.exports.download_sync(
+        id=project, export_type="JSON", download_all_tasks=True
+    )
     return json.loads(b"".join(chunks))
 
 
@@ -108,24 +126,36 @@ LISTED_FIELDS = "id,data,total_annotations,predictions_model_versions"
 VERSIONS_CUT_AT = 500  # Label Studio's limit on the joined versions column, in characters
 
 
-def task_pages(client: LabelStudio, project: int, *, page_size: int = 1000
-               ) -> Iterator[list[dict]]:
+def task_pages(client: LabelStudio, project: int, *, page_size: int = 1000) -> Iterator[list[dict]]:
     """The project's tasks a page at a time, so work can start before Label Studio lists
     them all: {"id", "data", "total_annotations" (not skipped), "model_versions" (the set
     of its predictions' versions)}."""
     page = 1
     while True:
         try:
-            items = client.tasks.list(project=project, page=page, page_size=page_size,
-                                      fields="all", include=LISTED_FIELDS).items
+            items: list[Any] = (
+                client.tasks.list(
+                    project=project,
+                    page=page,
+                    page_size=page_size,
+                    fields="all",
+                    include=LISTED_FIELDS,
+                ).items
+                or []
+            )
         except ApiError as exc:
             if exc.status_code == 404:  # Label Studio's answer past the last page
                 return
             raise
-        tasks = [{"id": item.id, "data": item.data,
-                  "total_annotations": item.total_annotations or 0,
-                  "model_versions": shown_versions(item.predictions_model_versions)}
-                 for item in items]
+        tasks = [
+            {
+                "id": item.id,
+                "data": item.data,
+                "total_annotations": item.total_annotations or 0,
+                "model_versions": shown_versions(item.predictions_model_versions),
+            }
+            for item in items
+        ]
         cut = [task["id"] for task in tasks if task["model_versions"] is None]
         if cut:
             exact = exact_versions(client, project, cut)
@@ -149,15 +179,24 @@ def shown_versions(shown: str | None) -> set[str] | None:
     return versions
 
 
-def exact_versions(client: LabelStudio, project: int, tasks: list[int]
-                   ) -> dict[int, set[str]]:
+def exact_versions(client: LabelStudio, project: int, tasks: list[int]) -> dict[int, set[str]]:
     """The model versions of these tasks' predictions, in full."""
     query = json.dumps({"selectedItems": {"all": False, "included": tasks}})
-    items = client.tasks.list(project=project, page=1, page_size=len(tasks), fields="all",
-                              include="id,predictions", query=query).items
-    return {item.id: {prediction.model_version or ""
-                      for prediction in item.predictions or []}
-            for item in items}
+    items: list[Any] = (
+        client.tasks.list(
+            project=project,
+            page=1,
+            page_size=len(tasks),
+            fields="all",
+            include="id,predictions",
+            query=query,
+        ).items
+        or []
+    )
+    return {
+        item.id: {prediction.model_version or "" for prediction in item.predictions or []}
+        for item in items
+    }
 
 
 def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]]:
@@ -168,8 +207,9 @@ def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]
     return found
 
 
-def set_model_version(client: LabelStudio, project: int, version: str, *,
-                      quiet: bool = False) -> bool:
+def set_model_version(
+    client: LabelStudio, project: int, version: str, *, quiet: bool = False
+) -> bool:
     """Score columns and filters in the Data Manager follow project.model_version.
     Label Studio refuses a version that no prediction or live backend carries yet."""
     try:
@@ -177,8 +217,12 @@ def set_model_version(client: LabelStudio, project: int, version: str, *,
         return True
     except ApiError as exc:
         report = log.debug if quiet else log.info
-        report("could not set project %d's model_version to %s yet: %s", project, version,
-               describe_error(exc))
+        report(
+            "could not set project %d's model_version to %s yet: %s",
+            project,
+            version,
+            describe_error(exc),
+        )
         return False
 
 
@@ -189,8 +233,9 @@ IMPORT_CHUNK = 5000
 
 def import_predictions(client: LabelStudio, project: int, predictions: list[dict]) -> None:
     for start in range(0, len(predictions), IMPORT_CHUNK):
-        client.projects.import_predictions(id=project,
-                                           request=predictions[start:start + IMPORT_CHUNK])
+        # The SDK sends plain dicts as they are; its types name its request models.
+        chunk: list[Any] = predictions[start : start + IMPORT_CHUNK]
+        client.projects.import_predictions(id=project, request=chunk)
 
 
 def ensure_review_tab(client: LabelStudio, project: int) -> int:
@@ -199,8 +244,10 @@ def ensure_review_tab(client: LabelStudio, project: int) -> int:
     for view in client.views.list(project=project):
         if (view.data or {}).get("title") == queue.REVIEW_TAB:
             current = view.data or {}
-            if (current.get("filters") != data["filters"]
-                    or current.get("ordering") != data["ordering"]):
+            if (
+                current.get("filters") != data["filters"]
+                or current.get("ordering") != data["ordering"]
+            ):
                 client.views.update(id=view.id, project=project, data={**current, **data})
             return view.id
     return client.views.create(project=project, data=data).id
@@ -224,8 +271,9 @@ def ensure_sampling(client: LabelStudio, project: int, current: object = None) -
     return True
 
 
-def ensure_webhook_auth(client: LabelStudio, project: int, backend_url: str,
-                        auth: tuple[str, str] | None) -> bool:
+def ensure_webhook_auth(
+    client: LabelStudio, project: int, backend_url: str, auth: tuple[str, str] | None
+) -> bool:
     """Label Studio's annotation webhooks do not carry the backend's basic auth by
     themselves: give the Authorization header to the project's webhook that points at
     this backend (exactly `backend_url` + "/webhook"), and to no other. False when that
@@ -240,8 +288,9 @@ def ensure_webhook_auth(client: LabelStudio, project: int, backend_url: str,
             continue
         found = True
         if (hook.headers or {}).get("Authorization") != header:
-            client.webhooks.update(id=hook.id, url=hook.url,
-                                   headers={**(hook.headers or {}), "Authorization": header})
+            client.webhooks.update(
+                id=hook.id, url=hook.url, headers={**(hook.headers or {}), "Authorization": header}
+            )
     return found
 
 
@@ -255,47 +304,54 @@ def project_exists(client: LabelStudio, project: int) -> bool:
         raise
 
 
-def ensure_project(client: LabelStudio, *, title: str, label_config: str,
-                   instructions: str = ""):
+def ensure_project(client: LabelStudio, *, title: str, label_config: str, instructions: str = ""):
     """The project with this title, created or brought up to date with the config."""
-    extra = {"expert_instruction": instructions, "show_instruction": True} if instructions else {}
-    for project in client.projects.list(title=title):
+    extra: dict[str, Any] = (
+        {"expert_instruction": instructions, "show_instruction": True} if instructions else {}
+    )
+    listed: list[Any] = list(client.projects.list(title=title))
+    for project in listed:
         if project.title != title:
             continue
         if project.label_config != label_config or (
-                instructions and project.expert_instruction != instructions):
+            instructions and project.expert_instruction != instructions
+        ):
             client.projects.update(id=project.id, label_config=label_config, **extra)
         return client.projects.get(id=project.id)
     return client.projects.create(title=title, label_config=label_config, **extra)
 
 
-def import_posts(client: LabelStudio, project: int, rows: list[dict], *,
-                 key_field: str = "ref_id") -> list[int]:
+def import_posts(
+    client: LabelStudio, project: int, rows: list[dict], *, key_field: str = "ref_id"
+) -> list[int]:
     """Import task data rows, skipping those whose `key_field` is already in the project."""
     present = {str((t.get("data") or {}).get(key_field)) for t in all_tasks(client, project)}
     new = [row for row in rows if str(row.get(key_field)) not in present]
     ids: list[int] = []
     for start in range(0, len(new), 500):
-        response = client.projects.import_tasks(id=project, request=new[start:start + 500],
-                                                return_task_ids=True)
-        ids += list(response.task_ids or [])
+        chunk: list[Any] = new[start : start + 500]
+        response = client.projects.import_tasks(id=project, request=chunk, return_task_ids=True)
+        ids += list(getattr(response, "task_ids", None) or [])  # not in the SDK's type
     return ids
 
 
-def connect_backend(client: LabelStudio, project: int, *, url: str, title: str,
-                    auth: tuple[str, str] | None = None) -> int:
+def connect_backend(
+    client: LabelStudio, project: int, *, url: str, title: str, auth: tuple[str, str] | None = None
+) -> int:
     """Connect the backend at `url` to the project once; return the connection id."""
     for backend in client.ml.list(project=project):
         if backend.url.rstrip("/") == url.rstrip("/"):
             return backend.id
     options: dict = {"project": project, "url": url, "title": title}
     if auth:
-        options.update(auth_method="BASIC_AUTH", basic_auth_user=auth[0],
-                       basic_auth_pass=auth[1])
+        options.update(auth_method="BASIC_AUTH", basic_auth_user=auth[0], basic_auth_pass=auth[1])
     return client.ml.create(**options).id
 
 
 def retrieve_predictions(client: LabelStudio, project: int) -> None:
     """What the Data Manager's "Retrieve Predictions" does, for all tasks."""
-    client.actions.create(id="retrieve_tasks_predictions", project=project,
-                          selected_items={"all": True, "excluded": []})
+    client.actions.create(
+        id="retrieve_tasks_predictions",
+        project=project,
+        selected_items={"all": True, "excluded": []},
+    )

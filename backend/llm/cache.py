@@ -21,12 +21,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 # Connections a forked process inherited: kept open for good (see AnswerCache._connect).
 _INHERITED: list[sqlite3.Connection] = []
 
-COUNTERS = ("llm_calls", "llm_failures", "cache_hits", "cache_misses",
-            "prompt_tokens", "completion_tokens")
+COUNTERS = (
+    "llm_calls",
+    "llm_failures",
+    "cache_hits",
+    "cache_misses",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,21 @@ class CachedAnswer:
     label: str | None  # None: the LLM answered something outside the label set
     confidence: float | None  # None: the endpoint gave no logprobs
     raw: str
+
+
+class Cache(Protocol):
+    """What the labeler needs of an answer cache; AnswerCache (SQLite, one machine) and
+    RedisAnswerCache (shared by every host) implement it."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]: ...
+    def put(self, key: str, answer: CachedAnswer, *, model: str) -> None: ...
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        """True when `owner` may ask the LLM for `key` now (no live claim by another)."""
+        ...
+
+    def release(self, key: str, owner: str) -> None: ...
+    def count(self, **increments: int) -> None: ...
+    def usage(self) -> dict[str, int]: ...
 
 
 class AnswerCache:
@@ -57,13 +79,17 @@ class AnswerCache:
     def _create(self) -> None:
         with self._writing() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"
-                       " confidence REAL, raw TEXT, model TEXT, created REAL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"
+                " confidence REAL, raw TEXT, model TEXT, created REAL)"
+            )
             db.execute("CREATE TABLE IF NOT EXISTS usage (name TEXT PRIMARY KEY, value INTEGER)")
-            db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT,"
-                       " expires REAL)")
-            db.executemany("INSERT OR IGNORE INTO usage VALUES (?, 0)",
-                           [(name,) for name in COUNTERS])
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)"
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO usage VALUES (?, 0)", [(name,) for name in COUNTERS]
+            )
 
     def _connect(self) -> sqlite3.Connection:
         """This thread's connection. Opening one costs about 50 times a claim's
@@ -97,9 +123,12 @@ class AnswerCache:
         found: dict[str, CachedAnswer] = {}
         db = self._connect()
         for i in range(0, len(keys), 500):  # SQLite caps the number of parameters
-            chunk = keys[i:i + 500]
-            rows = db.execute(f"SELECT key, label, confidence, raw FROM answers WHERE key IN "
-                              f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            chunk = keys[i : i + 500]
+            rows = db.execute(
+                f"SELECT key, label, confidence, raw FROM answers WHERE key IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
             for key, label, confidence, raw in rows:
                 found[key] = CachedAnswer(label, confidence, raw)
         return found
@@ -107,8 +136,10 @@ class AnswerCache:
     def put(self, key: str, answer: CachedAnswer, *, model: str) -> None:
         """Store the answer and drop the key's claim: waiters find the answer."""
         with self._writing() as db:
-            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                       (key, answer.label, answer.confidence, answer.raw, model, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                (key, answer.label, answer.confidence, answer.raw, model, time.time()),
+            )
             db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
     def claim(self, key: str, owner: str, ttl: float) -> bool:
@@ -116,8 +147,9 @@ class AnswerCache:
         now = time.time()
         with self._writing() as db:
             db.execute("DELETE FROM claims WHERE key = ? AND expires < ?", (key, now))
-            taken = db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
-                               (key, owner, now + ttl)).rowcount
+            taken = db.execute(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (key, owner, now + ttl)
+            ).rowcount
         return bool(taken)
 
     def release(self, key: str, owner: str) -> None:
@@ -153,7 +185,7 @@ class RedisAnswerCache:
         keys = list(dict.fromkeys(keys))
         found: dict[str, CachedAnswer] = {}
         for i in range(0, len(keys), 1000):
-            chunk = keys[i:i + 1000]
+            chunk = keys[i : i + 1000]
             for key, raw in zip(chunk, self.redis.hmget(self.answers, chunk), strict=True):
                 if raw is not None:
                     found[key] = CachedAnswer(**json.loads(raw))

@@ -26,7 +26,7 @@ from backend.connections import redis_client
 from backend.domain.taxonomy import Taxonomy
 from backend.llm import prompt
 from backend.llm.breaker import CircuitBreaker
-from backend.llm.cache import AnswerCache, CachedAnswer, RedisAnswerCache
+from backend.llm.cache import AnswerCache, Cache, CachedAnswer, RedisAnswerCache
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,22 @@ class LLMOpinion:
 
 
 class ZeroShotLabeler:
-    def __init__(self, *, base_url: str, api_key: str, model: str,
-                 cache: AnswerCache | RedisAnswerCache,
-                 concurrency: int = 8, timeout: float = 30.0, max_retries: int = 2,
-                 max_chars: int = 4000, max_queued: int = 5000,
-                 breaker: CircuitBreaker | None = None,
-                 answer_format: str = prompt.DEFAULT_ANSWER_FORMAT,
-                 calibrate: bool = prompt.DEFAULT_CALIBRATE) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
+        cache: Cache,
+        concurrency: int = 8,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        max_chars: int = 4000,
+        max_queued: int = 5000,
+        breaker: CircuitBreaker | None = None,
+        answer_format: str = prompt.DEFAULT_ANSWER_FORMAT,
+        calibrate: bool = prompt.DEFAULT_CALIBRATE,
+    ) -> None:
         if answer_format not in prompt.ANSWER_FORMATS:
             raise ValueError(f"answer_format must be one of {prompt.ANSWER_FORMATS}")
         self.model = model
@@ -59,8 +68,9 @@ class ZeroShotLabeler:
         self._prior_locks: dict[tuple[str, str], threading.Lock] = {}
         self.cache = cache
         self.max_chars = max_chars
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
-                                     max_retries=max_retries)
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+        )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm")
         self._schema_supported = True  # turned off once if the endpoint rejects JSON schema
         self._logprobs_supported = True
@@ -74,8 +84,14 @@ class ZeroShotLabeler:
         self.claim_seconds = timeout * (max_retries + 1) + 10
 
     def key(self, taxonomy: Taxonomy, text: str) -> str:
-        return prompt.cache_key(self.model, taxonomy, text, max_chars=self.max_chars,
-                                answer_format=self.answer_format, calibrate=self.calibrate)
+        return prompt.cache_key(
+            self.model,
+            taxonomy,
+            text,
+            max_chars=self.max_chars,
+            answer_format=self.answer_format,
+            calibrate=self.calibrate,
+        )
 
     def cached(self, taxonomy: Taxonomy, texts: list[str]) -> list[LLMOpinion | None]:
         """Answers already in the cache (None where a post was never asked)."""
@@ -83,14 +99,25 @@ class ZeroShotLabeler:
         try:
             found = self.cache.get_many(keys)
         except Exception as exc:  # a shared cache away (Redis down): answer without it
-            log.warning("LLM answer cache unreachable (%s: %s); answering without it",
-                        type(exc).__name__, exc)
+            log.warning(
+                "LLM answer cache unreachable (%s: %s); answering without it",
+                type(exc).__name__,
+                exc,
+            )
             found = {}
-        return [LLMOpinion(found[k].label, found[k].confidence, cached=True) if k in found
-                else None for k in keys]
+        return [
+            LLMOpinion(found[k].label, found[k].confidence, cached=True) if k in found else None
+            for k in keys
+        ]
 
-    def label_many(self, taxonomy: Taxonomy, texts: list[str], *,
-                   deadline: float | None = None, group: object = None) -> list[LLMOpinion]:
+    def label_many(
+        self,
+        taxonomy: Taxonomy,
+        texts: list[str],
+        *,
+        deadline: float | None = None,
+        group: object = None,
+    ) -> list[LLMOpinion]:
         """One opinion per text, in order. Posts still unanswered at `deadline`
         (time.monotonic()) get no label now; their requests finish in the background and
         fill the cache for the next call. At most `max_queued` posts of one `group` (a
@@ -106,8 +133,10 @@ class ZeroShotLabeler:
         for text, indexes in by_text.items():
             future = self._submit(taxonomy, text, group)
             if future is None:
-                errors[f"{self.max_queued} posts of this project already wait for the LLM "
-                       f"(LLM_MAX_QUEUED)"] += 1
+                errors[
+                    f"{self.max_queued} posts of this project already wait for the LLM "
+                    f"(LLM_MAX_QUEUED)"
+                ] += 1
                 continue
             # Two texts the prompt cuts to the same words share one request and answer.
             futures.setdefault(future, []).extend(indexes)
@@ -126,16 +155,25 @@ class ZeroShotLabeler:
                 for index in futures[future]:
                     opinions[index] = opinion
         if pending:
-            errors[f"not answered within the {len(texts)}-post request's deadline"] += len(
-                pending)
+            errors[f"not answered within the {len(texts)}-post request's deadline"] += len(pending)
         answered = [o for o in opinions if o is not None and not o.cached]
         if answered:
-            log.info("LLM %s: %d posts from the cache, %d asked, %d tokens", self.model, hits,
-                     len(answered), sum(o.tokens for o in answered))
+            log.info(
+                "LLM %s: %d posts from the cache, %d asked, %d tokens",
+                self.model,
+                hits,
+                len(answered),
+                sum(o.tokens for o in answered),
+            )
         if errors:
             summary = "; ".join(f"{n} x {reason}" for reason, n in errors.most_common(3))
-            log.warning("LLM %s: %d of %d posts got no pre-label (%s)", self.model,
-                        sum(errors.values()), len(by_text), summary)
+            log.warning(
+                "LLM %s: %d of %d posts got no pre-label (%s)",
+                self.model,
+                sum(errors.values()),
+                len(by_text),
+                summary,
+            )
         return [o or LLMOpinion(None, None, error="pending") for o in opinions]
 
     def _submit(self, taxonomy: Taxonomy, text: str, group: object) -> Future | None:
@@ -151,11 +189,12 @@ class ZeroShotLabeler:
                 self._queued[group] += 1
                 future = self._pool.submit(self._ask_once, taxonomy, text, key)
                 self._inflight[key] = future
-                future.add_done_callback(lambda _f, k=key, g=group: self._forget(k, g))
+                future.add_done_callback(lambda _f: self._forget(key, group))
             return future
 
-    def label_stream(self, taxonomy: Taxonomy, chunks: Iterable[list[str]], *,
-                     group: object = None) -> Iterator[tuple[list[int], LLMOpinion]]:
+    def label_stream(
+        self, taxonomy: Taxonomy, chunks: Iterable[list[str]], *, group: object = None
+    ) -> Iterator[tuple[list[int], LLMOpinion]]:
         """(indexes, opinion) as answers arrive, for texts given in chunks (pages of
         tasks) and numbered across them; cached answers first, a text that occurs several
         times in a chunk asked once. Keeps the pool full (twice its size in flight) and
@@ -180,16 +219,24 @@ class ZeroShotLabeler:
                         yield [index], opinion
                     else:
                         by_text.setdefault(texts[index - offset], []).append(index)
-                self.cache.count(cache_hits=len(texts) - sum(map(len, by_text.values())),
-                                 cache_misses=len(by_text))
+                self.cache.count(
+                    cache_hits=len(texts) - sum(map(len, by_text.values())),
+                    cache_misses=len(by_text),
+                )
                 waiting.extend(by_text.items())
                 offset += len(texts)
             while waiting and len(in_flight) < 2 * self.concurrency:
                 text, indexes = waiting.popleft()
                 future = self._submit(taxonomy, text, group)
                 if future is None:
-                    yield indexes, LLMOpinion(None, None, error="LLM_MAX_QUEUED posts of "
-                                              "this project already wait for the LLM")
+                    yield (
+                        indexes,
+                        LLMOpinion(
+                            None,
+                            None,
+                            error="LLM_MAX_QUEUED posts of this project already wait for the LLM",
+                        ),
+                    )
                 elif future in in_flight:  # the same text in an earlier chunk, still asked
                     in_flight[future].extend(indexes)
                 else:
@@ -235,11 +282,16 @@ class ZeroShotLabeler:
 
     def _ask(self, taxonomy: Taxonomy, text: str, key: str) -> LLMOpinion:
         if not self.breaker.allow():
-            return LLMOpinion(None, None, error="the LLM endpoint is failing; not asked "
-                                                "during the circuit breaker's cool-down")
+            return LLMOpinion(
+                None,
+                None,
+                error="the LLM endpoint is failing; not asked "
+                "during the circuit breaker's cool-down",
+            )
         fmt = prompt.answer_format_for(taxonomy, self.answer_format)
-        messages = prompt.build_messages(taxonomy, text, max_chars=self.max_chars,
-                                         answer_format=fmt)
+        messages = prompt.build_messages(
+            taxonomy, text, max_chars=self.max_chars, answer_format=fmt
+        )
         try:
             response = self._complete(taxonomy, messages, fmt)
             spent = self._count(response)
@@ -248,13 +300,22 @@ class ZeroShotLabeler:
                 prior = self._prior(taxonomy, fmt)
                 if prior is not None:
                     reading = reading.calibrated(prior, taxonomy.names)
-        except (openai.APIConnectionError, openai.APITimeoutError,
-                openai.InternalServerError, openai.RateLimitError) as exc:
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.InternalServerError,
+            openai.RateLimitError,
+        ) as exc:
             self.cache.count(llm_failures=1)
             if self.breaker.failed():
-                log.warning("LLM %s: circuit breaker open after %d failures in a row (%s); "
-                            "no calls for %.0f s", self.model, self.breaker.errors,
-                            _describe(exc), self.breaker.cooldown)
+                log.warning(
+                    "LLM %s: circuit breaker open after %d failures in a row (%s); "
+                    "no calls for %.0f s",
+                    self.model,
+                    self.breaker.errors,
+                    _describe(exc),
+                    self.breaker.cooldown,
+                )
             return LLMOpinion(None, None, error=_describe(exc))
         except openai.OpenAIError as exc:
             self.cache.count(llm_failures=1)
@@ -265,8 +326,9 @@ class ZeroShotLabeler:
             return LLMOpinion(None, None, error=f"{type(exc).__name__}: {exc}")
         self.breaker.succeeded()
         label, confidence = reading.label, reading.confidence
-        self.cache.put(key,
-                       CachedAnswer(label, confidence, reading.content[:500]), model=self.model)
+        self.cache.put(
+            key, CachedAnswer(label, confidence, reading.content[:500]), model=self.model
+        )
         if label is None:
             return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
         return LLMOpinion(label, confidence, tokens=spent)
@@ -275,8 +337,9 @@ class ZeroShotLabeler:
         usage = response.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens") or 0
         completion_tokens = usage.get("completion_tokens") or 0
-        self.cache.count(llm_calls=1, prompt_tokens=prompt_tokens,
-                         completion_tokens=completion_tokens)
+        self.cache.count(
+            llm_calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
         return prompt_tokens + completion_tokens
 
     def _read(self, response: dict, taxonomy: Taxonomy, fmt: str) -> _Reading:
@@ -286,10 +349,14 @@ class ZeroShotLabeler:
         content = (choice.get("message") or {}).get("content") or ""
         logprobs = None
         if choice.get("logprobs") is not None:
-            logprobs = [prompt.TokenLogprob(t["token"], t["logprob"],
-                                            {a["token"]: a["logprob"]
-                                             for a in t.get("top_logprobs") or []})
-                        for t in choice["logprobs"].get("content") or []]
+            logprobs = [
+                prompt.TokenLogprob(
+                    t["token"],
+                    t["logprob"],
+                    {a["token"]: a["logprob"] for a in t.get("top_logprobs") or []},
+                )
+                for t in choice["logprobs"].get("content") or []
+            ]
         names = taxonomy.names
         if fmt == "code":
             probs = prompt.code_distribution(logprobs[0], len(names)) if logprobs else None
@@ -301,9 +368,12 @@ class ZeroShotLabeler:
         label = prompt.parse_label(content, names)
         if label is None or not logprobs:
             return _Reading(label, None, None, content)
-        return _Reading(label, prompt.label_confidence(content, label, names, logprobs),
-                        prompt.label_distribution(content, label, names, logprobs)
-                        if self.calibrate else None, content)
+        return _Reading(
+            label,
+            prompt.label_confidence(content, label, names, logprobs),
+            prompt.label_distribution(content, label, names, logprobs) if self.calibrate else None,
+            content,
+        )
 
     def known_prior(self, taxonomy: Taxonomy) -> list[float] | None:
         """The prior this labeler divides out for `taxonomy`, if it has asked for it."""
@@ -327,8 +397,9 @@ class ZeroShotLabeler:
                     return self._priors[key]
             found = []
             for filler in prompt.CONTENT_FREE:
-                messages = prompt.build_messages(taxonomy, filler, max_chars=self.max_chars,
-                                                 answer_format=fmt)
+                messages = prompt.build_messages(
+                    taxonomy, filler, max_chars=self.max_chars, answer_format=fmt
+                )
                 response = self._complete(taxonomy, messages, fmt)
                 self._count(response)
                 probs = self._read(response, taxonomy, fmt).probs
@@ -338,15 +409,21 @@ class ZeroShotLabeler:
             with self._lock:
                 self._priors[key] = prior
             if prior is not None:
-                log.info("LLM %s: prior over the labels %s", self.model,
-                         ", ".join(f"{n} {p:.3f}" for n, p in zip(taxonomy.names, prior,
-                                                                    strict=True)))
+                log.info(
+                    "LLM %s: prior over the labels %s",
+                    self.model,
+                    ", ".join(f"{n} {p:.3f}" for n, p in zip(taxonomy.names, prior, strict=True)),
+                )
             return prior
 
     def _complete(self, taxonomy: Taxonomy, messages: list[dict], fmt: str = "json") -> dict:
         # One letter is the whole "code" answer; its alternatives carry every label's share.
-        options: dict = {"model": self.model, "messages": messages, "temperature": 0,
-                         "max_tokens": 1 if fmt == "code" else 40}
+        options: dict = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": 1 if fmt == "code" else 40,
+        }
         if self._logprobs_supported:
             options.update(logprobs=True, top_logprobs=20 if fmt == "code" else 10)
         if self._schema_supported and fmt == "json":
@@ -357,20 +434,26 @@ class ZeroShotLabeler:
             # the one against the SDK's typed parameters and build typed objects from the
             # other on every call, more than half the client's CPU a call. post() keeps
             # the SDK's retries, errors and back-off.
-            return self._client.post("/chat/completions", body=options, cast_to=object)
+            # cast_to=object: the SDK returns the parsed JSON without validating it.
+            return self._client.post("/chat/completions", body=options, cast_to=object)  # type: ignore[arg-type]
         except openai.BadRequestError as exc:
             # Some endpoints reject JSON schema or logprobs: fall back once, remember it.
             message = str(exc).lower()
             with self._lock:
-                if "response_format" in options and ("schema" in message
-                                                     or "response_format" in message):
+                if "response_format" in options and (
+                    "schema" in message or "response_format" in message
+                ):
                     self._schema_supported = False
-                    log.warning("LLM endpoint rejected JSON-schema output (%s); answers are "
-                                "now parsed from plain text", _describe(exc))
+                    log.warning(
+                        "LLM endpoint rejected JSON-schema output (%s); answers are "
+                        "now parsed from plain text",
+                        _describe(exc),
+                    )
                 elif "logprobs" in options and "logprob" in message:
                     self._logprobs_supported = False
-                    log.warning("LLM endpoint rejected logprobs (%s); confidence is unknown",
-                                _describe(exc))
+                    log.warning(
+                        "LLM endpoint rejected logprobs (%s); confidence is unknown", _describe(exc)
+                    )
                 else:
                     raise
             return self._complete(taxonomy, messages, fmt)
@@ -402,17 +485,24 @@ def _describe(exc: Exception) -> str:
 
 def from_settings(settings: Settings) -> ZeroShotLabeler:
     return ZeroShotLabeler(
-        base_url=settings.llm_endpoint, api_key=settings.llm_api_key, model=settings.llm_model,
+        base_url=settings.llm_endpoint,
+        api_key=settings.llm_api_key,
+        model=settings.llm_model,
         cache=open_cache(settings),
-        concurrency=settings.llm_concurrency, timeout=settings.llm_timeout,
-        max_retries=settings.llm_max_retries, max_chars=settings.llm_max_chars,
+        concurrency=settings.llm_concurrency,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+        max_chars=settings.llm_max_chars,
         max_queued=settings.llm_max_queued,
-        breaker=CircuitBreaker(errors=settings.llm_breaker_errors,
-                               cooldown=settings.llm_breaker_cooldown),
-        answer_format=settings.llm_answer_format, calibrate=settings.llm_calibrate)
+        breaker=CircuitBreaker(
+            errors=settings.llm_breaker_errors, cooldown=settings.llm_breaker_cooldown
+        ),
+        answer_format=settings.llm_answer_format,
+        calibrate=settings.llm_calibrate,
+    )
 
 
-def open_cache(settings: Settings) -> AnswerCache | RedisAnswerCache:
+def open_cache(settings: Settings) -> Cache:
     """The answer cache where every process that asks the LLM finds it: Redis when
     REDIS_URL is set, else the SQLite file LLM_CACHE."""
     if settings.redis_url:

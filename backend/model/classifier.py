@@ -35,14 +35,16 @@ class Classifier:
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device)
         self.model.eval()
 
-    def predict_proba(self, texts: list[str], *, batch_size: int = 32,
-                      judging: bool = False) -> np.ndarray:
+    def predict_proba(
+        self, texts: list[str], *, batch_size: int = 32, judging: bool = False
+    ) -> np.ndarray:
         """Class probabilities, rows in input order, columns in `self.labels` order.
         `judging`: from the weights that never learned from a judge post (a head's judged
         twin; a fine-tune never trains on them)."""
         if self.kind == "head":
-            embeddings = self.encoder.embed(texts, max_length=self.max_length,
-                                            batch_size=batch_size)
+            embeddings = self.encoder.embed(
+                texts, max_length=self.max_length, batch_size=batch_size
+            )
             chosen = self.judged_head if judging else self.head
             return chosen.predict_proba(embeddings).astype(np.float32)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
@@ -51,10 +53,14 @@ class Classifier:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                encoded = self.tokenizer([texts[i] for i in batch], truncation=True,
-                                         max_length=self.max_length, padding=True,
-                                         return_tensors="pt").to(self.device)
+                batch = order[start : start + batch_size]
+                encoded = self.tokenizer(
+                    [texts[i] for i in batch],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
                 logits = self.model(**encoded).logits.float()
                 out[batch] = torch.softmax(logits, dim=-1).cpu().numpy()
         return out

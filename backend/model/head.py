@@ -49,13 +49,20 @@ class Encoder:
         texts = runtime.clip(texts, max_length)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         dtype = runtime.autocast_dtype(self.device)
-        with self._lock, torch.inference_mode(), torch.autocast(
-                self.device.type, dtype=dtype, enabled=dtype is not None):
+        with (
+            self._lock,
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
+        ):
             for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                encoded = self.tokenizer([texts[i] for i in batch], truncation=True,
-                                         max_length=max_length, padding=True,
-                                         return_tensors="pt").to(self.device)
+                batch = order[start : start + batch_size]
+                encoded = self.tokenizer(
+                    [texts[i] for i in batch],
+                    truncation=True,
+                    max_length=max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
                 hidden = self.model(**encoded).last_hidden_state.float()
                 mask = encoded["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -100,8 +107,9 @@ class LinearHead:
             return cls(stored["weights"], stored["biases"])
 
 
-def fit_head(embeddings: np.ndarray, y: list[int], *, n_classes: int, seed: int = 0
-             ) -> tuple[LinearHead, float]:
+def fit_head(
+    embeddings: np.ndarray, y: list[int], *, n_classes: int, seed: int = 0
+) -> tuple[LinearHead, float]:
     """A class-balanced logistic regression over all `n_classes` (a label with no training
     post gets a bias that keeps it from ever winning), and the seconds the fit took."""
     from sklearn.linear_model import LogisticRegression
@@ -113,8 +121,9 @@ def fit_head(embeddings: np.ndarray, y: list[int], *, n_classes: int, seed: int 
     if len(present) == 1:
         biases[present[0]] = 0.0
     else:
-        model = LogisticRegression(C=HEAD_C, class_weight="balanced", max_iter=2000,
-                                   random_state=seed)
+        model = LogisticRegression(
+            C=HEAD_C, class_weight="balanced", max_iter=2000, random_state=seed
+        )
         model.fit(embeddings, y)
         coef, intercept = model.coef_, model.intercept_
         if len(present) == 2:  # sklearn keeps one row for two classes: the second's
@@ -125,9 +134,17 @@ def fit_head(embeddings: np.ndarray, y: list[int], *, n_classes: int, seed: int 
     return LinearHead(weights, biases), time.monotonic() - started
 
 
-def train_head(texts: list[str], labels: list[str], *, label_names: list[str],
-               base_model: str, max_length: int, out_dir: Path, keys: list[str],
-               seed: int = 0) -> TrainResult:
+def train_head(
+    texts: list[str],
+    labels: list[str],
+    *,
+    label_names: list[str],
+    base_model: str,
+    max_length: int,
+    out_dir: Path,
+    keys: list[str],
+    seed: int = 0,
+) -> TrainResult:
     """Embed every post; fit the judged head on the training and validation sides (it
     picks no epoch) and predict the judge posts with it; fit the served head on every
     post; save both to out_dir."""
@@ -135,13 +152,14 @@ def train_head(texts: list[str], labels: list[str], *, label_names: list[str],
     label_id = {name: i for i, name in enumerate(label_names)}
     y = [label_id[label] for label in labels]
     train_idx, val_idx, judge_idx = split_roles(
-        keys, validation_share=TrainConfig.validation_share,
-        judge_share=TrainConfig.judge_share)
+        keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
+    )
     fit_idx = sorted(train_idx + val_idx)
     embeddings = encoder(base_model).embed(texts, max_length=max_length)
     embed_seconds = time.monotonic() - started
-    fitted, fit_seconds = fit_head(embeddings[fit_idx], [y[i] for i in fit_idx],
-                                   n_classes=len(label_names), seed=seed)
+    fitted, fit_seconds = fit_head(
+        embeddings[fit_idx], [y[i] for i in fit_idx], n_classes=len(label_names), seed=seed
+    )
     fitted.save(out_dir / JUDGE_HEAD_FILE)
     served, _ = fit_head(embeddings, y, n_classes=len(label_names), seed=seed)
     served.save(out_dir / HEAD_FILE)
@@ -151,12 +169,25 @@ def train_head(texts: list[str], labels: list[str], *, label_names: list[str],
             return []
         return [label_names[i] for i in fitted.predict_proba(embeddings[rows]).argmax(1)]
 
-    metrics = {"kind": "head", "n_train": len(fit_idx), "n_served_fit": len(texts),
-               "n_validation": 0,
-               "n_judge": len(judge_idx), "train_seconds": round(fit_seconds, 3),
-               "embed_seconds": round(embed_seconds, 3),
-               "total_seconds": round(time.monotonic() - started, 3),
-               "device": str(runtime.device()), "head_c": HEAD_C}
-    return TrainResult(metrics, [], [], [], [texts[i] for i in judge_idx],
-                       [labels[i] for i in judge_idx], predicted(judge_idx),
-                       trained_on=[keys[i] for i in fit_idx])
+    metrics = {
+        "kind": "head",
+        "n_train": len(fit_idx),
+        "n_served_fit": len(texts),
+        "n_validation": 0,
+        "n_judge": len(judge_idx),
+        "train_seconds": round(fit_seconds, 3),
+        "embed_seconds": round(embed_seconds, 3),
+        "total_seconds": round(time.monotonic() - started, 3),
+        "device": str(runtime.device()),
+        "head_c": HEAD_C,
+    }
+    return TrainResult(
+        metrics,
+        [],
+        [],
+        [],
+        [texts[i] for i in judge_idx],
+        [labels[i] for i in judge_idx],
+        predicted(judge_idx),
+        trained_on=[keys[i] for i in fit_idx],
+    )

@@ -63,7 +63,7 @@ SHOWN_LIMIT = 15
 
 
 def kind_of(meta: dict) -> str:
-    """"head" or "fine-tune"; versions from before heads existed are fine-tunes."""
+    """ "head" or "fine-tune"; versions from before heads existed are fine-tunes."""
     kind = meta.get("kind", "fine-tune")
     return kind if kind in KINDS else "fine-tune"
 
@@ -91,8 +91,11 @@ def name_in(meta: dict) -> str:
 
 
 def check_project_id(project: object) -> int:
-    if (not isinstance(project, int) or isinstance(project, bool)
-            or not 0 < project <= MAX_PROJECT_ID):
+    if (
+        not isinstance(project, int)
+        or isinstance(project, bool)
+        or not 0 < project <= MAX_PROJECT_ID
+    ):
         raise InvalidName(f"{str(project)[:40]!r} is not a Label Studio project id")
     return project
 
@@ -158,8 +161,14 @@ class Registry:
     # -------------------------------------------------------------------- versions
 
     def new_version_name(self) -> str:
-        number = 1 + max((int(p.name[1:].split(".")[0]) for p in self._version_folders()
-                          if p.name[1:].split(".")[0].isdigit()), default=0)
+        number = 1 + max(
+            (
+                int(p.name[1:].split(".")[0])
+                for p in self._version_folders()
+                if p.name[1:].split(".")[0].isdigit()
+            ),
+            default=0,
+        )
         return f"v{number}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
 
     def staging_dir(self) -> Path:
@@ -210,8 +219,9 @@ class Registry:
                         return folder.name
                 except (OSError, ValueError):
                     continue
-            raise InvalidName(f"{name[:60]!r} names no model version of project "
-                              f"{self.project}")
+            raise InvalidName(
+                f"{str(name)[:60]!r} names no model version of project {self.project}"
+            )
         return check_version_name(name)
 
     def path(self, name: str) -> Path:
@@ -257,5 +267,6 @@ class Registry:
     def _version_folders(self) -> list[Path]:
         if not self.versions_dir.is_dir():
             return []
-        return [p for p in self.versions_dir.iterdir()
-                if p.is_dir() and VERSION_NAME.fullmatch(p.name)]
+        return [
+            p for p in self.versions_dir.iterdir() if p.is_dir() and VERSION_NAME.fullmatch(p.name)
+        ]

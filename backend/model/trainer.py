@@ -71,8 +71,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _bucket(key: str) -> int:
-    return int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8],
-               16) % 10_000
+    return int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8], 16) % 10_000
 
 
 def split_validation(keys: list[str], *, share: float) -> tuple[list[int], list[int]]:
@@ -83,21 +82,25 @@ def split_validation(keys: list[str], *, share: float) -> tuple[list[int], list[
     return train, val
 
 
-def split_roles(keys: list[str], *, validation_share: float, judge_share: float
-                ) -> tuple[list[int], list[int], list[int]]:
+def split_roles(
+    keys: list[str], *, validation_share: float, judge_share: float
+) -> tuple[list[int], list[int], list[int]]:
     """Indexes (train, validation, judge) by the same stable hash: validation picks the
     epoch, judge decides promotion, so the posts that judge a version did not also tune
     it. A post keeps its role as the project grows."""
     cut_val = int(validation_share * 10_000)
     cut_judge = cut_val + int(judge_share * 10_000)
     buckets = [_bucket(key) for key in keys]
-    return ([i for i, b in enumerate(buckets) if b >= cut_judge],
-            [i for i, b in enumerate(buckets) if b < cut_val],
-            [i for i, b in enumerate(buckets) if cut_val <= b < cut_judge])
+    return (
+        [i for i, b in enumerate(buckets) if b >= cut_judge],
+        [i for i, b in enumerate(buckets) if b < cut_val],
+        [i for i, b in enumerate(buckets) if cut_val <= b < cut_judge],
+    )
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random
-                           ) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
     """Batches of similar length, in random order: shuffle, sort within large chunks,
     cut into batches, shuffle the batches."""
     order = list(range(len(lengths)))
@@ -105,8 +108,8 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
     chunk = batch_size * 32
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -116,30 +119,42 @@ def pad_batch(ids: list[list[int]], pad_id: int, device: torch.device) -> dict:
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for row, seq in enumerate(ids):
-        input_ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
-    return {"input_ids": input_ids.to(device, non_blocking=True),
-            "attention_mask": mask.to(device, non_blocking=True)}
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return {
+        "input_ids": input_ids.to(device, non_blocking=True),
+        "attention_mask": mask.to(device, non_blocking=True),
+    }
 
 
-def predict_ids(model, encoded: list[list[int]], pad_id: int, device: torch.device,
-                batch_size: int) -> np.ndarray:
+def predict_ids(
+    model, encoded: list[list[int]], pad_id: int, device: torch.device, batch_size: int
+) -> np.ndarray:
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out = np.zeros(len(encoded), dtype=np.int64)
     dtype = autocast_dtype(device)
     model.eval()
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype,
-                                                enabled=dtype is not None):
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
+    ):
         for start in range(0, len(order), batch_size * 2):
-            batch = order[start:start + batch_size * 2]
+            batch = order[start : start + batch_size * 2]
             logits = model(**pad_batch([encoded[i] for i in batch], pad_id, device)).logits
             out[batch] = logits.argmax(-1).cpu().numpy()
     return out
 
 
-def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
-              config: TrainConfig, out_dir: Path, keys: list[str] | None = None,
-              progress: Progress | None = None) -> TrainResult:
+def fine_tune(
+    texts: list[str],
+    labels: list[str],
+    *,
+    label_names: list[str],
+    config: TrainConfig,
+    out_dir: Path,
+    keys: list[str] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     """Train on (texts, labels), save the best epoch's model and tokenizer to out_dir.
     `keys` (task ids) decide the validation split; the texts do when none are given."""
     started = time.monotonic()
@@ -151,38 +166,50 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
-        config.base_model, num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)), label2id=label_id,
-        ignore_mismatched_sizes=True).to(device)
+        config.base_model,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id=label_id,
+        ignore_mismatched_sizes=True,
+    ).to(device)
     pad_id = tokenizer.pad_token_id or 0
-    encoded = tokenizer(runtime.clip(texts, config.max_length), truncation=True,
-                        max_length=config.max_length)["input_ids"]
+    encoded = tokenizer(
+        runtime.clip(texts, config.max_length), truncation=True, max_length=config.max_length
+    )["input_ids"]
 
-    train_idx, val_idx, judge_idx = split_roles(keys or texts,
-                                                validation_share=config.validation_share,
-                                                judge_share=config.judge_share)
+    train_idx, val_idx, judge_idx = split_roles(
+        keys or texts, validation_share=config.validation_share, judge_share=config.judge_share
+    )
     counts = Counter(y[i] for i in train_idx)
     # Inverse-frequency class weights: a rare label costs as much as a common one.
-    weights = torch.tensor([len(train_idx) / (len(label_names) * counts[c]) if counts[c]
-                            else 0.0 for c in range(len(label_names))], device=device)
+    weights = torch.tensor(
+        [
+            len(train_idx) / (len(label_names) * counts[c]) if counts[c] else 0.0
+            for c in range(len(label_names))
+        ],
+        device=device,
+    )
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     # The fused kernel: one pass over all parameters instead of a loop per tensor.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                  weight_decay=0.01, fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=0.01, fused=True
+    )
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
     eval_every = max(1, math.ceil(epochs / config.evaluations))
     total_steps = steps_per_epoch * epochs
     warmup = max(1, total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) /
-                                                          max(1, total_steps - warmup))))
+        optimizer,
+        lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))),
+    )
     dtype = autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     rng = random.Random(config.seed)
     lengths = [len(encoded[i]) for i in train_idx]
 
-    best = {"macro_f1": -1.0, "epoch": 0, "judgement": 0, "state": None}
+    best_score, best_epoch, best_judgement = -1.0, 0, 0
+    best_state: dict | None = None
     history = []
     samples = steps = judgements = 0
     train_seconds = 0.0
@@ -213,26 +240,36 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         mean_loss = float(torch.stack(losses).mean()) if losses else 0.0
         losses = []
         judgements += 1
-        entry = {"epoch": epoch, "step": steps, "loss": round(mean_loss, 4)}
+        entry: dict[str, float] = {"epoch": epoch, "step": steps, "loss": round(mean_loss, 4)}
         if val_idx:
-            predicted = predict_ids(model, [encoded[i] for i in val_idx], pad_id, device,
-                                    config.batch_size)
+            predicted = predict_ids(
+                model, [encoded[i] for i in val_idx], pad_id, device, config.batch_size
+            )
             truth = [y[i] for i in val_idx]
             entry["val_accuracy"] = round(float(accuracy_score(truth, predicted)), 4)
-            entry["val_macro_f1"] = round(float(f1_score(truth, predicted, average="macro",
-                                                         labels=list(range(len(label_names))),
-                                                         zero_division=0)), 4)
+            entry["val_macro_f1"] = round(
+                float(
+                    f1_score(
+                        truth,
+                        predicted,
+                        average="macro",
+                        labels=list(range(len(label_names))),
+                        zero_division=0,
+                    )
+                ),
+                4,
+            )
         history.append(entry)
         report({"phase": "epoch", **entry, "epochs": epochs, "steps": total_steps})
         score = entry.get("val_macro_f1", -mean_loss)
-        if score > best["macro_f1"]:
-            best = {"macro_f1": score, "epoch": epoch, "judgement": judgements,
-                    "state": copy.deepcopy(model.state_dict()) if val_idx else None}
-        elif judgements - best["judgement"] >= config.patience:
+        if score > best_score:
+            best_score, best_epoch, best_judgement = score, epoch, judgements
+            best_state = copy.deepcopy(model.state_dict()) if val_idx else None
+        elif judgements - best_judgement >= config.patience:
             break
 
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
@@ -242,7 +279,7 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         ids = predict_ids(model, [encoded[i] for i in rows], pad_id, device, config.batch_size)
         return [label_names[i] for i in ids]
 
-    best_entry = next((h for h in history if h["epoch"] == best["epoch"]), history[-1])
+    best_entry = next((h for h in history if h["epoch"] == best_epoch), history[-1])
     metrics = {
         "kind": "fine-tune",
         "n_train": len(train_idx),
@@ -251,7 +288,7 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         "epochs_run": history[-1]["epoch"],
         "steps_run": steps,
         "step_budget": total_steps,
-        "best_epoch": best["epoch"],
+        "best_epoch": best_epoch,
         "val_accuracy": best_entry.get("val_accuracy"),
         "val_macro_f1": best_entry.get("val_macro_f1"),
         "history": history,
@@ -261,7 +298,13 @@ def fine_tune(texts: list[str], labels: list[str], *, label_names: list[str],
         "device": str(device),
         "autocast": str(dtype).replace("torch.", "") if dtype else None,
     }
-    return TrainResult(metrics, [texts[i] for i in val_idx], [labels[i] for i in val_idx],
-                       predicted_labels(val_idx), [texts[i] for i in judge_idx],
-                       [labels[i] for i in judge_idx], predicted_labels(judge_idx),
-                       trained_on=[(keys or texts)[i] for i in train_idx])
+    return TrainResult(
+        metrics,
+        [texts[i] for i in val_idx],
+        [labels[i] for i in val_idx],
+        predicted_labels(val_idx),
+        [texts[i] for i in judge_idx],
+        [labels[i] for i in judge_idx],
+        predicted_labels(judge_idx),
+        trained_on=[(keys or texts)[i] for i in train_idx],
+    )

@@ -34,7 +34,7 @@ from backend.domain.jobs import PRELABEL, RESCORE, TRAIN, lane_of
 from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.jobs.dispatch import Dispatcher
-from backend.jobs.state import JobState, RedisJobState, open_state
+from backend.jobs.state import JobStore, open_state
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import SHOWN_NAME, InvalidName, kind_of, name_in
@@ -52,11 +52,15 @@ def _taxonomy(config: object):
         raise ProtocolError(400, f"unsupported label config: {exc}") from None
 
 
-def create_app(settings: Settings | None = None, *, predictor: Predictor | None = None,
-               jobs: JobState | RedisJobState | None = None,
-               sync: ProjectSync | None = None,
-               kick: Callable[[int, str], object] | None = None,
-               project_exists: Callable[[int], bool] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    predictor: Predictor | None = None,
+    jobs: JobStore | None = None,
+    sync: ProjectSync | None = None,
+    kick: Callable[[int, str], object] | None = None,
+    project_exists: Callable[[int], bool] | None = None,
+) -> Flask:
     """The Flask app. Collaborators left out are built from `settings`: the predictor
     (LLM labeler + serving models), the job state, the Label Studio sync, what gets a
     project's job lane run (`kick(project, lane)`: a runner process, or a queue message)
@@ -72,15 +76,20 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     def run_job(project: int, reason: str, kind: int) -> None:
         jobs.request(project, reason, kind=kind)
         kick(project, lane_of(kind))
+
     if project_exists is None:
+
         def project_exists(project: int) -> bool:
             if not settings.label_studio_url:
                 return True  # nothing to ask; the runner reports a missing project
             try:
                 return ls_client.project_exists(ls_client.connect(settings), project)
             except Exception as exc:  # Label Studio down: the runner retries and reports
-                log.warning("could not check project %d in Label Studio: %s", project,
-                            ls_client.describe_error(exc))
+                log.warning(
+                    "could not check project %d in Label Studio: %s",
+                    project,
+                    ls_client.describe_error(exc),
+                )
                 return True
 
     app = Flask("takemeter")
@@ -97,9 +106,12 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         user_ok = hmac.compare_digest(given[0].encode(), expected[0].encode())
         pass_ok = hmac.compare_digest(given[1].encode(), expected[1].encode())
         if auth is None or not (user_ok & pass_ok):
-            return Response(json.dumps({"error": "basic auth required"}), 401,
-                            {"WWW-Authenticate": 'Basic realm="takemeter"'},
-                            mimetype="application/json")
+            return Response(
+                json.dumps({"error": "basic auth required"}),
+                401,
+                {"WWW-Authenticate": 'Basic realm="takemeter"'},
+                mimetype="application/json",
+            )
         return None
 
     @app.errorhandler(ProtocolError)
@@ -108,8 +120,9 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge):
-        return jsonify(error=f"the request body is larger than MAX_REQUEST_BYTES="
-                             f"{settings.max_request_bytes}"), 413
+        return jsonify(
+            error=f"the request body is larger than MAX_REQUEST_BYTES={settings.max_request_bytes}"
+        ), 413
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -118,8 +131,10 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     @app.errorhandler(RedisError)
     def shared_state_away(exc: RedisError):
         log.warning("Redis unreachable on %s %s: %s", request.method, request.path, exc)
-        return jsonify(error=f"the job state's Redis (REDIS_URL) is unreachable: "
-                             f"{type(exc).__name__}; try again shortly"), 503
+        return jsonify(
+            error=f"the job state's Redis (REDIS_URL) is unreachable: "
+            f"{type(exc).__name__}; try again shortly"
+        ), 503
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -140,8 +155,9 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
 
     @app.get("/health")
     def health():
-        return jsonify(status="UP", model_class="TakeMeter", llm=predictor.labeler.model,
-                       pid=os.getpid())
+        return jsonify(
+            status="UP", model_class="TakeMeter", llm=predictor.labeler.model, pid=os.getpid()
+        )
 
     @app.post("/setup")
     def setup():
@@ -159,15 +175,18 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         taxonomy = _taxonomy(data.get("label_config"))
         project = protocol.project_id(data.get("project"))
         queue_rest = pushes and project is not None
-        version, results, missing = predictor.predict(project, taxonomy, tasks,
-                                                      ask_llm=not queue_rest)
+        version, results, missing = predictor.predict(
+            project, taxonomy, tasks, ask_llm=not queue_rest
+        )
         if queue_rest and missing:
             try:
-                run_job(project, f"Retrieve Predictions: {missing} posts not asked yet",
-                        PRELABEL)
+                run_job(project, f"Retrieve Predictions: {missing} posts not asked yet", PRELABEL)
             except Exception as exc:  # the queue away: still answer with what is cached
-                log.warning("project %d: could not queue pre-labeling: %s", project,
-                            ls_client.describe_error(exc))
+                log.warning(
+                    "project %d: could not queue pre-labeling: %s",
+                    project,
+                    ls_client.describe_error(exc),
+                )
         return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
@@ -177,8 +196,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         if action == protocol.TASKS_EVENT and pushes:
             project = protocol.required_project(data.get("project"))
             run_job(project, "tasks imported", PRELABEL)
-            return jsonify(status="pre-labeling requested", action=action,
-                           project=project), 201
+            return jsonify(status="pre-labeling requested", action=action, project=project), 201
         if action != protocol.TRAINING_EVENT and action not in protocol.ANNOTATION_EVENTS:
             return jsonify(status="ignored", action=action)
         project = protocol.required_project(data.get("project"))
@@ -191,10 +209,14 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         if not project_exists(project):
             raise ProtocolError(404, f"project {project} does not exist in Label Studio")
         run_job(project, reason, TRAIN)
-        return jsonify(status="training requested", action=action, project=project,
-                       message=f"Training of project {project} requested ({reason}); its "
-                               f"progress shows on the model's card in Settings > Model "
-                               f"and at GET /training?project={project}"), 201
+        return jsonify(
+            status="training requested",
+            action=action,
+            project=project,
+            message=f"Training of project {project} requested ({reason}); its "
+            f"progress shows on the model's card in Settings > Model "
+            f"and at GET /training?project={project}",
+        ), 201
 
     @app.get("/versions")
     def versions():
@@ -208,15 +230,23 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         found = registry.versions()
         # Versions by the names Label Studio shows; each detail names its folder too. The
         # task ids a version learned from stay on disk: a large project has thousands.
-        return jsonify(versions=[name_in(m) for m in found],
-                       serving=predictor.model_version(project),
-                       details=[{**{k: m.get(k) for k in ("created", "promoted", "validation",
-                                                          "base_model", "metrics")},
-                                 "kind": kind_of(m),
-                                 "data": {k: v for k, v in (m.get("data") or {}).items()
-                                          if k != "trained_on"},
-                                 "version": name_in(m), "folder": m["version"]}
-                                for m in found])
+        return jsonify(
+            versions=[name_in(m) for m in found],
+            serving=predictor.model_version(project),
+            details=[
+                {
+                    **{
+                        k: m.get(k)
+                        for k in ("created", "promoted", "validation", "base_model", "metrics")
+                    },
+                    "kind": kind_of(m),
+                    "data": {k: v for k, v in (m.get("data") or {}).items() if k != "trained_on"},
+                    "version": name_in(m),
+                    "folder": m["version"],
+                }
+                for m in found
+            ],
+        )
 
     @app.post("/versions/promote")
     def promote():
@@ -231,8 +261,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
             shown = isinstance(given, str) and SHOWN_NAME.fullmatch(given)
             raise ProtocolError(404 if shown else 400, str(exc)) from None
         if registry.meta(folder) is None:
-            raise ProtocolError(404, f"no complete model version {given} in project "
-                                     f"{project}")
+            raise ProtocolError(404, f"no complete model version {given} in project {project}")
         registry.promote(folder)
         version = registry.name(folder)
         run_job(project, f"promoted {version} by hand", RESCORE)
@@ -245,21 +274,28 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     @app.get("/jobs")
     def job_status():
         project = query_project()
-        return jsonify(project=project, mode="distributed" if settings.broker_url
-                       else "embedded", prelabel=jobs.status(project, "prelabel"),
-                       training=jobs.status(project, "training"))
+        return jsonify(
+            project=project,
+            mode="distributed" if settings.broker_url else "embedded",
+            prelabel=jobs.status(project, "prelabel"),
+            training=jobs.status(project, "training"),
+        )
 
     @app.get("/queue")
     def review_queue():
         project = query_project()
         summary = predictor.registry(project).read_queue()
         if summary is None:
-            raise ProtocolError(404, "no review queue yet: it is built after the first "
-                                     "promoted training run")
+            raise ProtocolError(
+                404, "no review queue yet: it is built after the first promoted training run"
+            )
         if request.args.get("format") != "csv":
             return jsonify(summary)
-        rows = summary["rows"] if request.args.get("all") else [
-            r for r in summary["rows"] if r["in_queue"]]
+        rows = (
+            summary["rows"]
+            if request.args.get("all")
+            else [r for r in summary["rows"] if r["in_queue"]]
+        )
         return Response(queue.to_csv(rows), mimetype="text/csv")
 
     @app.get("/metrics")

@@ -36,10 +36,16 @@ accesslog = "-"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: "
-                                       "%(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
-                             "stream": "ext://sys.stderr"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }
+    },
     "root": {"level": _settings.log_level, "handlers": ["console"]},
     "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
 }
@@ -48,8 +54,8 @@ logconfig_dict = {
 def on_starting(server) -> None:
     if _settings.allow_unauthenticated and _settings.basic_auth is None:
         logging.getLogger("gunicorn.error").warning(
-            "ALLOW_UNAUTHENTICATED is set: %s answers anyone without credentials",
-            _settings.bind)
+            "ALLOW_UNAUTHENTICATED is set: %s answers anyone without credentials", _settings.bind
+        )
     if _settings.llm_base_url:
         return
     import subprocess
@@ -59,13 +65,18 @@ def on_starting(server) -> None:
     # Its own process, not the master: forked workers must not inherit llama.cpp's threads.
     # Workers and training runners find it at settings.llm_endpoint.
     port = _settings.local_llm_port
-    server.local_llm = subprocess.Popen([sys.executable, "-m", "backend.llm.local_server", "--port",
-                                         str(port)], stdin=subprocess.DEVNULL)
+    server.local_llm = subprocess.Popen(
+        [sys.executable, "-m", "backend.llm.local_server", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+    )
     local_llm.wait_ready(f"http://127.0.0.1:{port}", timeout=120)
     logging.getLogger("gunicorn.error").warning(
         "LLM_BASE_URL is not set: serving the embedded %s on port %d. It is a tiny model "
         "for trying the tool; set LLM_BASE_URL, LLM_API_KEY and LLM_MODEL for real "
-        "pre-labels.", local_llm.MODEL_NAME, port)
+        "pre-labels.",
+        local_llm.MODEL_NAME,
+        port,
+    )
 
 
 def when_ready(server) -> None:
@@ -76,8 +87,9 @@ def when_ready(server) -> None:
         # Embedded mode: the reconcile runs beside the master (the distributed mode's
         # workers run it there), in a process of its own: a thread here would be forked
         # into the workers.
-        server.reconciler = subprocess.Popen([sys.executable, "-m", "backend.jobs.reconcile"],
-                                             stdin=subprocess.DEVNULL)
+        server.reconciler = subprocess.Popen(
+            [sys.executable, "-m", "backend.jobs.reconcile"], stdin=subprocess.DEVNULL
+        )
 
 
 def check_label_studio(log: logging.Logger) -> None:
@@ -92,20 +104,32 @@ def check_label_studio(log: logging.Logger) -> None:
     try:
         problem = ls_client.check_access(_settings, timeout=10)
     except Exception as exc:  # the check must never stop the start
-        log.warning("could not check LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: %s",
-                    ls_client.describe_error(exc))
+        log.warning(
+            "could not check LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY: %s",
+            ls_client.describe_error(exc),
+        )
         return
     if problem is None:
-        kind = ("a personal access token" if _settings.label_studio_api_key.count(".") == 2
-                else "a legacy token")
-        log.info("Label Studio at %s accepts LABEL_STUDIO_API_KEY (%s)",
-                 _settings.label_studio_url, kind)
+        kind = (
+            "a personal access token"
+            if _settings.label_studio_api_key.count(".") == 2
+            else "a legacy token"
+        )
+        log.info(
+            "Label Studio at %s accepts LABEL_STUDIO_API_KEY (%s)", _settings.label_studio_url, kind
+        )
     elif problem.setting == "LABEL_STUDIO_API_KEY":
-        log.error("%s; serving pre-labels anyway, but training and Label Studio updates "
-                  "will fail until it is fixed", problem.message)
+        log.error(
+            "%s; serving pre-labels anyway, but training and Label Studio updates "
+            "will fail until it is fixed",
+            problem.message,
+        )
     else:
-        log.warning("%s (at start; pre-labels are served meanwhile, Label Studio is asked "
-                    "again when needed)", problem.message)
+        log.warning(
+            "%s (at start; pre-labels are served meanwhile, Label Studio is asked "
+            "again when needed)",
+            problem.message,
+        )
 
 
 def on_exit(server) -> None:

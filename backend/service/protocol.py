@@ -10,9 +10,15 @@ import re
 
 from backend.model.registry import InvalidName, check_project_id
 
-ANNOTATION_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED",
-                               "ANNOTATION_DELETED", "ANNOTATIONS_CREATED",
-                               "ANNOTATIONS_DELETED"})
+ANNOTATION_EVENTS = frozenset(
+    {
+        "ANNOTATION_CREATED",
+        "ANNOTATION_UPDATED",
+        "ANNOTATION_DELETED",
+        "ANNOTATIONS_CREATED",
+        "ANNOTATIONS_DELETED",
+    }
+)
 TRAINING_EVENT = "START_TRAINING"
 TASKS_EVENT = "TASKS_CREATED"  # data import: the pre-labeling job takes the new tasks
 # Label Studio names projects "<id>.<created timestamp>" in /setup and /predict.
@@ -44,8 +50,7 @@ def required_project(value: object) -> int:
     project = project_id(value)
     if project is None:
         shown = "" if value is None else f", got {str(value)[:40]!r}"
-        raise ProtocolError(400, f"a 'project' (a Label Studio project id) is required"
-                                 f"{shown}")
+        raise ProtocolError(400, f"a 'project' (a Label Studio project id) is required{shown}")
     return project
 
 
@@ -60,8 +65,10 @@ def predict_tasks(data: dict, *, limit: int) -> list:
     if not isinstance(tasks, list) or not tasks:
         raise ProtocolError(400, "'tasks' must be a non-empty list of Label Studio tasks")
     if len(tasks) > limit:
-        raise ProtocolError(413, f"{len(tasks)} tasks in one /predict; at most "
-                                 f"MAX_PREDICT_TASKS={limit} are accepted")
+        raise ProtocolError(
+            413,
+            f"{len(tasks)} tasks in one /predict; at most MAX_PREDICT_TASKS={limit} are accepted",
+        )
     return tasks
 
 

@@ -73,7 +73,7 @@ class _ReadTimeoutSocket(socket.socket):
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
         data = self.recv(nbytes or len(buffer), flags)
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def head_complete(self) -> bool | None:
@@ -121,8 +121,11 @@ class ReadTimeoutWorker(ThreadWorker):
         # Before a request (a new connection, or a kept-alive one with nothing read
         # ahead): no thread waits for its head. TLS and HTTP/2 go to gthread as they are.
         parser = conn.parser
-        if (not self.cfg.is_ssl and not conn.is_http2
-                and (parser is None or not parser.unreader.buf.getvalue())):
+        if (
+            not self.cfg.is_ssl
+            and not conn.is_http2
+            and (parser is None or not parser.unreader.buf.getvalue())
+        ):
             complete = conn.sock.head_complete()
             if complete is None:
                 conn.sock.stalled = True

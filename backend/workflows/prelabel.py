@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from backend.config import Settings
 from backend.domain import dataset
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
+from backend.llm.labeler import LLMOpinion
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,13 @@ class PrelabelFailures(RuntimeError):
 def tasks_to_label(tasks: list[dict], text_field: str, version: str) -> list[dict]:
     """Tasks without a kept annotation, with text and no prediction of `version` yet (as
     `task_pages` lists them)."""
-    return [t for t in tasks
-            if not t["total_annotations"]
-            and dataset.task_text(t, text_field) is not None
-            and version not in t["model_versions"]]
+    return [
+        t
+        for t in tasks
+        if not t["total_annotations"]
+        and dataset.task_text(t, text_field) is not None
+        and version not in t["model_versions"]
+    ]
 
 
 def fetched_ahead(pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
@@ -48,8 +52,9 @@ def fetched_ahead(pages: Iterator[list[dict]]) -> Iterator[list[dict]]:
             yield page
 
 
-def prelabel_project(client, predictor: Predictor, settings: Settings, project: int,
-                     report: Callable[..., object]) -> dict:
+def prelabel_project(
+    client, predictor: Predictor, settings: Settings, project: int, report: Callable[..., object]
+) -> dict:
     """Pre-label what is missing; return the counts (also given to `report` as it goes).
 
     Tasks come a page at a time and the LLM starts on the first page while Label Studio
@@ -58,19 +63,37 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
     details = client.projects.get(id=project)
     taxonomy = parse_taxonomy(details.label_config)
     version = predictor.model_version(project)
-    counts = {"tasks": 0, "to_label": 0, "done": 0, "failed": 0, "unusable": 0,
-              "batches": 0, "version": version}
-    report(state="running", phase="pre-labeling", started=time.time(), reason=None,
-           **counts)
+    counts: dict[str, float] = {
+        "tasks": 0,
+        "to_label": 0,
+        "done": 0,
+        "failed": 0,
+        "unusable": 0,
+        "batches": 0,
+    }
+    report(
+        state="running",
+        phase="pre-labeling",
+        started=time.time(),
+        reason=None,
+        version=version,
+        **counts,
+    )
 
-    def push(items: list[tuple[int, str, object]]) -> None:
-        _, opinions = predictor.combine(project, taxonomy, [text for _, text, _ in items],
-                                        [opinion for _, _, opinion in items])
-        predictions = [{"task": task, "model_version": version,
-                        "score": item.decision.score,
-                        "result": taxonomy.result(item.decision.label)}
-                       for (task, _, _), item in zip(items, opinions, strict=True)
-                       if item.decision is not None]
+    def push(items: list[tuple[int, str, LLMOpinion]]) -> None:
+        _, opinions = predictor.combine(
+            project, taxonomy, [text for _, text, _ in items], [opinion for _, _, opinion in items]
+        )
+        predictions = [
+            {
+                "task": task,
+                "model_version": version,
+                "score": item.decision.score,
+                "result": taxonomy.result(item.decision.label),
+            }
+            for (task, _, _), item in zip(items, opinions, strict=True)
+            if item.decision is not None
+        ]
         ls_client.import_predictions(client, project, predictions)
         counts["done"] += len(predictions)
         for (_, _, opinion), item in zip(items, opinions, strict=True):
@@ -79,11 +102,18 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
                 counts["failed" if opinion.error else "unusable"] += 1
         counts["batches"] += 1
         elapsed = time.monotonic() - started
-        log.info("project %d: pre-label batch %d: %d pushed, %d of %d done, %d failed, %d "
-                 "off the label list, %.1f posts/s", project, counts["batches"],
-                 len(predictions), counts["done"], counts["to_label"], counts["failed"],
-                 counts["unusable"],
-                 counts["done"] / elapsed if elapsed else 0.0)
+        log.info(
+            "project %d: pre-label batch %d: %d pushed, %d of %d done, %d failed, %d "
+            "off the label list, %.1f posts/s",
+            project,
+            counts["batches"],
+            len(predictions),
+            counts["done"],
+            counts["to_label"],
+            counts["failed"],
+            counts["unusable"],
+            counts["done"] / elapsed if elapsed else 0.0,
+        )
         report(**counts)
 
     # Pushes run beside the stream, one at a time and in order: the LLM stays busy while
@@ -91,7 +121,7 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
     # the next one: a Label Studio slower than the LLM gets fewer, larger imports (1.23
     # by default updates every task of the project on each import, so the number of
     # calls, not their size, is what costs).
-    batch: list[tuple[int, str, object]] = []  # (task id, text, LLM opinion)
+    batch: list[tuple[int, str, LLMOpinion]] = []  # (task id, text, LLM opinion)
     todo: list[dict] = []  # every task to label so far, numbered as the LLM's answers are
     texts: list[str] = []
 
@@ -102,21 +132,20 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
             counts["to_label"] += len(found)
             todo.extend(found)
             texts.extend(dataset.task_text(t, taxonomy.text_field) or "" for t in found)
-            yield texts[len(texts) - len(found):]
+            yield texts[len(texts) - len(found) :]
 
-    last_push, pushes = time.monotonic(), []
+    last_push, pushes = time.monotonic(), list[Future]()
     with ThreadPoolExecutor(1, thread_name_prefix="push") as pusher:
-        for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(),
-                                                               group=project):
+        for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(), group=project):
             batch.extend((todo[i]["id"], texts[i], opinion) for i in indexes)
             while pushes and pushes[0].done():
                 pushes.pop(0).result()  # a refusing Label Studio stops the run early
             # Full batches, and at least every few seconds so a slow endpoint shows
             # progress; a batch grown to MAX_BATCHES_WAITING batches queues regardless.
-            due = (len(batch) >= settings.prelabel_batch
-                   or time.monotonic() - last_push > PUSH_SECONDS)
-            if due and (not pushes
-                        or len(batch) >= MAX_BATCHES_WAITING * settings.prelabel_batch):
+            due = (
+                len(batch) >= settings.prelabel_batch or time.monotonic() - last_push > PUSH_SECONDS
+            )
+            if due and (not pushes or len(batch) >= MAX_BATCHES_WAITING * settings.prelabel_batch):
                 pushes.append(pusher.submit(push, list(batch)))
                 batch.clear()
                 last_push = time.monotonic()
@@ -130,7 +159,9 @@ def prelabel_project(client, predictor: Predictor, settings: Settings, project: 
     counts["seconds"] = round(time.monotonic() - started, 2)
     if counts["failed"]:
         report(**counts)
-        raise PrelabelFailures(f"{counts['failed']} of {counts['to_label']} posts got no "
-                               f"pre-label (the LLM endpoint failed); asked again on the next "
-                               f"attempt")
-    return counts
+        raise PrelabelFailures(
+            f"{counts['failed']} of {counts['to_label']} posts got no "
+            f"pre-label (the LLM endpoint failed); asked again on the next "
+            f"attempt"
+        )
+    return {**counts, "version": version}

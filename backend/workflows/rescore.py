@@ -18,12 +18,14 @@ from backend.domain import calibration, dataset, policy, queue
 from backend.domain.taxonomy import Taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
+from backend.llm.labeler import LLMOpinion
 
 log = logging.getLogger(__name__)
 
 
-def refit_calibration(predictor: Predictor, project: int, taxonomy: Taxonomy,
-                      tasks: list[dict]) -> calibration.Calibrator | None:
+def refit_calibration(
+    predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict]
+) -> calibration.Calibrator | None:
     """Fit the project's calibrator on its annotated tasks under the version now serving
     and store it. Never raises: a failure is logged and the stored calibrator stays."""
     try:
@@ -34,8 +36,12 @@ def refit_calibration(predictor: Predictor, project: int, taxonomy: Taxonomy,
             return predictor.opinions(project, taxonomy, texts, llm_only_cached=True)[1]
 
         fitted = calibration.fit_from_tasks(
-            tasks, taxonomy, opinions, holdout_percent=predictor.settings.holdout_percent,
-            usable=lambda task: task not in trained)
+            tasks,
+            taxonomy,
+            opinions,
+            holdout_percent=predictor.settings.holdout_percent,
+            usable=lambda task: task not in trained,
+        )
         registry.write_calibration(fitted.to_dict())
         log.info("project %d: score calibrator %s", project, fitted.describe())
         return fitted
@@ -51,17 +57,21 @@ def trained_on(tasks: list[dict]) -> set[int]:
     from backend.model.trainer import TrainConfig, split_roles  # torch: only when needed
 
     ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
-    train, _, _ = split_roles([str(i) for i in ids],
-                              validation_share=TrainConfig.validation_share,
-                              judge_share=TrainConfig.judge_share)
+    train, _, _ = split_roles(
+        [str(i) for i in ids],
+        validation_share=TrainConfig.validation_share,
+        judge_share=TrainConfig.judge_share,
+    )
     return {ids[i] for i in train}
 
 
-def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
-            tasks: list[dict]) -> dict:
+def rescore(
+    client, predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict]
+) -> dict:
     """Refresh the predictions of every unlabeled task; keep and return the summary."""
     calibrator = refit_calibration(predictor, project, taxonomy, tasks) or calibration.load(
-        predictor.registry(project).read_calibration())
+        predictor.registry(project).read_calibration()
+    )
     with_text = [t for t in tasks if dataset.task_text(t, taxonomy.text_field) is not None]
     unlabeled = [t for t in with_text if dataset.latest_annotation(t) is None]
     # Label Studio accepts a project model_version only once a prediction carries it: in a
@@ -75,39 +85,75 @@ def rescore(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
     for task, item in zip(targets, opinions, strict=True):
         if item.decision is None:
             continue
-        predictions.append({"task": task["id"], "model_version": version,
-                            "score": item.decision.score,
-                            "result": taxonomy.result(item.decision.label)})
-        if not item.decision.disagree or not unlabeled:
-            continue
+        predictions.append(
+            {
+                "task": task["id"],
+                "model_version": version,
+                "score": item.decision.score,
+                "result": taxonomy.result(item.decision.label),
+            }
+        )
+        llm, model = item.llm, item.model
+        if (
+            not item.decision.disagree
+            or not unlabeled
+            or llm is None
+            or llm.label is None
+            or model is None
+        ):
+            continue  # (a disagreement has both opinions)
         versions = existing.get(task["id"], set())
         if llm_version not in versions:
-            predictions.append({"task": task["id"], "model_version": llm_version,
-                                "score": own_score(item, calibrator, from_model=False),
-                                "result": taxonomy.result(item.llm.label)})
+            predictions.append(
+                {
+                    "task": task["id"],
+                    "model_version": llm_version,
+                    "score": own_score(llm, model, calibrator, from_model=False),
+                    "result": taxonomy.result(llm.label),
+                }
+            )
         if f"{version}:model" not in versions:
-            predictions.append({"task": task["id"], "model_version": f"{version}:model",
-                                "score": own_score(item, calibrator, from_model=True),
-                                "result": taxonomy.result(item.model.label)})
+            predictions.append(
+                {
+                    "task": task["id"],
+                    "model_version": f"{version}:model",
+                    "score": own_score(llm, model, calibrator, from_model=True),
+                    "result": taxonomy.result(model.label),
+                }
+            )
     ls_client.import_predictions(client, project, predictions)
     rows = queue.rows([t["id"] for t in unlabeled], texts, opinions) if unlabeled else []
     summary = queue.summary(version, rows, unlabeled=len(unlabeled))
     predictor.registry(project).write_queue(summary)
-    log.info("re-scored %d unlabeled tasks under %s: %d in the review queue, %d "
-             "disagreements (%s)", len(unlabeled), version, summary["in_queue"],
-             summary["disagreements"], queue.describe(summary))
+    log.info(
+        "re-scored %d unlabeled tasks under %s: %d in the review queue, %d disagreements (%s)",
+        len(unlabeled),
+        version,
+        summary["in_queue"],
+        summary["disagreements"],
+        queue.describe(summary),
+    )
     return summary
 
 
-def own_score(item, calibrator: calibration.Calibrator, *, from_model: bool) -> float:
+def own_score(
+    llm: LLMOpinion,
+    model: policy.ModelOpinion,
+    calibrator: calibration.Calibrator,
+    *,
+    from_model: bool,
+) -> float:
     """P(right) of one opinion's label in a disagreement, as if it were the one shown."""
-    decision = policy.decide(item.llm.label, item.llm.confidence, item.model,
-                             prefer_model=from_model, calibrator=calibrator)
+    decision = policy.decide(
+        llm.label, llm.confidence, model, prefer_model=from_model, calibrator=calibrator
+    )
+    assert decision is not None  # there is an opinion
     return decision.score
 
 
-def refresh_label_studio(client, predictor: Predictor, project: int, taxonomy: Taxonomy,
-                         tasks: list[dict], version: str) -> dict:
+def refresh_label_studio(
+    client, predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict], version: str
+) -> dict:
     """Re-score the unlabeled tasks under the serving version and point Label Studio at it."""
     summary = rescore(client, predictor, project, taxonomy, tasks)
     # After the import: Label Studio accepts a project model_version only once

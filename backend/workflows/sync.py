@@ -25,9 +25,15 @@ EVERY_SECONDS = 5.0
 
 
 class ProjectSync:
-    def __init__(self, settings: Settings, predictor: Predictor, *,
-                 connect: Callable[[], object] | None = None, jobs=None,
-                 kick: Callable[[int, str], object] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        predictor: Predictor,
+        *,
+        connect: Callable[[], ls_client.LabelStudio] | None = None,
+        jobs=None,
+        kick: Callable[[int, str], object] | None = None,
+    ) -> None:
         self.settings = settings
         self.predictor = predictor
         self.jobs = jobs  # with `kick`: request the pre-labeling job where it is due
@@ -56,8 +62,9 @@ class ProjectSync:
             with open(self.predictor.registry(project).lock_file("sync"), "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 client = self.connect()
-                if not ls_client.ensure_webhook_auth(client, project, backend_url,
-                                                     self.settings.basic_auth):
+                if not ls_client.ensure_webhook_auth(
+                    client, project, backend_url, self.settings.basic_auth
+                ):
                     # Connecting calls /setup before the webhook exists: let the next
                     # /setup try again instead of waiting out the interval.
                     with self._lock:
@@ -69,8 +76,9 @@ class ProjectSync:
                 # later /setup calls, with one log line, not one each time.
                 if current.model_version != version:
                     key = (project, version)
-                    if not ls_client.set_model_version(client, project, version,
-                                                       quiet=key in self._refused):
+                    if not ls_client.set_model_version(
+                        client, project, version, quiet=key in self._refused
+                    ):
                         self._refused.add(key)
                 ls_client.ensure_sampling(client, project, current.sampling)
                 if self.jobs is not None and self.kick is not None:
@@ -81,5 +89,8 @@ class ProjectSync:
         except Exception as exc:
             with self._lock:
                 self._last.pop(project, None)
-            log.warning("could not update project %d in Label Studio: %s", project,
-                        ls_client.describe_error(exc))
+            log.warning(
+                "could not update project %d in Label Studio: %s",
+                project,
+                ls_client.describe_error(exc),
+            )

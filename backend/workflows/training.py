@@ -17,9 +17,10 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backend.config import Settings
 from backend.domain import dataset, policy
@@ -62,8 +63,7 @@ def data_hash(examples: list[dataset.Example]) -> str:
 def collect(client, project: int, settings: Settings) -> Collected:
     taxonomy = parse_taxonomy(client.projects.get(id=project).label_config)
     tasks = ls_client.all_tasks(client, project)
-    examples = dataset.labeled_examples(tasks, taxonomy,
-                                        holdout_percent=settings.holdout_percent)
+    examples = dataset.labeled_examples(tasks, taxonomy, holdout_percent=settings.holdout_percent)
     held_out = sum(dataset.is_held_out(t, percent=settings.holdout_percent) for t in tasks)
     short = dataset.too_few(examples, taxonomy.names, settings.train_min_per_label)
     return Collected(taxonomy, tasks, examples, held_out, short)
@@ -75,24 +75,43 @@ def candidates(n_examples: int, settings: Settings) -> list[str]:
     return ["head", *(["fine-tune"] if n_examples >= settings.train_finetune_from else [])]
 
 
-def fit(kind: str, collected: Collected, settings: Settings, out_dir: Path,
-        progress: Callable[[dict], None]) -> TrainResult:
+def fit(
+    kind: str,
+    collected: Collected,
+    settings: Settings,
+    out_dir: Path,
+    progress: Callable[[dict], None],
+) -> TrainResult:
     examples = collected.examples
     if kind == "head":
-        return train_head([e.text for e in examples], [e.label for e in examples],
-                          label_names=list(collected.taxonomy.names),
-                          base_model=settings.base_model,
-                          max_length=settings.train_max_length, out_dir=out_dir,
-                          keys=[str(e.task_id) for e in examples], seed=settings.train_seed)
-    config = TrainConfig(base_model=settings.base_model, epochs=settings.train_epochs,
-                         min_steps=settings.train_min_steps,
-                         learning_rate=settings.train_learning_rate,
-                         batch_size=settings.train_batch_size,
-                         max_length=settings.train_max_length, seed=settings.train_seed)
-    return fine_tune([e.text for e in examples], [e.label for e in examples],
-                     label_names=list(collected.taxonomy.names), config=config,
-                     out_dir=out_dir, keys=[str(e.task_id) for e in examples],
-                     progress=progress)
+        return train_head(
+            [e.text for e in examples],
+            [e.label for e in examples],
+            label_names=list(collected.taxonomy.names),
+            base_model=settings.base_model,
+            max_length=settings.train_max_length,
+            out_dir=out_dir,
+            keys=[str(e.task_id) for e in examples],
+            seed=settings.train_seed,
+        )
+    config = TrainConfig(
+        base_model=settings.base_model,
+        epochs=settings.train_epochs,
+        min_steps=settings.train_min_steps,
+        learning_rate=settings.train_learning_rate,
+        batch_size=settings.train_batch_size,
+        max_length=settings.train_max_length,
+        seed=settings.train_seed,
+    )
+    return fine_tune(
+        [e.text for e in examples],
+        [e.label for e in examples],
+        label_names=list(collected.taxonomy.names),
+        config=config,
+        out_dir=out_dir,
+        keys=[str(e.task_id) for e in examples],
+        progress=progress,
+    )
 
 
 def is_successor(trained_on: list[str], serving_meta: dict | None) -> bool:
@@ -104,8 +123,7 @@ def is_successor(trained_on: list[str], serving_meta: dict | None) -> bool:
     return not isinstance(before, list) or set(before) <= set(trained_on)
 
 
-def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
-          project: int) -> Verdict:
+def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor, project: int) -> Verdict:
     """The new version against the serving version and against the LLM, all scored on
     every judge post the project has now: never trained on by any version and never used
     to pick an epoch. policy.should_promote decides, knowing whether it is a successor."""
@@ -114,11 +132,14 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
     truth, texts = result.judge_labels, result.judge_texts
     names = list(taxonomy.names)
 
-    def macro_f1(predicted: list[str | None]) -> float | None:
+    def macro_f1(predicted: Sequence[str | None]) -> float | None:
         if not truth:
             return None
-        return float(f1_score(truth, [p or "" for p in predicted], labels=names,
-                              average="macro", zero_division=0))
+        return float(
+            f1_score(
+                truth, [p or "" for p in predicted], labels=names, average="macro", zero_division=0
+            )
+        )
 
     new = result.judge_predictions
     llm = [o.label for o in predictor.labeler.label_many(taxonomy, texts, group=project)]
@@ -131,40 +152,73 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor,
             classifier = predictor.models.get(registry.path(serving))
             if classifier.labels != names:
                 raise ValueError(f"trained on labels {classifier.labels}, not {names}")
-            old = [classifier.labels[i] for i in
-                   classifier.predict_proba(texts, judging=True).argmax(1)] if texts else []
+            old = (
+                [
+                    classifier.labels[i]
+                    for i in classifier.predict_proba(texts, judging=True).argmax(1)
+                ]
+                if texts
+                else []
+            )
         except Exception as exc:  # a broken serving version is no reason to keep it
-            log.error("project %d: cannot score the serving version %s (%s); judged as "
-                      "right on no judge post", project, serving, exc)
+            log.error(
+                "project %d: cannot score the serving version %s (%s); judged as "
+                "right on no judge post",
+                project,
+                serving,
+                exc,
+            )
             old = [None] * len(texts)
     against_llm = policy.compare(truth, new, llm)
     against_serving = policy.compare(truth, new, old) if old is not None else None
     promote = policy.should_promote(against_serving, successor=successor)
-    role = ("a successor (learned from every post it did, and more): serves unless worse"
-            if successor else "a challenger (not trained on all its posts): serves only "
-            "when better")
-    reason = None if promote else (f"kept, not promoted: {against_serving.describe(serving)}"
-                                   f"; {role}; POST /versions/promote serves it anyway")
+    role = (
+        "a successor (learned from every post it did, and more): serves unless worse"
+        if successor
+        else "a challenger (not trained on all its posts): serves only when better"
+    )
+    reason = None
+    if not promote and against_serving is not None and serving is not None:
+        reason = (
+            f"kept, not promoted: {against_serving.describe(serving)}; {role}; "
+            f"POST /versions/promote serves it anyway"
+        )
     return Verdict(
-        validation={"judge_posts": len(truth),
-                    "model_accuracy": policy.accuracy(truth, new),
-                    "model_macro_f1": macro_f1(new),
-                    "llm_accuracy": policy.accuracy(truth, llm), "llm_macro_f1": macro_f1(llm),
-                    "serving_version": serving,
-                    "serving_accuracy": policy.accuracy(truth, old) if old else None,
-                    "serving_macro_f1": macro_f1(old) if old is not None else None,
-                    "against_llm": against_llm.describe("the LLM"),
-                    "against_serving": (against_serving.describe(serving)
-                                        if against_serving else "no serving version yet"),
-                    "successor": successor},
-        promote=promote, beats_llm=policy.beats_llm(against_llm), reason=reason)
+        validation={
+            "judge_posts": len(truth),
+            "model_accuracy": policy.accuracy(truth, new),
+            "model_macro_f1": macro_f1(new),
+            "llm_accuracy": policy.accuracy(truth, llm),
+            "llm_macro_f1": macro_f1(llm),
+            "serving_version": serving,
+            "serving_accuracy": policy.accuracy(truth, old) if old else None,
+            "serving_macro_f1": macro_f1(old) if old is not None else None,
+            "against_llm": against_llm.describe("the LLM"),
+            "against_serving": (
+                against_serving.describe(serving)
+                if against_serving and serving
+                else "no serving version yet"
+            ),
+            "successor": successor,
+        },
+        promote=promote,
+        beats_llm=policy.beats_llm(against_llm),
+        reason=reason,
+    )
 
 
 class Runner:
     """Runs a project's pending work with the collaborators it is given."""
 
-    def __init__(self, settings: Settings, state: StatusStore, *, client,
-                 predictor: Predictor, card: Card | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: StatusStore,
+        *,
+        client,
+        predictor: Predictor,
+        card: Card | None = None,
+    ) -> None:
         self.settings = settings
         self.state = state
         self.client = client
@@ -178,30 +232,47 @@ class Runner:
         version = fields.get("version")
         if isinstance(version, str):
             fields["version"] = version = self.predictor.registry(project).name(version)
-        if serves and version:
+        if serves and isinstance(version, str):
             # Before the status says so: the predictions carry the shown name, and Label
             # Studio takes a project model_version only when predictions carry it.
             try:
                 ls_client.set_model_version(self.client, project, version)
             except Exception as exc:  # the run is done; the next /setup sync retries
-                log.warning("project %d: could not point Label Studio at %s: %s", project,
-                            version, ls_client.describe_error(exc))
-        status = self.state.set_status(project, **fields)
+                log.warning(
+                    "project %d: could not point Label Studio at %s: %s",
+                    project,
+                    version,
+                    ls_client.describe_error(exc),
+                )
+        status = self.state.set_status(project, "training", **fields)
         self.card.show(project, status)
         return status
 
     def train(self, project: int) -> None:
         settings = self.settings
         started = time.time()
-        self.report(project, state="running", phase="fetching annotations",
-                         started=started, reason=None, epoch=None, version=None,
-                         promoted=None)
+        self.report(
+            project,
+            state="running",
+            phase="fetching annotations",
+            started=started,
+            reason=None,
+            epoch=None,
+            version=None,
+            promoted=None,
+        )
         collected = collect(self.client, project, settings)
         # Scores follow the annotations even when the run is skipped (logs a failure).
         refit_calibration(self.predictor, project, collected.taxonomy, collected.tasks)
         if collected.too_few:
-            self.report(project, state="skipped", phase=None, reason=collected.too_few,
-                             held_out_tasks=collected.held_out_tasks, finished=time.time())
+            self.report(
+                project,
+                state="skipped",
+                phase=None,
+                reason=collected.too_few,
+                held_out_tasks=collected.held_out_tasks,
+                finished=time.time(),
+            )
             log.info("project %d: training skipped: %s", project, collected.too_few)
             return
 
@@ -210,19 +281,29 @@ class Runner:
         self.report(project, phase="training", n_examples=len(collected.examples))
         kinds = candidates(len(collected.examples), settings)
         for kind in kinds:
-            self.train_one(project, kind, collected, registry, started,
-                           last=kind == kinds[-1])
+            self.train_one(project, kind, collected, registry, started, last=kind == kinds[-1])
 
-    def train_one(self, project: int, kind: str, collected: Collected, registry: Registry,
-                  started: float, *, last: bool) -> None:
+    def train_one(
+        self,
+        project: int,
+        kind: str,
+        collected: Collected,
+        registry: Registry,
+        started: float,
+        *,
+        last: bool,
+    ) -> None:
         """Fit, judge and publish one candidate."""
         settings = self.settings
         name = registry.new_version_name()
         staging = registry.staging_dir()
 
         def progress(event: dict) -> None:
-            self.report(project, phase=f"training ({kind})",
-                        **{k: v for k, v in event.items() if k != "phase"})
+            self.report(
+                project,
+                phase=f"training ({kind})",
+                **{k: v for k, v in event.items() if k != "phase"},
+            )
             log.info("project %d: %s %s", project, kind, event)
 
         self.report(project, phase=f"training ({kind})", epoch=None)
@@ -234,50 +315,103 @@ class Runner:
         self.report(project, phase=f"validating ({kind})")
         verdict = judge(result, collected.taxonomy, self.predictor, project)
         meta = {
-            "created": time.time(), "kind": kind, "labels": list(collected.taxonomy.names),
-            "base_model": settings.base_model, "max_length": settings.train_max_length,
+            "created": time.time(),
+            "kind": kind,
+            "labels": list(collected.taxonomy.names),
+            "base_model": settings.base_model,
+            "max_length": settings.train_max_length,
             "metrics": result.metrics,
-            "data": {"hash": data_hash(collected.examples),
-                     "n_examples": len(collected.examples),
-                     "held_out_tasks": collected.held_out_tasks,
-                     "trained_on": result.trained_on},
-            "validation": verdict.validation, "beats_llm": verdict.beats_llm,
-            "timings": {"train_seconds": result.metrics["train_seconds"],
-                        "run_seconds": round(time.time() - started, 2)},
+            "data": {
+                "hash": data_hash(collected.examples),
+                "n_examples": len(collected.examples),
+                "held_out_tasks": collected.held_out_tasks,
+                "trained_on": result.trained_on,
+            },
+            "validation": verdict.validation,
+            "beats_llm": verdict.beats_llm,
+            "timings": {
+                "train_seconds": result.metrics["train_seconds"],
+                "run_seconds": round(time.time() - started, 2),
+            },
             "promoted": verdict.promote,
         }
         self.publish(project, collected, staging, name, meta, verdict, started, last=last)
 
-    def publish(self, project: int, collected: Collected, staging: Path, name: str,
-                meta: dict, verdict: Verdict, started: float, *, last: bool = True) -> None:
+    def publish(
+        self,
+        project: int,
+        collected: Collected,
+        staging: Path,
+        name: str,
+        meta: dict,
+        verdict: Verdict,
+        started: float,
+        *,
+        last: bool = True,
+    ) -> None:
         """Commit, and promote and re-score when judged so. Only the run's `last`
         candidate finishes the run; an earlier one leaves it running."""
         registry = self.predictor.registry(project)
         registry.commit(staging, name, meta)
-        done = {"state": "finished", "phase": None, "finished": time.time()} if last else {}
+        done: dict[str, Any] = (
+            {"state": "finished", "phase": None, "finished": time.time()} if last else {}
+        )
         if not verdict.promote:
-            self.report(project, version=name, promoted=False, reason=verdict.reason,
-                        **done)
+            self.report(project, version=name, promoted=False, reason=verdict.reason, **done)
             log.info("project %d: %s %s", project, registry.name(name), verdict.reason)
             return
         registry.promote(name)
-        log.info("project %d: promoted %s: %s; %s", project, registry.name(name),
-                 verdict.validation["against_serving"], verdict.validation["against_llm"])
-        self.report(project, phase="re-scoring unlabeled tasks", version=name,
-                    promoted=True)
-        refresh_label_studio(self.client, self.predictor, project, collected.taxonomy,
-                             collected.tasks, registry.name(name))
-        self.report(project, serves=True, version=name, promoted=True,
-                    reason=verdict.validation["against_serving"],
-                    seconds=round(time.time() - started, 2), **done)
+        log.info(
+            "project %d: promoted %s: %s; %s",
+            project,
+            registry.name(name),
+            verdict.validation["against_serving"],
+            verdict.validation["against_llm"],
+        )
+        self.report(project, phase="re-scoring unlabeled tasks", version=name, promoted=True)
+        refresh_label_studio(
+            self.client,
+            self.predictor,
+            project,
+            collected.taxonomy,
+            collected.tasks,
+            registry.name(name),
+        )
+        self.report(
+            project,
+            serves=True,
+            version=name,
+            promoted=True,
+            reason=verdict.validation["against_serving"],
+            seconds=round(time.time() - started, 2),
+            **done,
+        )
 
     def rescore(self, project: int) -> None:
         """After a promotion by hand: re-score under the version now serving."""
-        self.report(project, state="running", phase="re-scoring unlabeled tasks",
-                              started=time.time(), reason=None)
+        self.report(
+            project,
+            state="running",
+            phase="re-scoring unlabeled tasks",
+            started=time.time(),
+            reason=None,
+        )
         taxonomy = parse_taxonomy(self.client.projects.get(id=project).label_config)
         version = self.predictor.model_version(project)
-        refresh_label_studio(self.client, self.predictor, project, taxonomy,
-                             ls_client.all_tasks(self.client, project), version)
-        self.report(project, serves=True, state="finished", phase=None, version=version,
-                    promoted=True, finished=time.time())
+        refresh_label_studio(
+            self.client,
+            self.predictor,
+            project,
+            taxonomy,
+            ls_client.all_tasks(self.client, project),
+            version,
+        )
+        self.report(
+            project,
+            serves=True,
+            state="finished",
+            phase=None,
+            version=version,
+            promoted=True,
+            finished=time.time(),
+        )

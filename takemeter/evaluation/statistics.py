@@ -166,7 +166,9 @@ def _is_right(t: str, p: Prediction) -> bool:
 def _codes(values: Sequence[Prediction], labels: Sequence[str]) -> np.ndarray:
     """Label index per post; ``len(labels)`` ("other") for None or an unknown label."""
     index = {label: i for i, label in enumerate(labels)}
-    return np.array([index.get(v, len(labels)) for v in values], dtype=np.intp)
+    return np.array(
+        [len(labels) if v is None else index.get(v, len(labels)) for v in values], dtype=np.intp
+    )
 
 
 def _tables(t: np.ndarray, p: np.ndarray, *, n_labels: int) -> np.ndarray:
@@ -207,7 +209,9 @@ def _f1_scores(table: np.ndarray) -> np.ndarray:
 def accuracy(y_true: Sequence[str], y_pred: Sequence[Prediction]) -> float:
     """Share of posts where the prediction equals the human label (None is wrong)."""
     _check_nonempty(_check_same_length(y_true=y_true, y_pred=y_pred))
-    return policy.accuracy(list(y_true), list(y_pred))
+    share = policy.accuracy(y_true, y_pred)
+    assert share is not None  # there are posts
+    return share
 
 
 def macro_f1(

@@ -13,8 +13,12 @@ from tests.conftest import ROOT, need_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--no-first-run",
+]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,12 +34,15 @@ def browser():
     from playwright.sync_api import Error, sync_playwright
 
     if not CHROMIUM.exists():
-        need_service("chromium (/usr/bin/chromium; apt-get install -y chromium)",
-                     FileNotFoundError(str(CHROMIUM)))
+        need_service(
+            "chromium (/usr/bin/chromium; apt-get install -y chromium)",
+            FileNotFoundError(str(CHROMIUM)),
+        )
     with sync_playwright() as playwright:
         try:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                                 args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
         except Error as exc:
             need_service("chromium", exc)
         yield browser

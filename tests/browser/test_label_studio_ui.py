@@ -33,9 +33,13 @@ CARD_TITLE = ".lsf-backend-card__title"
 def ui_backend(start_backend, label_studio):
     """A backend behind basic auth, as deployed; it trains only on request. The local LLM
     gets time to answer on a busy machine rather than being asked again."""
-    return start_backend(auth=BACKEND_AUTH, LABEL_STUDIO_URL=label_studio.url,
-                         LABEL_STUDIO_API_KEY=label_studio.token,
-                         TRAIN_AFTER_ANNOTATIONS="100000", LLM_TIMEOUT="120")
+    return start_backend(
+        auth=BACKEND_AUTH,
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        LLM_TIMEOUT="120",
+    )
 
 
 def scores_now(ls, project: int) -> dict[int, tuple[float, str]]:
@@ -46,8 +50,7 @@ def scores_now(ls, project: int) -> dict[int, tuple[float, str]]:
     found = {}
     for prediction in ls.predictions.list(project=project):
         if prediction.task in unlabeled and prediction.model_version == version:
-            found[prediction.task] = (prediction.score,
-                                      prediction.result[0]["value"]["choices"][0])
+            found[prediction.task] = (prediction.score, prediction.result[0]["value"]["choices"][0])
     return found
 
 
@@ -60,15 +63,27 @@ def ui_project(ls, ui_backend, posts, label_config):
     groups = [[p for p in short if p["label"] == name] for name in taxonomy.names]
     sample = [post for row in zip(*groups, strict=False) for post in row][:30]
     project = ls_client.ensure_project(ls, title="browser", label_config=label_config).id
-    ls.projects.import_tasks(id=project, request=[
-        {"data": {"text": p["text"], "ref_id": p["id"]},
-         "annotations": [{"result": taxonomy.result(p["label"])}] if i < 22 else []}
-        for i, p in enumerate(sample)])
-    ml_id = ls_client.connect_backend(ls, project, url=ui_backend.url, title="TakeMeter",
-                                      auth=ui_backend.auth)
-    wait_for(lambda: ls.projects.get(id=project).model_version.startswith("zero-shot:")
-             and len(scores_now(ls, project)) == len(sample) - 22, timeout=300,
-             what="the LLM's pre-labels of the tasks to label")
+    ls.projects.import_tasks(
+        id=project,
+        request=[
+            {
+                "data": {"text": p["text"], "ref_id": p["id"]},
+                "annotations": [{"result": taxonomy.result(p["label"])}] if i < 22 else [],
+            }
+            for i, p in enumerate(sample)
+        ],
+    )
+    ml_id = ls_client.connect_backend(
+        ls, project, url=ui_backend.url, title="TakeMeter", auth=ui_backend.auth
+    )
+    wait_for(
+        lambda: (
+            ls.projects.get(id=project).model_version.startswith("zero-shot:")
+            and len(scores_now(ls, project)) == len(sample) - 22
+        ),
+        timeout=300,
+        what="the LLM's pre-labels of the tasks to label",
+    )
     return project, ml_id
 
 
@@ -78,12 +93,15 @@ def current_task(page: Page, previous: int | None = None) -> int:
         """([selector, previous]) => {
                const id = document.querySelector(selector)?.firstChild?.textContent?.trim();
                return /^[0-9]+$/.test(id || "") && id !== String(previous) ? id : null;
-           }""", arg=[TASK_ID, previous])
+           }""",
+        arg=[TASK_ID, previous],
+    )
     return int(shown.json_value())
 
 
 def test_label_all_tasks_serves_the_lowest_score_first_and_saves_the_choice(
-        page, ls, label_studio, ui_project, label_config):
+    page, ls, label_studio, ui_project, label_config
+):
     project, _ = ui_project
     names = parse_taxonomy(label_config).names
     # Set by the backend when Label Studio connected it, not by this test.
@@ -114,12 +132,16 @@ def test_label_all_tasks_serves_the_lowest_score_first_and_saves_the_choice(
 
 
 def test_start_training_shows_on_the_model_card_and_names_the_new_version(
-        page, ls, label_studio, ui_backend, ui_project):
+    page, ls, label_studio, ui_backend, ui_project
+):
     project, ml_id = ui_project
     # The pre-labeling job's line, after the title the backend was connected with (the
     # job writes it just after its last batch reaches Label Studio).
-    wait_for(lambda: "pre-labeled" in ls.ml.get(id=ml_id).title, timeout=60,
-             what="the pre-labeling job's line on the model card")
+    wait_for(
+        lambda: "pre-labeled" in ls.ml.get(id=ml_id).title,
+        timeout=60,
+        what="the pre-labeling job's line on the model card",
+    )
     page.goto(f"{label_studio.url}/projects/{project}/settings/ml")
     card = page.locator(CARD_TITLE)
     expect(card).to_have_text("TakeMeter · pre-labeled 8 tasks")
@@ -138,8 +160,13 @@ def test_start_training_shows_on_the_model_card_and_names_the_new_version(
     assert ls.ml.get(id=ml_id).description == card.inner_text().split(" · ", 1)[1]
 
     # A task still to label carries the new version's pre-label, named in its tab.
-    waiting = next(iter(wait_for(lambda: scores_now(ls, project), timeout=30,
-                                 what="pre-labels of the new version")))
+    waiting = next(
+        iter(
+            wait_for(
+                lambda: scores_now(ls, project), timeout=30, what="pre-labels of the new version"
+            )
+        )
+    )
     assert ls.projects.get(id=project).model_version == version
     page.goto(f"{label_studio.url}/projects/{project}/data?task={waiting}")
     expect(page.get_by_text(version, exact=True).first).to_be_visible()

@@ -73,16 +73,24 @@ class FakeLabelStudio:
 
     # ------------------------------------------------------------------ test setup
 
-    def add_project(self, label_config: str, *, title: str = "Test project",
-                    model_version: str = "") -> int:
+    def add_project(
+        self, label_config: str, *, title: str = "Test project", model_version: str = ""
+    ) -> int:
         """Create a project; return its id."""
         project = next(self._ids)
         self.store[project] = FakeProject(project, title, label_config, model_version)
         return project
 
-    def add_task(self, project: int, text: str | None, *, label: str | None = None,
-                 split: str | None = None, cancelled: bool = False,
-                 data: dict | None = None) -> int:
+    def add_task(
+        self,
+        project: int,
+        text: str | None,
+        *,
+        label: str | None = None,
+        split: str | None = None,
+        cancelled: bool = False,
+        data: dict | None = None,
+    ) -> int:
         """Add a task (annotated with `label` when given); return its id."""
         state = self.project(project)
         task_data = dict(data or {})
@@ -94,14 +102,26 @@ class FakeLabelStudio:
         annotations = []
         if label is not None:
             stamp = datetime.now(UTC).isoformat()
-            annotations.append({
-                "id": next(self._ids), "completed_by": 1, "was_cancelled": cancelled,
-                "created_at": stamp, "updated_at": stamp,
-                "result": [{"from_name": state.from_name, "to_name": state.to_name,
-                            "type": "choices", "value": {"choices": [label]}}],
-            })
-        state.tasks.append({"id": task_id, "project": project, "data": task_data,
-                            "annotations": annotations})
+            annotations.append(
+                {
+                    "id": next(self._ids),
+                    "completed_by": 1,
+                    "was_cancelled": cancelled,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "result": [
+                        {
+                            "from_name": state.from_name,
+                            "to_name": state.to_name,
+                            "type": "choices",
+                            "value": {"choices": [label]},
+                        }
+                    ],
+                }
+            )
+        state.tasks.append(
+            {"id": task_id, "project": project, "data": task_data, "annotations": annotations}
+        )
         return task_id
 
     def add_webhook(self, project: int, url: str, headers: dict | None = None) -> int:
@@ -110,14 +130,27 @@ class FakeLabelStudio:
         self.project(project).webhooks.append(hook)
         return hook.id
 
-    def add_ml_backend(self, project: int, url: str, *, title: str = "TakeMeter",
-                       model_version: str = "", basic_auth_user: str | None = None) -> int:
+    def add_ml_backend(
+        self,
+        project: int,
+        url: str,
+        *,
+        title: str = "TakeMeter",
+        model_version: str = "",
+        basic_auth_user: str | None = None,
+    ) -> int:
         """Connect an ML backend to the project (with basic auth when a user is given);
         return the connection's id."""
-        backend = MlBackend(id=next(self._ids), project=project, url=url, title=title,
-                            description="", model_version=model_version,
-                            auth_method="BASIC_AUTH" if basic_auth_user else "NONE",
-                            basic_auth_user=basic_auth_user or "")
+        backend = MlBackend(
+            id=next(self._ids),
+            project=project,
+            url=url,
+            title=title,
+            description="",
+            model_version=model_version,
+            auth_method="BASIC_AUTH" if basic_auth_user else "NONE",
+            basic_auth_user=basic_auth_user or "",
+        )
         self.project(project).ml_backends.append(backend)
         return backend.id
 
@@ -149,12 +182,18 @@ class FakeLabelStudio:
             raise not_found(f"project {project}") from None
 
     def _response(self, state: FakeProject) -> LseProjectResponse:
-        return LseProjectResponse.model_validate({
-            "id": state.id, "title": state.title, "label_config": state.label_config,
-            "model_version": state.model_version, "task_number": len(state.tasks),
-            "sampling": state.sampling,
-            "assignment_settings": {}, "review_settings": {},
-        })
+        return LseProjectResponse.model_validate(
+            {
+                "id": state.id,
+                "title": state.title,
+                "label_config": state.label_config,
+                "model_version": state.model_version,
+                "task_number": len(state.tasks),
+                "sampling": state.sampling,
+                "assignment_settings": {},
+                "review_settings": {},
+            }
+        )
 
 
 class _Resource:
@@ -165,21 +204,26 @@ class _Resource:
 
 
 class _Exports(_Resource):
-
-    def download_sync(self, id: int, *, export_type: str = "JSON",
-                      download_all_tasks: bool = False, **_: Any) -> Iterator[bytes]:
+    def download_sync(
+        self, id: int, *, export_type: str = "JSON", download_all_tasks: bool = False, **_: Any
+    ) -> Iterator[bytes]:
         """A JSON export in small chunks; predictions appear as ids, as in Label Studio."""
-        self._fake._call("projects.exports.download_sync", id=id, export_type=export_type,
-                         download_all_tasks=download_all_tasks)
+        self._fake._call(
+            "projects.exports.download_sync",
+            id=id,
+            export_type=export_type,
+            download_all_tasks=download_all_tasks,
+        )
         state = self._fake._known(id)
         if export_type != "JSON":
             raise ApiError(status_code=400, body={"detail": f"unsupported {export_type}"})
-        tasks = state.tasks if download_all_tasks else [t for t in state.tasks
-                                                        if t["annotations"]]
-        exported = [{**task, "predictions": [p.id for p in state.predictions
-                                             if p.task == task["id"]]} for task in tasks]
+        tasks = state.tasks if download_all_tasks else [t for t in state.tasks if t["annotations"]]
+        exported = [
+            {**task, "predictions": [p.id for p in state.predictions if p.task == task["id"]]}
+            for task in tasks
+        ]
         payload = json.dumps(exported).encode()
-        return iter([payload[i:i + 256] for i in range(0, len(payload), 256)])
+        return iter([payload[i : i + 256] for i in range(0, len(payload), 256)])
 
 
 class _Projects(_Resource):
@@ -197,40 +241,55 @@ class _Projects(_Resource):
         version = fields.get("model_version")
         if version is not None:
             if version and not any(p.model_version == version for p in state.predictions):
-                raise ApiError(status_code=400, body={"model_version": [
-                    f"Model version doesn't exist either as live model or as static "
-                    f"predictions: {version}"]})
+                raise ApiError(
+                    status_code=400,
+                    body={
+                        "model_version": [
+                            f"Model version doesn't exist either as live model or as static "
+                            f"predictions: {version}"
+                        ]
+                    },
+                )
             state.model_version = version
         sampling = fields.get("sampling")
         if sampling is not None:
             if sampling not in SAMPLINGS:
-                raise ApiError(status_code=400, body={"sampling": [
-                    f'"{sampling}" is not a valid choice.']})
+                raise ApiError(
+                    status_code=400, body={"sampling": [f'"{sampling}" is not a valid choice.']}
+                )
             state.sampling = sampling
         for name in ("title", "label_config"):
             if name in fields:
                 setattr(state, name, fields[name])
         return self._fake._response(state)
 
-    def import_predictions(self, id: int, *, request: list[dict],
-                           **_: Any) -> ImportPredictionsProjectsResponse:
+    def import_predictions(
+        self, id: int, *, request: list[dict], **_: Any
+    ) -> ImportPredictionsProjectsResponse:
         self._fake._call("projects.import_predictions", id=id, request=list(request))
         state = self._fake._known(id)
         task_ids = {t["id"] for t in state.tasks}
         for item in request:
             if item.get("task") not in task_ids:
-                raise ApiError(status_code=400, body={"detail": f"task {item.get('task')} "
-                                                                f"is not in project {id}"})
+                raise ApiError(
+                    status_code=400,
+                    body={"detail": f"task {item.get('task')} is not in project {id}"},
+                )
         for item in request:
-            state.predictions.append(Prediction(
-                id=next(self._fake._ids), project=id, task=item["task"],
-                model_version=item.get("model_version"), score=item.get("score"),
-                result=item.get("result") or []))
+            state.predictions.append(
+                Prediction(
+                    id=next(self._fake._ids),
+                    project=id,
+                    task=item["task"],
+                    model_version=item.get("model_version"),
+                    score=item.get("score"),
+                    result=item.get("result") or [],
+                )
+            )
         return ImportPredictionsProjectsResponse(created=len(request))
 
 
 class _Predictions(_Resource):
-
     def list(self, *, project: int | None = None, **_: Any) -> list[Prediction]:
         self._fake._call("predictions.list", project=project)
         return list(self._fake._known(project).predictions)
@@ -242,23 +301,37 @@ class _Page:
 
 
 class _Tasks(_Resource):
-
-    def list(self, *, project: int, page: int = 1, page_size: int = 100,
-             fields: str = "task_only", include: str | None = None, query: str | None = None,
-             **_: Any) -> _Page:
+    def list(
+        self,
+        *,
+        project: int,
+        page: int = 1,
+        page_size: int = 100,
+        fields: str = "task_only",
+        include: str | None = None,
+        query: str | None = None,
+        **_: Any,
+    ) -> _Page:
         """A page of tasks, 404 past the last page, as in Label Studio. With fields="all"
         the computed columns (total_annotations counts the kept annotations;
         predictions_model_versions is the SQLite form, cut at 500 characters), and the
         annotations and predictions; `include` keeps only the fields it names; `query`
         may select tasks by id."""
-        self._fake._call("tasks.list", project=project, page=page, page_size=page_size,
-                         fields=fields, include=include, query=query)
+        self._fake._call(
+            "tasks.list",
+            project=project,
+            page=page,
+            page_size=page_size,
+            fields=fields,
+            include=include,
+            query=query,
+        )
         state = self._fake._known(project)
         tasks = state.tasks
         if query:
             chosen_ids = set(json.loads(query)["selectedItems"]["included"])
             tasks = [task for task in tasks if task["id"] in chosen_ids]
-        chosen = tasks[(page - 1) * page_size:page * page_size]
+        chosen = tasks[(page - 1) * page_size : page * page_size]
         if not chosen and page > 1:
             raise not_found("Invalid page")
         listed = []
@@ -269,10 +342,11 @@ class _Tasks(_Resource):
                 task.update(
                     annotations=stored["annotations"],
                     predictions=[p.model_dump(mode="json") for p in held],
-                    total_annotations=sum(not a["was_cancelled"]
-                                          for a in stored["annotations"]),
+                    total_annotations=sum(not a["was_cancelled"] for a in stored["annotations"]),
                     predictions_model_versions=",".join(
-                        dict.fromkeys(p.model_version or "" for p in held))[:500])
+                        dict.fromkeys(p.model_version or "" for p in held)
+                    )[:500],
+                )
             if include:
                 task = {k: v for k, v in task.items() if k in include.split(",")}
             listed.append(LseTask.model_validate({"data": {}, **task}))
@@ -280,7 +354,6 @@ class _Tasks(_Resource):
 
 
 class _Views(_Resource):
-
     def list(self, *, project: int | None = None, **_: Any) -> list[View]:
         self._fake._call("views.list", project=project)
         return list(self._fake._known(project).views)
@@ -291,8 +364,7 @@ class _Views(_Resource):
         self._fake._known(project).views.append(view)
         return view
 
-    def update(self, id: int | str, *, project: int, data: dict | None = None,
-               **_: Any) -> View:
+    def update(self, id: int | str, *, project: int, data: dict | None = None, **_: Any) -> View:
         self._fake._call("views.update", id=id, project=project, data=data)
         state = self._fake._known(project)
         for index, view in enumerate(state.views):
@@ -303,27 +375,28 @@ class _Views(_Resource):
 
 
 class _Webhooks(_Resource):
-
     def list(self, *, project: int | str | None = None, **_: Any) -> list[Webhook]:
         self._fake._call("webhooks.list", project=project)
         return list(self._fake._known(project).webhooks)
 
-    def update(self, id: int, *, url: str | None = None, headers: dict | None = None,
-               **_: Any) -> WebhookSerializerForUpdate:
+    def update(
+        self, id: int, *, url: str | None = None, headers: dict | None = None, **_: Any
+    ) -> WebhookSerializerForUpdate:
         self._fake._call("webhooks.update", id=id, url=url, headers=headers)
         for state in self._fake.store.values():
             for index, hook in enumerate(state.webhooks):
                 if hook.id == id:
                     state.webhooks[index] = Webhook(
-                        id=id, project=hook.project, url=url or hook.url,
-                        headers=hook.headers if headers is None else headers)
-                    return WebhookSerializerForUpdate(id=id, url=url or hook.url,
-                                                      headers=headers)
+                        id=id,
+                        project=hook.project,
+                        url=url or hook.url,
+                        headers=hook.headers if headers is None else headers,
+                    )
+                    return WebhookSerializerForUpdate(id=id, url=url or hook.url, headers=headers)
         raise not_found(f"webhook {id}")
 
 
 class _Ml(_Resource):
-
     def list(self, *, project: int | None = None, **_: Any) -> list[MlBackend]:
         self._fake._call("ml.list", project=project)
         return list(self._fake._known(project).ml_backends)
@@ -340,11 +413,18 @@ class _Ml(_Resource):
             # Label Studio re-checks the connection with the fields sent: a basic-auth
             # backend answers its /setup with 401 without them.
             if backend.auth_method == "BASIC_AUTH" and not (
-                    fields.get("auth_method") == "BASIC_AUTH"
-                    and fields.get("basic_auth_user") == backend.basic_auth_user
-                    and "basic_auth_pass" in fields):
-                raise ApiError(status_code=400, body={"non_field_errors": [
-                    "Successfully connected but it doesn't look like a valid ML backend"]})
+                fields.get("auth_method") == "BASIC_AUTH"
+                and fields.get("basic_auth_user") == backend.basic_auth_user
+                and "basic_auth_pass" in fields
+            ):
+                raise ApiError(
+                    status_code=400,
+                    body={
+                        "non_field_errors": [
+                            "Successfully connected but it doesn't look like a valid ML backend"
+                        ]
+                    },
+                )
             changed = {k: fields[k] for k in ("title", "description", "url") if k in fields}
             state.ml_backends[index] = backend.model_copy(update=changed)
             return state.ml_backends[index]

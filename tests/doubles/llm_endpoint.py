@@ -21,8 +21,15 @@ class MisbehavingLLM:
     "scripted": `answer(prompt)` gives the label for the user message, standing in for a
     hosted LLM whose answers a test must know (no logprobs, like many hosted APIs)."""
 
-    def __init__(self, mode: str, *, delay: float = 5.0, latency: float = 0.0,
-                 answer: Callable[[str], str] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        delay: float = 5.0,
+        latency: float = 0.0,
+        answer: Callable[[str], str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.mode = mode
         self.delay = delay
         self.latency = latency  # slept by every answer: a hosted endpoint's round trip
@@ -48,10 +55,18 @@ class MisbehavingLLM:
             user = [m["content"] for m in body.get("messages", []) if m["role"] == "user"]
             label = self.answer(user[-1] if user else "")
         return 200, {
-            "id": "x", "object": "chat.completion", "created": 0, "model": "double",
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant",
-                                     "content": json.dumps({"label": label})}}],
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "double",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": json.dumps({"label": label})},
+                }
+            ],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
 

@@ -61,13 +61,33 @@ HOSTS = {"redis": 10, "a": 11, "b": 12, "w1": 21, "w2": 22}  # role -> last addr
 REPLICA_PORT = 9090  # each replica has a host of its own
 REDIS_PORT = 6380
 # A PostgreSQL that trusts the user postgres (a database per run is made and dropped).
-POSTGRES = (os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
-            os.environ.get("TEST_POSTGRES_PORT", "5432"))
+POSTGRES = (
+    os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
+    os.environ.get("TEST_POSTGRES_PORT", "5432"),
+)
 
-FOODS = ("oatmeal", "pasta", "rice", "a banana", "toast", "lentil soup", "pizza", "yogurt",
-         "an apple", "curry", "sushi")
-WHEN = ("this morning", "after lunch", "before bed", "after my walk", "at 3 am",
-        "after dinner", "at work")
+FOODS = (
+    "oatmeal",
+    "pasta",
+    "rice",
+    "a banana",
+    "toast",
+    "lentil soup",
+    "pizza",
+    "yogurt",
+    "an apple",
+    "curry",
+    "sushi",
+)
+WHEN = (
+    "this morning",
+    "after lunch",
+    "before bed",
+    "after my walk",
+    "at 3 am",
+    "after dinner",
+    "at work",
+)
 
 
 def synthetic_posts(n: int) -> list[dict]:
@@ -77,11 +97,11 @@ def synthetic_posts(n: int) -> list[dict]:
         food, when, label = FOODS[i % len(FOODS)], WHEN[i % len(WHEN)], LABELS[i % 3]
         text = {
             "seeking_support": f"Post {i}: my sugar went to {120 + i} {when} after {food}. "
-                               "Has anyone else had this, what should I do?",
+            "Has anyone else had this, what should I do?",
             "health_claim": f"Post {i}: {food} is a cure for type 2, it lowers anyone's A1c "
-                            f"by {i % 9 + 1} points.",
+            f"by {i % 9 + 1} points.",
             "personal_experience": f"Post {i}: I had {food} {when} and my meter read "
-                                   f"{80 + i}. Felt fine all day.",
+            f"{80 + i}. Felt fine all day.",
         }[label]
         posts.append({"text": text, "ref_id": f"post-{i}", "label": label})
     return posts
@@ -100,14 +120,24 @@ def sh(*args: str, timeout: float = 60) -> str:
     env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode:
-        raise RuntimeError(f"`{' '.join(args)}` failed ({done.returncode}): "
-                           f"{done.stderr.strip()}")
+        raise RuntimeError(f"`{' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
 
 
 def psql(sql: str) -> None:
-    sh("psql", "-h", POSTGRES[0], "-p", POSTGRES[1], "-U", "postgres", "-v", "ON_ERROR_STOP=1",
-       "-Atc", sql)
+    sh(
+        "psql",
+        "-h",
+        POSTGRES[0],
+        "-p",
+        POSTGRES[1],
+        "-U",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-Atc",
+        sql,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +159,9 @@ class Network:
         self.tag = uuid.uuid4().hex[:4]
         self.cleanup = cleanup
         used = sh("ip", "-4", "-o", "addr", "show")
-        self.prefix = "10.231.{}".format(random.choice(
-            [n for n in range(1, 255) if f" 10.231.{n}." not in used]))
+        self.prefix = "10.231.{}".format(
+            random.choice([n for n in range(1, 255) if f" 10.231.{n}." not in used])
+        )
         self.bridge = f"tm{self.tag}br"
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         cleanup.callback(self._remove_link, self.bridge)
@@ -184,10 +215,25 @@ def start_redis(host: Host, log_path: Path) -> subprocess.Popen:
     # Protected mode would refuse the other hosts: only this test's namespaces reach it.
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            [*host.wrap, "redis-server", "--port", str(REDIS_PORT), "--bind", host.address,
-             "--protected-mode", "no", "--save", "", "--appendonly", "no"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                *host.wrap,
+                "redis-server",
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                host.address,
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     client = redis.Redis(host=host.address, port=REDIS_PORT, socket_connect_timeout=1)
     last: list[Exception] = []
 
@@ -222,6 +268,7 @@ def wait_worker_up(process: subprocess.Popen, log_path: Path) -> None:
 def stop_all(processes: list[subprocess.Popen]) -> None:
     """stack.stop for each at once (each may take seconds to shut down), also for a
     process left frozen by SIGSTOP, which would not see SIGTERM."""
+
     def resume_and_stop(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGCONT)
@@ -266,60 +313,102 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
         log_dir.mkdir()
         print(f"logs: {log_dir}; bridge {net.bridge}, {net.prefix}.0/24")
 
-        llm = cleanup.enter_context(MisbehavingLLM("scripted", answer=scripted_answer,
-                                                   host=net.root.address))
+        llm = cleanup.enter_context(
+            MisbehavingLLM("scripted", answer=scripted_answer, host=net.root.address)
+        )
         cleanup.callback(stack.stop, start_redis(hosts["redis"], log_dir / "redis.log"))
         processes: list[subprocess.Popen] = []  # stopped before Redis and the namespaces
         cleanup.callback(stop_all, processes)
         redis_url = f"redis://{hosts['redis'].address}:{REDIS_PORT}/0"
         ls_port = stack.free_port()
         ls_url = f"http://{net.root.address}:{ls_port}"
-        login = stack.LabelStudioLogin(url=ls_url, email="dist@example.com",
-                                       password="test-password-1", token="dist-token-12345")
+        login = stack.LabelStudioLogin(
+            url=ls_url,
+            email="dist@example.com",
+            password="test-password-1",
+            token="dist-token-12345",
+        )
         model_dir = tmp_path / "model-dir"  # the shared disk
         common = {
-            "MODEL_DIR": str(model_dir), "REDIS_URL": redis_url, "BROKER_URL": redis_url,
-            "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": login.token,
-            "LLM_BASE_URL": llm.url, "LLM_MODEL": "hosted", "LLM_MAX_RETRIES": "0",
-            "LLM_TIMEOUT": "30", "LLM_CONCURRENCY": "8", "BASE_MODEL": str(tiny_model),
+            "MODEL_DIR": str(model_dir),
+            "REDIS_URL": redis_url,
+            "BROKER_URL": redis_url,
+            "LABEL_STUDIO_URL": ls_url,
+            "LABEL_STUDIO_API_KEY": login.token,
+            "LLM_BASE_URL": llm.url,
+            "LLM_MODEL": "hosted",
+            "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT": "30",
+            "LLM_CONCURRENCY": "8",
+            "BASE_MODEL": str(tiny_model),
             # Each run fits the head, then fine-tunes (TRAIN_FINETUNE_FROM=1): the kill
             # comes within a second of the fine-tune's start, which takes several seconds
             # even for the tiny model (early stopping ends it sooner).
-            "TRAIN_EPOCHS": "6", "TRAIN_MIN_STEPS": "60", "TRAIN_FINETUNE_FROM": "1",
-            "TRAIN_MIN_PER_LABEL": "3", "TRAIN_BATCH_SIZE": "4",
-            "TRAIN_MAX_LENGTH": "128", "TRAIN_LEARNING_RATE": "1e-3",
+            "TRAIN_EPOCHS": "6",
+            "TRAIN_MIN_STEPS": "60",
+            "TRAIN_FINETUNE_FROM": "1",
+            "TRAIN_MIN_PER_LABEL": "3",
+            "TRAIN_BATCH_SIZE": "4",
+            "TRAIN_MAX_LENGTH": "128",
+            "TRAIN_LEARNING_RATE": "1e-3",
             "TRAIN_AFTER_ANNOTATIONS": "100000",  # only the button starts a run
-            "TRAIN_DEBOUNCE": "0.5", "RECONCILE_SECONDS": "5", "LOG_LEVEL": "INFO",
+            "TRAIN_DEBOUNCE": "0.5",
+            "RECONCILE_SECONDS": "5",
+            "LOG_LEVEL": "INFO",
         }
 
         # Label Studio's first start (migrations) is the slowest part: the rest starts
         # meanwhile.
         with ThreadPoolExecutor(3) as pool:
-            starting: dict[str, Future] = {"ls": pool.submit(
-                stack.start_label_studio, data_dir=tmp_path / "label-studio", port=ls_port,
-                login=login, log_path=log_dir / "label-studio.log", host=net.root.address,
-                timeout=300, extra_env={
-                    "DJANGO_DB": "default", "POSTGRE_NAME": database, "POSTGRE_USER": "postgres",
-                    "POSTGRE_PASSWORD": "", "POSTGRE_HOST": POSTGRES[0],
-                    "POSTGRE_PORT": POSTGRES[1],
-                    # A team's Label Studio at its defaults: every import updates every
-                    # task of the project (the other tests run the faster import).
-                    **{flag: "false" for flag in stack.FAST_PREDICTION_IMPORT}})}
+            starting: dict[str, Future] = {
+                "ls": pool.submit(
+                    stack.start_label_studio,
+                    data_dir=tmp_path / "label-studio",
+                    port=ls_port,
+                    login=login,
+                    log_path=log_dir / "label-studio.log",
+                    host=net.root.address,
+                    timeout=300,
+                    extra_env={
+                        "DJANGO_DB": "default",
+                        "POSTGRE_NAME": database,
+                        "POSTGRE_USER": "postgres",
+                        "POSTGRE_PASSWORD": "",
+                        "POSTGRE_HOST": POSTGRES[0],
+                        "POSTGRE_PORT": POSTGRES[1],
+                        # A team's Label Studio at its defaults: every import updates every
+                        # task of the project (the other tests run the faster import).
+                        **{flag: "false" for flag in stack.FAST_PREDICTION_IMPORT},
+                    },
+                )
+            }
             replicas = {}
             for name in ("a", "b"):
                 url = f"http://{hosts[name].address}:{REPLICA_PORT}"
-                env = {**common, "WORKERS": "2", "THREADS": "4", "BACKEND_URL": url,
-                       "BASIC_AUTH_USER": BACKEND_AUTH[0], "BASIC_AUTH_PASS": BACKEND_AUTH[1]}
+                env = {
+                    **common,
+                    "WORKERS": "2",
+                    "THREADS": "4",
+                    "BACKEND_URL": url,
+                    "BASIC_AUTH_USER": BACKEND_AUTH[0],
+                    "BASIC_AUTH_PASS": BACKEND_AUTH[1],
+                }
                 log_path = log_dir / f"replica-{name}.log"
                 replicas[name] = Backend(url, model_dir, BACKEND_AUTH, log_path)
-                starting[name] = pool.submit(stack.start_backend, env=env, port=REPLICA_PORT,
-                                             log_path=log_path, host=hosts[name].address,
-                                             wrap=hosts[name].wrap)
+                starting[name] = pool.submit(
+                    stack.start_backend,
+                    env=env,
+                    port=REPLICA_PORT,
+                    log_path=log_path,
+                    host=hosts[name].address,
+                    wrap=hosts[name].wrap,
+                )
             workers, worker_logs = {}, {}
             for name in ("w1", "w2"):
                 worker_logs[name] = log_dir / f"worker-{name.removeprefix('w')}.log"
-                workers[name] = stack.start_worker(env=common, log_path=worker_logs[name],
-                                                   wrap=hosts[name].wrap)
+                workers[name] = stack.start_worker(
+                    env=common, log_path=worker_logs[name], wrap=hosts[name].wrap
+                )
                 processes.append(workers[name])
             try:
                 for name, process in workers.items():
@@ -334,8 +423,17 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
             if failures:
                 raise failures[0]
 
-        yield Cluster(ls_url, login.token, redis_url, model_dir, tiny_model, llm, replicas,
-                      workers, worker_logs)
+        yield Cluster(
+            ls_url,
+            login.token,
+            redis_url,
+            model_dir,
+            tiny_model,
+            llm,
+            replicas,
+            workers,
+            worker_logs,
+        )
 
 
 # ------------------------------------------------------------------------- checks
@@ -354,8 +452,11 @@ class ServingProbe:
 
     def __init__(self, replicas: dict[str, Backend], project: int, text: str) -> None:
         self.replicas = replicas
-        self.payload = {"tasks": [{"id": 1, "data": {"text": text}}],
-                        "label_config": LABEL_CONFIG, "project": f"{project}.0"}
+        self.payload = {
+            "tasks": [{"id": 1, "data": {"text": text}}],
+            "label_config": LABEL_CONFIG,
+            "project": f"{project}.0",
+        }
         self.seen: list[tuple[float, str, str]] = []  # (time, replica, model_version)
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -383,8 +484,12 @@ class ServingProbe:
             answer = replica.post("/predict", json=self.payload)
             body = answer.json()
             result = body["results"][0]
-            if answer.status_code != 200 or not result or not result["result"] or (
-                    result["model_version"] != body["model_version"]):
+            if (
+                answer.status_code != 200
+                or not result
+                or not result["result"]
+                or (result["model_version"] != body["model_version"])
+            ):
                 self.errors.append(f"{name} /predict: {answer.status_code} {answer.text[:300]}")
             else:
                 self.seen.append((time.time(), name, body["model_version"]))
@@ -400,11 +505,13 @@ def prelabel_finished(replica: Backend, project: int) -> dict | None:
     return status if status["state"] == "finished" and not status["pending"] else None
 
 
-def status_is(replica: Backend, project: int, check: Callable[[dict], bool]
-              ) -> Callable[[], dict | None]:
+def status_is(
+    replica: Backend, project: int, check: Callable[[dict], bool]
+) -> Callable[[], dict | None]:
     def poll() -> dict | None:
         status = replica.get(f"/training?project={project}").json()
         return status if check(status) else None
+
     return poll
 
 
@@ -420,19 +527,28 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
 
     # 1. Replica A connected, 300 posts imported: pre-labels with no click.
     project = ls_client.ensure_project(ls, title="distributed", label_config=LABEL_CONFIG).id
-    ml_id = ls_client.connect_backend(ls, project, url=replica_a.url, title="takemeter",
-                                      auth=BACKEND_AUTH)
+    ml_id = ls_client.connect_backend(
+        ls, project, url=replica_a.url, title="takemeter", auth=BACKEND_AUTH
+    )
     schema = {"project": f"{project}.0", "schema": LABEL_CONFIG}
     zero_shot = replica_a.post("/setup", json=schema).json()["model_version"]
-    ids = ls_client.import_posts(ls, project, [{"text": p["text"], "ref_id": p["ref_id"]}
-                                               for p in posts])
+    ids = ls_client.import_posts(
+        ls, project, [{"text": p["text"], "ref_id": p["ref_id"]} for p in posts]
+    )
     assert len(ids) == N_POSTS
-    wait_for(lambda: len(predictions_by_task(ls, project)) == N_POSTS, timeout=240,
-             what=f"a pre-label on each of the {N_POSTS} tasks, pushed by a worker")
-    prelabel = wait_for(lambda: prelabel_finished(replica_a, project), timeout=60,
-                        what="the pre-labeling job to report finished on replica A")
-    assert (prelabel["tasks"], prelabel["failed"], prelabel["unusable"]) == (N_POSTS, 0, 0), \
+    wait_for(
+        lambda: len(predictions_by_task(ls, project)) == N_POSTS,
+        timeout=240,
+        what=f"a pre-label on each of the {N_POSTS} tasks, pushed by a worker",
+    )
+    prelabel = wait_for(
+        lambda: prelabel_finished(replica_a, project),
+        timeout=60,
+        what="the pre-labeling job to report finished on replica A",
+    )
+    assert (prelabel["tasks"], prelabel["failed"], prelabel["unusable"]) == (N_POSTS, 0, 0), (
         prelabel
+    )
     # Requested by TASKS_CREATED, or by the reconcile when that webhook came before the
     # backend had put its basic auth on it: either way nobody clicked.
     print(f"pre-labeling requested by: {prelabel['requested_by']}")
@@ -451,9 +567,15 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
     # Each distinct post paid for once, whichever worker or replica asked.
     assert cluster.llm.requests == N_POSTS
     # Replica B knows what replica A knows: the state lives in Redis, not in a replica.
-    jobs = wait_for(lambda: (a := replica_a.get(f"/jobs?project={project}").json()) == (
-        replica_b.get(f"/jobs?project={project}").json()) and a, timeout=30,
-        what="replica B to show the same jobs as replica A")
+    jobs = wait_for(
+        lambda: (
+            (a := replica_a.get(f"/jobs?project={project}").json())
+            == (replica_b.get(f"/jobs?project={project}").json())
+            and a
+        ),
+        timeout=30,
+        what="replica B to show the same jobs as replica A",
+    )
     assert jobs["mode"] == "distributed" and jobs["prelabel"]["tasks"] == N_POSTS, jobs
     assert replica_b.metrics()["llm_calls"] == N_POSTS
     prelabeled = time.monotonic()
@@ -466,8 +588,12 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
             per_label[truth[text]] += 1
             chosen.append((task, truth[text]))
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda pick: ls.annotations.create(
-            id=pick[0], result=taxonomy.result(pick[1])), chosen))
+        list(
+            pool.map(
+                lambda pick: ls.annotations.create(id=pick[0], result=taxonomy.result(pick[1])),
+                chosen,
+            )
+        )
     assert replica_a.post("/setup", json=schema).json()["model_version"] == zero_shot
 
     # 3. Start Training; worker 1 is killed mid-fit; worker 2 finishes the run.
@@ -479,21 +605,30 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
         os.killpg(worker2.pid, signal.SIGSTOP)
         try:
             ls.ml.train(id=ml_id)
-            wait_for(status_is(replica_b, project, lambda s: s["state"] == "running"
-                               and s.get("started", 0) > since), timeout=120,
-                     what="worker 1 to start the training run")
+            wait_for(
+                status_is(
+                    replica_b,
+                    project,
+                    lambda s: s["state"] == "running" and s.get("started", 0) > since,
+                ),
+                timeout=120,
+                what="worker 1 to start the training run",
+            )
         finally:
             os.killpg(worker2.pid, signal.SIGCONT)
-        wait_for(status_is(replica_b, project,
-                           lambda s: s.get("phase") == "training (fine-tune)"),
-                 timeout=120, what="the run to reach its fine-tune")
+        wait_for(
+            status_is(replica_b, project, lambda s: s.get("phase") == "training (fine-tune)"),
+            timeout=120,
+            what="the run to reach its fine-tune",
+        )
         os.killpg(worker1.pid, signal.SIGKILL)  # the whole host gone, no goodbye
         assert worker1.wait(timeout=30) == -signal.SIGKILL
         killed_at = time.time()
         at_kill = replica_b.get(f"/training?project={project}").json()
         kinds = [meta["kind"] for meta in registry.versions()]
         assert at_kill.get("phase") == "training (fine-tune)" and kinds == ["head"], (
-            f"worker 1 got past the fine-tune before it was killed: {at_kill}, {kinds}")
+            f"worker 1 got past the fine-tune before it was killed: {at_kill}, {kinds}"
+        )
         assert list(registry.versions_dir.glob(".staging-*")), "no half-written version"
         assert worker2.poll() is None, "worker 2 is gone"
 
@@ -509,17 +644,24 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
         assert status["started"] > killed_at, status
         assert f"project {project}: promoted " in cluster.worker_logs["w2"].read_text()
         # Worker 1 got as far as its head, the run's first candidate, and no further.
-        promoted_by_w1 = re.findall(rf"project {project}: promoted (v\d+ \w+)",
-                                    cluster.worker_logs["w1"].read_text())
+        promoted_by_w1 = re.findall(
+            rf"project {project}: promoted (v\d+ \w+)", cluster.worker_logs["w1"].read_text()
+        )
         assert promoted_by_w1 == ["v1 head"], promoted_by_w1
         for replica in (replica_a, replica_b):
-            wait_for(lambda r=replica: r.post("/predict", json=probe.payload).json()[
-                "model_version"] == new, timeout=120,
-                what=f"{replica.url} to serve {new}")
+            wait_for(
+                lambda r=replica: (
+                    r.post("/predict", json=probe.payload).json()["model_version"] == new
+                ),
+                timeout=120,
+                what=f"{replica.url} to serve {new}",
+            )
             assert replica.post("/setup", json=schema).json()["model_version"] == new
-        wait_for(lambda: all(probe.versions(name, finished_at, time.time())
-                             for name in ("a", "b")), timeout=60,
-                 what="the serving probe's answers after the run")
+        wait_for(
+            lambda: all(probe.versions(name, finished_at, time.time()) for name in ("a", "b")),
+            timeout=60,
+            what="the serving probe's answers after the run",
+        )
 
     # Serving stayed valid: every answer of either replica, during and after, was the LLM
     # or a complete, committed version, and both answered while no worker ran the job.
@@ -536,8 +678,11 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
     import redis
 
     store = RedisJobState(redis.Redis.from_url(cluster.redis_url))
-    wait_for(lambda: not store.busy(project, "training"), timeout=30,
-             what="worker 2 to give the training lease back")
+    wait_for(
+        lambda: not store.busy(project, "training"),
+        timeout=30,
+        what="worker 2 to give the training lease back",
+    )
     bits = store.redis.hmget(store.key(project, "training"), "pending", "running")
     assert [int(v or 0) for v in bits] == [0, 0], bits
     assert replica_b.get(f"/training?project={project}").json()["state"] == "finished"
@@ -547,11 +692,16 @@ def test_a_worker_killed_mid_training_loses_nothing_across_hosts(cluster: Cluste
     assert [kind_of(meta) for meta in metas] == ["head", "head", "fine-tune"], metas
     for meta in metas:
         files = {path.name for path in (registry.versions_dir / meta["version"]).iterdir()}
-        weights = ({HEAD_FILE, JUDGE_HEAD_FILE} if kind_of(meta) == "head"
-                   else {path.name for path in cluster.base_model.iterdir()})
+        weights = (
+            {HEAD_FILE, JUDGE_HEAD_FILE}
+            if kind_of(meta) == "head"
+            else {path.name for path in cluster.base_model.iterdir()}
+        )
         assert weights | {"meta.json"} <= files, files
     assert not list(registry.versions_dir.glob(".staging-*"))
     assert cluster.llm.requests == N_POSTS
-    print(f"pre-labeled after {prelabeled - started:.0f} s; killed {killed_at - since:.0f} s "
-          f"after Start Training; worker 2 finished {finished_at - killed_at:.0f} s later; "
-          f"{time.monotonic() - started:.0f} s in all")
+    print(
+        f"pre-labeled after {prelabeled - started:.0f} s; killed {killed_at - since:.0f} s "
+        f"after Start Training; worker 2 finished {finished_at - killed_at:.0f} s later; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )

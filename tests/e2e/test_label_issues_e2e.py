@@ -25,16 +25,25 @@ PLANTED = range(3, 180, 30)  # post indexes given a wrong label: 6 of 180
 
 def takemeter(*args: str, env: dict) -> dict:
     command = Path(sys.executable).parent / "takemeter"
-    done = subprocess.run([str(command), "label-issues", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(command), "label-issues", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     return json.loads(done.stdout)
 
 
 def tab_tasks(ls, project: int) -> tuple[int, list[int]]:
     """The tab's id and the task ids Label Studio lists in it, in its order."""
-    views = [v for v in ls.views.list(project=project)
-             if (v.data or {}).get("title") == label_issues.SUSPECT_TAB]
+    views = [
+        v
+        for v in ls.views.list(project=project)
+        if (v.data or {}).get("title") == label_issues.SUSPECT_TAB
+    ]
     assert len(views) == 1
     return views[0].id, [t.id for t in ls.tasks.list(project=project, view=views[0].id)]
 
@@ -50,23 +59,35 @@ def project(ls, posts, label_config, label_studio, tmp_path_factory, request) ->
     for i in PLANTED:
         human[i] = names[(names.index(gold[i]) + 1) % len(names)]
     created = ls.projects.create(title="label-issues", label_config=label_config)
-    rows = [{"data": {"text": p["text"], "ref_id": p["id"], "split": "train"},
-             "annotations": [{"result": taxonomy.result(label)}]}
-            for p, label in zip(posts, human, strict=True)]
+    rows = [
+        {
+            "data": {"text": p["text"], "ref_id": p["id"], "split": "train"},
+            "annotations": [{"result": taxonomy.result(label)}],
+        }
+        for p, label in zip(posts, human, strict=True)
+    ]
     rows[0]["data"][label_issues.RANK_FIELD] = 99  # a stale rank from an earlier run
     imported = ls.projects.import_tasks(id=created.id, return_task_ids=True, request=rows)
     ids = list(imported.task_ids)
     assert len(ids) == len(posts)
     # A tab of that name from an earlier run, since changed by hand: put right, not doubled.
-    stale_tab = ls.views.create(project=created.id, data={
-        "title": label_issues.SUSPECT_TAB, "ordering": ["tasks:id"],
-        "filters": {"conjunction": "and", "items": []}})
+    stale_tab = ls.views.create(
+        project=created.id,
+        data={
+            "title": label_issues.SUSPECT_TAB,
+            "ordering": ["tasks:id"],
+            "filters": {"conjunction": "and", "items": []},
+        },
+    )
 
     # The LLM: an OpenAI-compatible endpoint whose answers the test knows (right on the
     # wrong ones, wrong on a quarter of the others), asked by the command itself.
-    answers = {post["text"]: (gold[i] if i % 4 or i in PLANTED
-                              else names[(names.index(gold[i]) + 2) % len(names)])
-               for i, post in enumerate(posts)}
+    answers = {
+        post["text"]: (
+            gold[i] if i % 4 or i in PLANTED else names[(names.index(gold[i]) + 2) % len(names)]
+        )
+        for i, post in enumerate(posts)
+    }
 
     def answer(prompt_text: str) -> str:
         return next(label for text, label in answers.items() if text in prompt_text)
@@ -74,17 +95,29 @@ def project(ls, posts, label_config, label_studio, tmp_path_factory, request) ->
     llm = MisbehavingLLM("scripted", answer=answer).__enter__()
     request.addfinalizer(lambda: llm.__exit__(None, None, None))
     env = {k: v for k, v in os.environ.items() if k not in ("BASE_MODEL", "LLM_BASE_URL")}
-    env.update(LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-               LLM_BASE_URL=llm.url, LLM_MODEL="double",
-               LLM_CACHE=str(tmp_path_factory.mktemp("label-issues-llm") / "answers.sqlite"),
-               MODEL_DIR=str(tmp_path_factory.mktemp("label-issues-models")))
-    return {"id": created.id, "ids": ids, "wrong": {ids[i] for i in PLANTED}, "env": env,
-            "taxonomy": taxonomy, "gold": gold, "stale_tab": stale_tab.id}
+    env.update(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        LLM_BASE_URL=llm.url,
+        LLM_MODEL="double",
+        LLM_CACHE=str(tmp_path_factory.mktemp("label-issues-llm") / "answers.sqlite"),
+        MODEL_DIR=str(tmp_path_factory.mktemp("label-issues-models")),
+    )
+    return {
+        "id": created.id,
+        "ids": ids,
+        "wrong": {ids[i] for i in PLANTED},
+        "env": env,
+        "taxonomy": taxonomy,
+        "gold": gold,
+        "stale_tab": stale_tab.id,
+    }
 
 
 def test_suspect_tab_lists_the_flagged_tasks_in_rank_order(ls, project):
-    summary = takemeter("--project", str(project["id"]), "--tab", "--json", "--llm", "ask",
-                        env=project["env"])
+    summary = takemeter(
+        "--project", str(project["id"]), "--tab", "--json", "--llm", "ask", env=project["env"]
+    )
     suspects = summary["suspects"]
     assert summary["annotated"] == len(project["ids"])
     assert summary["flagged"] == summary["listed"] == len(suspects)
@@ -114,6 +147,8 @@ def test_suspect_tab_lists_the_flagged_tasks_in_rank_order(ls, project):
     assert view == summary["tab"] == project["stale_tab"]
     assert listed == [s["task_id"] for s in suspects]
     # Ranks are in the data of the listed tasks only: the stale one is gone.
-    in_data = {t.id: (t.data or {}).get(label_issues.RANK_FIELD)
-               for t in ls.tasks.list(project=project["id"])}
+    in_data = {
+        t.id: (t.data or {}).get(label_issues.RANK_FIELD)
+        for t in ls.tasks.list(project=project["id"])
+    }
     assert {t: r for t, r in in_data.items() if r is not None} == ranks

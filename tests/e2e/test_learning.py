@@ -34,15 +34,24 @@ TOLERANCE = 0.05
 @pytest.fixture(scope="module")
 def learning_backend(start_backend, label_studio):
     return start_backend(
-        LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-        LLM_BASE_URL="http://127.0.0.1:9/v1", LLM_MAX_RETRIES="0", LLM_TIMEOUT="1",
-        BASE_MODEL=str(minilm_path()), TRAIN_AFTER_ANNOTATIONS="100000",
-        TRAIN_FINETUNE_FROM="70", TRAIN_MIN_STEPS="30", TRAIN_MAX_LENGTH="64",
-        TRAIN_LEARNING_RATE="5e-5", TRAIN_MIN_PER_LABEL="1")
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        LLM_BASE_URL="http://127.0.0.1:9/v1",
+        LLM_MAX_RETRIES="0",
+        LLM_TIMEOUT="1",
+        BASE_MODEL=str(minilm_path()),
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        TRAIN_FINETUNE_FROM="70",
+        TRAIN_MIN_STEPS="30",
+        TRAIN_MAX_LENGTH="64",
+        TRAIN_LEARNING_RATE="5e-5",
+        TRAIN_MIN_PER_LABEL="1",
+    )
 
 
-def held_out_accuracy(registry: Registry, version: str, texts: list[str],
-                      labels: list[str]) -> float:
+def held_out_accuracy(
+    registry: Registry, version: str, texts: list[str], labels: list[str]
+) -> float:
     predicted = Classifier(registry.path(version)).predict_proba(texts).argmax(1)
     names = registry.meta(version)["labels"]
     return sum(names[i] == t for i, t in zip(predicted, labels, strict=True)) / len(labels)
@@ -65,8 +74,9 @@ def test_the_served_version_is_the_best_so_far_as_labels_arrive(ls, learning_bac
     labeled = 0
     for target in STEPS:
         for task in tasks[labeled:target]:
-            ls.annotations.create(id=task["id"],
-                                  result=taxonomy.result(truth[task["data"]["text"]]))
+            ls.annotations.create(
+                id=task["id"], result=taxonomy.result(truth[task["data"]["text"]])
+            )
         labeled = target
         since = time.time()
         ls.ml.train(id=ml_id)
@@ -95,27 +105,30 @@ def test_the_served_version_is_the_best_so_far_as_labels_arrive(ls, learning_bac
 @pytest.fixture(scope="module")
 def demo_backend(start_backend, label_studio):
     """As `make up` runs it: MiniLM-L6 as BASE_MODEL and the embedded SmolLM2."""
-    return start_backend(LABEL_STUDIO_URL=label_studio.url,
-                         LABEL_STUDIO_API_KEY=label_studio.token,
-                         BASE_MODEL=str(minilm_path()), TRAIN_AFTER_ANNOTATIONS="100000",
-                         TRAIN_LEARNING_RATE="5e-5", TRAIN_MIN_PER_LABEL="3")
+    return start_backend(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        BASE_MODEL=str(minilm_path()),
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        TRAIN_LEARNING_RATE="5e-5",
+        TRAIN_MIN_PER_LABEL="3",
+    )
 
 
 def test_on_the_demo_the_head_takes_over_the_pre_labels_within_40_labels(
-        ls, demo_backend, posts, label_config):
+    ls, demo_backend, posts, label_config
+):
     backend = demo_backend
     taxonomy = parse_taxonomy(label_config)
     sample = posts[:120]
     gold = {p["text"]: p["label"] for p in sample}
     project = ls_client.ensure_project(ls, title="demo-loop", label_config=label_config).id
-    ls_client.import_posts(ls, project, [{"text": p["text"], "ref_id": p["id"]}
-                                         for p in sample])
+    ls_client.import_posts(ls, project, [{"text": p["text"], "ref_id": p["id"]} for p in sample])
     ml_id = ls_client.connect_backend(ls, project, url=backend.url, title="takemeter")
     ls_client.retrieve_predictions(ls, project)  # the LLM's pre-labels, as annotators see them
     tasks = ls_client.all_tasks(ls, project)
     for task in tasks[:40]:
-        ls.annotations.create(id=task["id"],
-                              result=taxonomy.result(gold[task["data"]["text"]]))
+        ls.annotations.create(id=task["id"], result=taxonomy.result(gold[task["data"]["text"]]))
     since = time.time()
     ls.ml.train(id=ml_id)  # "Start Training"
     status = backend.wait_training(project, since=since, timeout=600)
@@ -130,15 +143,18 @@ def test_on_the_demo_the_head_takes_over_the_pre_labels_within_40_labels(
     assert meta["beats_llm"] is True, validation
     assert validation["model_accuracy"] > validation["llm_accuracy"], validation
 
-    queue = wait_for(lambda: (q := backend.get(f"/queue?project={project}").json())
-                     ["model_version"] == serving and q, timeout=120,
-                     what="the re-score under the head")
+    queue = wait_for(
+        lambda: (
+            (q := backend.get(f"/queue?project={project}").json())["model_version"] == serving and q
+        ),
+        timeout=120,
+        what="the re-score under the head",
+    )
     rows = [r for r in queue["rows"] if r["model_label"]]
     assert len(rows) >= 60  # the 80 unlabeled tasks but the held-out ones' share
     # The model's label is the pre-label now, and the priorities are the model's own,
     # not the ties of a weak LLM's low confidences.
-    assert all(r["shown_from"] == "model" and r["shown_label"] == r["model_label"]
-               for r in rows)
+    assert all(r["shown_from"] == "model" and r["shown_label"] == r["model_label"] for r in rows)
     assert len({round(r["priority"], 4) for r in rows}) >= len(rows) // 2
     # Label Studio shows those pre-labels under the head's name.
     ls_client.retrieve_predictions(ls, project)

@@ -43,11 +43,13 @@ TITLE = "pat"
 
 def takemeter(*args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).parent / "takemeter"), *args]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if expect is not None:
-        assert done.returncode == expect, (done.returncode, done.stdout[-3000:],
-                                           done.stderr[-3000:])
+        assert done.returncode == expect, (
+            done.returncode,
+            done.stdout[-3000:],
+            done.stderr[-3000:],
+        )
     return done
 
 
@@ -66,14 +68,19 @@ def pat(ls, label_studio) -> str:
     token = ls.tokens.create(request_options={"max_retries": 0}).token
     client = LabelStudio(base_url=label_studio.url, api_key=token, timeout=120)
     before = client.jwt_settings.get()
-    client.jwt_settings.update(api_token_ttl_days=before.api_token_ttl_days,
-                               api_tokens_enabled=True, legacy_api_tokens_enabled=False)
+    client.jwt_settings.update(
+        api_token_ttl_days=before.api_token_ttl_days,
+        api_tokens_enabled=True,
+        legacy_api_tokens_enabled=False,
+    )
     try:
         yield token
     finally:
-        client.jwt_settings.update(api_token_ttl_days=before.api_token_ttl_days,
-                                   api_tokens_enabled=before.api_tokens_enabled,
-                                   legacy_api_tokens_enabled=before.legacy_api_tokens_enabled)
+        client.jwt_settings.update(
+            api_token_ttl_days=before.api_token_ttl_days,
+            api_tokens_enabled=before.api_tokens_enabled,
+            legacy_api_tokens_enabled=before.legacy_api_tokens_enabled,
+        )
         ls.tokens.blacklist(refresh=token)
 
 
@@ -105,10 +112,15 @@ def llm_cache(tmp_path_factory, sample, label_config) -> Path:
 @pytest.fixture(scope="module")
 def pat_backend(start_backend, label_studio, pat, llm_cache):
     """A backend holding only the PAT; it never trains for real (TRAIN_MIN_PER_LABEL)."""
-    backend = start_backend(auth=AUTH, LABEL_STUDIO_URL=label_studio.url,
-                            LABEL_STUDIO_API_KEY=pat, LLM_CACHE=str(llm_cache),
-                            TRAIN_AFTER_ANNOTATIONS="100000", TRAIN_MIN_PER_LABEL="1000",
-                            HOLDOUT_PERCENT=str(HOLDOUT))
+    backend = start_backend(
+        auth=AUTH,
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=pat,
+        LLM_CACHE=str(llm_cache),
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        TRAIN_MIN_PER_LABEL="1000",
+        HOLDOUT_PERCENT=str(HOLDOUT),
+    )
     # Label Studio gives /health 1 s when connecting: wait until both workers have booted.
     pids: set[int] = set()
 
@@ -123,53 +135,86 @@ def pat_backend(start_backend, label_studio, pat, llm_cache):
 
 @pytest.fixture(scope="module")
 def env(label_studio, pat, pat_backend, llm_url, llm_cache, tiny_model) -> dict:
-    return {**os.environ, "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-            "LLM_CACHE": str(llm_cache), "MODEL_DIR": str(pat_backend.model_dir),
-            "LLM_BASE_URL": llm_url, "LLM_MODEL": LLM_MODEL, "LLM_MAX_RETRIES": "0",
-            "BASE_MODEL": str(tiny_model), "BASIC_AUTH_USER": AUTH[0],
-            "BASIC_AUTH_PASS": AUTH[1], "HOLDOUT_PERCENT": str(HOLDOUT)}
+    return {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat,
+        "LLM_CACHE": str(llm_cache),
+        "MODEL_DIR": str(pat_backend.model_dir),
+        "LLM_BASE_URL": llm_url,
+        "LLM_MODEL": LLM_MODEL,
+        "LLM_MAX_RETRIES": "0",
+        "BASE_MODEL": str(tiny_model),
+        "BASIC_AUTH_USER": AUTH[0],
+        "BASIC_AUTH_PASS": AUTH[1],
+        "HOLDOUT_PERCENT": str(HOLDOUT),
+    }
 
 
 @pytest.fixture(scope="module")
 def setup_summary(env, pat_backend, sample, tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("pat-posts") / "posts.jsonl"
-    path.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n"
-                            for p in sample))
-    done = takemeter("setup", "--posts", str(path), "--title", TITLE, "--backend-url",
-                     pat_backend.url, "--retrieve-predictions", "--json", env=env)
+    path.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in sample))
+    done = takemeter(
+        "setup",
+        "--posts",
+        str(path),
+        "--title",
+        TITLE,
+        "--backend-url",
+        pat_backend.url,
+        "--retrieve-predictions",
+        "--json",
+        env=env,
+    )
     return json.loads(done.stdout)
 
 
 def test_legacy_token_is_refused_and_the_pat_accepted(pat, pat_client, label_studio):
-    answer = requests.get(label_studio.url + "/api/current-user/whoami", timeout=30,
-                          headers={"Authorization": f"Token {label_studio.token}"})
+    answer = requests.get(
+        label_studio.url + "/api/current-user/whoami",
+        timeout=30,
+        headers={"Authorization": f"Token {label_studio.token}"},
+    )
     assert answer.status_code == 401, answer.text
     assert "legacy token authentication has been disabled" in answer.json()["detail"]
     legacy = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
     with pytest.raises(ApiError) as refused:
         legacy.users.whoami()
     assert refused.value.status_code == 401
-    problem = ls_client.check_access(load_settings({
-        "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}))
+    problem = ls_client.check_access(
+        load_settings(
+            {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
+        )
+    )
     assert problem is not None and problem.setting == "LABEL_STUDIO_API_KEY"
     assert "rejected LABEL_STUDIO_API_KEY" in problem.message
     assert "legacy" in problem.message
 
     assert pat.count(".") == 2  # a JWT, which the SDK exchanges for access tokens
     assert pat_client.users.whoami().email == label_studio.email
-    assert ls_client.check_access(load_settings({
-        "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat})) is None
+    assert (
+        ls_client.check_access(
+            load_settings({"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat})
+        )
+        is None
+    )
 
 
 def test_backend_with_the_pat_says_so_at_start(pat_backend):
-    lines = [line for line in pat_backend.log_path.read_text().splitlines()
-             if "LABEL_STUDIO_API_KEY" in line]
-    assert len(lines) == 1 and "accepts LABEL_STUDIO_API_KEY (a personal access token)" in \
-        lines[0], lines
+    lines = [
+        line
+        for line in pat_backend.log_path.read_text().splitlines()
+        if "LABEL_STUDIO_API_KEY" in line
+    ]
+    assert (
+        len(lines) == 1 and "accepts LABEL_STUDIO_API_KEY (a personal access token)" in lines[0]
+    ), lines
 
 
-def test_setup_with_the_pat_connects_the_backend(pat_client, pat_backend, setup_summary,
-                                                 sample, label_config):
+def test_setup_with_the_pat_connects_the_backend(
+    pat_client, pat_backend, setup_summary, sample, label_config
+):
     project = setup_summary["project"]
     assert setup_summary["imported"] == setup_summary["tasks"] == len(sample)
     assert setup_summary["backend_connection"] is not None
@@ -181,13 +226,22 @@ def test_setup_with_the_pat_connects_the_backend(pat_client, pat_backend, setup_
     setup = {"project": f"{project}.0", "schema": label_config}
     served = pat_backend.post("/setup", json=setup).json()["model_version"]
     # Each /setup lets the backend sync (at most every few seconds), as Label Studio's do.
-    wait_for(lambda: pat_backend.post("/setup", json=setup).ok
-             and pat_client.projects.get(id=project).model_version == served,
-             timeout=60, what="the backend to set the project's model_version with the PAT")
-    assert [v for v in pat_client.views.list(project=project)
-            if (v.data or {}).get("title") == queue.REVIEW_TAB]
-    hooks = [h for h in pat_client.webhooks.list(project=project)
-             if h.url.startswith(pat_backend.url)]
+    wait_for(
+        lambda: (
+            pat_backend.post("/setup", json=setup).ok
+            and pat_client.projects.get(id=project).model_version == served
+        ),
+        timeout=60,
+        what="the backend to set the project's model_version with the PAT",
+    )
+    assert [
+        v
+        for v in pat_client.views.list(project=project)
+        if (v.data or {}).get("title") == queue.REVIEW_TAB
+    ]
+    hooks = [
+        h for h in pat_client.webhooks.list(project=project) if h.url.startswith(pat_backend.url)
+    ]
     assert hooks and all((h.headers or {}).get("Authorization") for h in hooks)
     log = pat_backend.log_path.read_text()
     assert "could not update project" not in log and "check LABEL_STUDIO_API_KEY" not in log
@@ -201,14 +255,19 @@ def annotated(pat_client, setup_summary, sample, label_config) -> dict:
     gold = {p["id"]: p["label"] for p in sample}
     tasks = ls_client.all_tasks(pat_client, project)
     for task in tasks:
-        pat_client.annotations.create(id=task["id"],
-                                      result=taxonomy.result(gold[task["data"]["ref_id"]]))
-    return {"project": project, "tasks": len(tasks),
-            "held_out": sum(t["data"]["split"] == "test" for t in tasks)}
+        pat_client.annotations.create(
+            id=task["id"], result=taxonomy.result(gold[task["data"]["ref_id"]])
+        )
+    return {
+        "project": project,
+        "tasks": len(tasks),
+        "held_out": sum(t["data"]["split"] == "test" for t in tasks),
+    }
 
 
-def test_start_training_from_label_studio_exports_with_the_pat(pat_client, pat_backend,
-                                                               setup_summary, annotated):
+def test_start_training_from_label_studio_exports_with_the_pat(
+    pat_client, pat_backend, setup_summary, annotated
+):
     project = annotated["project"]
     since = time.time()
     pat_client.ml.train(id=setup_summary["backend_connection"])  # "Start Training"
@@ -225,30 +284,42 @@ def test_start_training_from_label_studio_exports_with_the_pat(pat_client, pat_b
 def test_export_and_evaluate_with_the_pat(env, annotated, tmp_path):
     project = str(annotated["project"])
     out = tmp_path / "annotations.jsonl"
-    takemeter("export", "--project", project, "--format", "jsonl", "--out", str(out),
-              env=env)
+    takemeter("export", "--project", project, "--format", "jsonl", "--out", str(out), env=env)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == annotated["tasks"] and all(row["label"] for row in rows)
 
     report_dir = tmp_path / "evaluation"
-    done = takemeter("evaluate", "--project", project, "--out", str(report_dir),
-                     "--resamples", "100", env=env)
+    done = takemeter(
+        "evaluate", "--project", project, "--out", str(report_dir), "--resamples", "100", env=env
+    )
     assert "evaluating the zero-shot LLM alone" in done.stdout
     report = json.loads((report_dir / "report.json").read_text())
     assert report["n"] == annotated["held_out"] and list(report["systems"]) == ["zero-shot"]
 
 
-def test_wrong_tokens_fail_the_scripts_with_one_line(env, pat, label_studio, annotated,
-                                                     tmp_path):
+def test_wrong_tokens_fail_the_scripts_with_one_line(env, pat, label_studio, annotated, tmp_path):
     out = tmp_path / "never.jsonl"
-    args = ("export", "--project", str(annotated["project"]), "--format", "jsonl", "--out",
-            str(out))
-    expired = jwt.encode({"token_type": "refresh", "exp": int(time.time()) - 60,
-                          "user_id": "1"}, "x" * 32, algorithm="HS256")
+    args = (
+        "export",
+        "--project",
+        str(annotated["project"]),
+        "--format",
+        "jsonl",
+        "--out",
+        str(out),
+    )
+    expired = jwt.encode(
+        {"token_type": "refresh", "exp": int(time.time()) - 60, "user_id": "1"},
+        "x" * 32,
+        algorithm="HS256",
+    )
     tampered = pat[:-6] + ("AAAAAA" if not pat.endswith("AAAAAA") else "BBBBBB")
-    for token, why in (("not-a-token", "Invalid token"), (tampered, "invalid"),
-                       (label_studio.token, "disabled for this organization"),
-                       (expired, "expired")):
+    for token, why in (
+        ("not-a-token", "Invalid token"),
+        (tampered, "invalid"),
+        (label_studio.token, "disabled for this organization"),
+        (expired, "expired"),
+    ):
         done = takemeter(*args, env={**env, "LABEL_STUDIO_API_KEY": token}, expect=None)
         line = one_line_error(done)
         assert "LABEL_STUDIO_API_KEY" in line and "rejected" in line, line
@@ -257,11 +328,11 @@ def test_wrong_tokens_fail_the_scripts_with_one_line(env, pat, label_studio, ann
 
 
 def test_backend_with_a_garbage_token_logs_one_error_and_serves(start_backend, label_studio):
-    backend = start_backend(LABEL_STUDIO_URL=label_studio.url,
-                            LABEL_STUDIO_API_KEY="garbage-token")
+    backend = start_backend(LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY="garbage-token")
     assert backend.get("/health").status_code == 200
-    lines = [line for line in backend.log_path.read_text().splitlines()
-             if "LABEL_STUDIO_API_KEY" in line]
+    lines = [
+        line for line in backend.log_path.read_text().splitlines() if "LABEL_STUDIO_API_KEY" in line
+    ]
     assert len(lines) == 1, lines
     assert "ERROR" in lines[0] and "rejected LABEL_STUDIO_API_KEY" in lines[0], lines
     assert "legacy" in lines[0] and "expired" in lines[0]

@@ -27,27 +27,35 @@ def finished_prelabel(backend, project: int) -> dict | None:
     return status if status["state"] == "finished" else None
 
 
-def test_connecting_prelabels_every_task_once_and_new_imports_follow(ls, backend, posts,
-                                                                     label_config):
+def test_connecting_prelabels_every_task_once_and_new_imports_follow(
+    ls, backend, posts, label_config
+):
     taxonomy = parse_taxonomy(label_config)
     project = ls_client.ensure_project(ls, title="prelabel", label_config=label_config)
     sample = [p for p in posts if len(p["text"]) < 300][:24]
     first, later = sample[:20], sample[20:]
-    ids = ls_client.import_posts(ls, project.id, [{"text": p["text"], "ref_id": p["id"]}
-                                                  for p in first])
+    ids = ls_client.import_posts(
+        ls, project.id, [{"text": p["text"], "ref_id": p["id"]} for p in first]
+    )
     assert len(ids) == len(first)
     before = backend.metrics()
     # Connecting is all it takes: Label Studio calls /setup, the backend queues the job.
-    ls_client.connect_backend(ls, project.id, url=backend.url, title="takemeter",
-                              auth=backend.auth)
-    served = backend.post("/setup", json={"project": f"{project.id}.0",
-                                          "schema": label_config}).json()["model_version"]
+    ls_client.connect_backend(ls, project.id, url=backend.url, title="takemeter", auth=backend.auth)
+    served = backend.post(
+        "/setup", json={"project": f"{project.id}.0", "schema": label_config}
+    ).json()["model_version"]
 
-    wait_for(lambda: len(predictions_by_task(ls, project.id)) == len(ids), timeout=420,
-             what="every task's pre-label, pushed by the background job")
+    wait_for(
+        lambda: len(predictions_by_task(ls, project.id)) == len(ids),
+        timeout=420,
+        what="every task's pre-label, pushed by the background job",
+    )
     # The last batch reaches Label Studio a moment before the runner records its finish.
-    jobs = wait_for(lambda: finished_prelabel(backend, project.id), timeout=60,
-                    what="the pre-labeling run to record its finish")
+    jobs = wait_for(
+        lambda: finished_prelabel(backend, project.id),
+        timeout=60,
+        what="the pre-labeling run to record its finish",
+    )
     # Counts are the last attempt's: on a loaded machine the LLM may time out on some
     # posts, and the job's next attempt asks for just those.
     assert (jobs["tasks"], jobs["failed"]) == (20, 0) and jobs["done"] == jobs["to_label"]
@@ -66,12 +74,19 @@ def test_connecting_prelabels_every_task_once_and_new_imports_follow(ls, backend
     assert asked <= len(first)
 
     # New tasks: Label Studio's TASKS_CREATED starts the job again, still no click.
-    new_ids = ls_client.import_posts(ls, project.id, [{"text": p["text"], "ref_id": p["id"]}
-                                                      for p in later])
-    wait_for(lambda: set(new_ids) <= set(predictions_by_task(ls, project.id)), timeout=240,
-             what="the imported tasks' pre-labels")
-    status = wait_for(lambda: finished_prelabel(backend, project.id), timeout=60,
-                      what="the second pre-labeling run to finish")
+    new_ids = ls_client.import_posts(
+        ls, project.id, [{"text": p["text"], "ref_id": p["id"]} for p in later]
+    )
+    wait_for(
+        lambda: set(new_ids) <= set(predictions_by_task(ls, project.id)),
+        timeout=240,
+        what="the imported tasks' pre-labels",
+    )
+    status = wait_for(
+        lambda: finished_prelabel(backend, project.id),
+        timeout=60,
+        what="the second pre-labeling run to finish",
+    )
     assert (status["tasks"], status["to_label"], status["done"]) == (24, 4, 4)
 
     # "Retrieve Predictions" still works: it adds nothing and asks the LLM nothing.
@@ -82,10 +97,16 @@ def test_connecting_prelabels_every_task_once_and_new_imports_follow(ls, backend
     assert backend.metrics()["llm_calls"] == calls
 
     # The backend set itself up in the project: model version, review tab, webhook auth.
-    wait_for(lambda: ls.projects.get(id=project.id).model_version == served, timeout=20,
-             what="the project's model_version to follow the backend")
-    assert [v for v in ls.views.list(project=project.id)
-            if (v.data or {}).get("title") == queue.REVIEW_TAB]
+    wait_for(
+        lambda: ls.projects.get(id=project.id).model_version == served,
+        timeout=20,
+        what="the project's model_version to follow the backend",
+    )
+    assert [
+        v
+        for v in ls.views.list(project=project.id)
+        if (v.data or {}).get("title") == queue.REVIEW_TAB
+    ]
     hooks = [h for h in ls.webhooks.list(project=project.id) if h.url.startswith(backend.url)]
     assert hooks and all((h.headers or {}).get("Authorization") for h in hooks)
 
@@ -95,22 +116,39 @@ def test_the_listing_decides_what_needs_a_pre_label_as_label_studio_counts(ls, l
     versions column Label Studio cut short is looked up in full."""
     taxonomy = parse_taxonomy(label_config)
     project = ls.projects.create(title="Listing", label_config=label_config).id
-    ls.projects.import_tasks(id=project, request=[{"text": f"post {i}"} for i in range(8)]
-                             + [{"text": "   "}])
+    ls.projects.import_tasks(
+        id=project, request=[{"text": f"post {i}"} for i in range(8)] + [{"text": "   "}]
+    )
     ids = [t["id"] for page in ls_client.task_pages(ls, project) for t in page]
-    (fresh, annotated, skipped, ours, older, crowded_with, crowded_without,
-     skipped_then_annotated, no_text) = ids
+    (
+        fresh,
+        annotated,
+        skipped,
+        ours,
+        older,
+        crowded_with,
+        crowded_without,
+        skipped_then_annotated,
+        no_text,
+    ) = ids
     ls.annotations.create(id=annotated, result=taxonomy.result("health_claim"))
     ls.annotations.create(id=skipped, result=[], was_cancelled=True)
     ls.annotations.create(id=skipped_then_annotated, result=[], was_cancelled=True)
     ls.annotations.create(id=skipped_then_annotated, result=taxonomy.result("health_claim"))
     version = "v7.20261121T120000"
     many = [f"v{i}.20261121T120000" for i in range(100, 130)]  # over 500 characters joined
-    ls.projects.import_predictions(id=project, request=[
-        {"task": task, "model_version": v, "score": 0.5, "result": []}
-        for task, v in [(ours, version), (older, "v6.20261120T120000"),
-                        *[(crowded_with, v) for v in [*many, version]],
-                        *[(crowded_without, v) for v in many]]])
+    ls.projects.import_predictions(
+        id=project,
+        request=[
+            {"task": task, "model_version": v, "score": 0.5, "result": []}
+            for task, v in [
+                (ours, version),
+                (older, "v6.20261120T120000"),
+                *[(crowded_with, v) for v in [*many, version]],
+                *[(crowded_without, v) for v in many],
+            ]
+        ],
+    )
     pages = list(ls_client.task_pages(ls, project, page_size=4))
     assert [len(page) for page in pages] == [4, 4, 1]
     listed = {t["id"]: t for page in pages for t in page}
@@ -118,6 +156,5 @@ def test_the_listing_decides_what_needs_a_pre_label_as_label_studio_counts(ls, l
     assert listed[crowded_without]["model_versions"] == set(many)
     assert listed[no_text]["data"] == {"text": "   "}
     assert listed[skipped_then_annotated]["total_annotations"] == 1
-    todo = [t["id"] for page in pages
-            for t in tasks_to_label(page, taxonomy.text_field, version)]
+    todo = [t["id"] for page in pages for t in tasks_to_label(page, taxonomy.text_field, version)]
     assert todo == [fresh, skipped, older, crowded_without]

@@ -20,15 +20,18 @@ pytestmark = pytest.mark.e2e
 
 
 def tab_tasks(ls, project: int) -> list:
-    view = next(v for v in ls.views.list(project=project)
-                if (v.data or {}).get("title") == queue.REVIEW_TAB)
+    view = next(
+        v for v in ls.views.list(project=project) if (v.data or {}).get("title") == queue.REVIEW_TAB
+    )
     return list(ls.tasks.list(project=project, view=view.id, fields="all"))
 
 
 def served_score(task, version: str) -> float:
-    return next(p["score"] if isinstance(p, dict) else p.score
-                for p in task.predictions
-                if (p["model_version"] if isinstance(p, dict) else p.model_version) == version)
+    return next(
+        p["score"] if isinstance(p, dict) else p.score
+        for p in task.predictions
+        if (p["model_version"] if isinstance(p, dict) else p.model_version) == version
+    )
 
 
 def train(ls, backend, project: int, ml_id: int) -> dict:
@@ -39,17 +42,19 @@ def train(ls, backend, project: int, ml_id: int) -> dict:
     return status
 
 
-def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, posts,
-                                             label_config, tmp_path):
-    backend = start_backend(LABEL_STUDIO_URL=label_studio.url,
-                            LABEL_STUDIO_API_KEY=label_studio.token,
-                            TRAIN_AFTER_ANNOTATIONS="100000")
+def test_review_queue_tab_follows_the_backend(
+    ls, start_backend, label_studio, posts, label_config, tmp_path
+):
+    backend = start_backend(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        TRAIN_AFTER_ANNOTATIONS="100000",
+    )
     taxonomy = parse_taxonomy(label_config)
     project = ls_client.ensure_project(ls, title="queue", label_config=label_config).id
     sample = [p for p in posts if len(p["text"]) < 300][:40]
     gold = {p["text"]: p["label"] for p in sample}
-    ls_client.import_posts(ls, project, [{"text": p["text"], "ref_id": p["id"]}
-                                         for p in sample])
+    ls_client.import_posts(ls, project, [{"text": p["text"], "ref_id": p["id"]} for p in sample])
     ml_id = ls_client.connect_backend(ls, project, url=backend.url, title="takemeter")
     ls_client.retrieve_predictions(ls, project)  # the LLM pre-labels, as annotators see them
     tasks = ls_client.all_tasks(ls, project)
@@ -66,7 +71,8 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
     # Priority = P(the shown pre-label is right); every disagreement below every agreement.
     assert all(0.0 <= r["priority"] <= 1.0 for r in rows)
     assert max((r["priority"] for r in both if r["disagree"]), default=0.0) < min(
-        (r["priority"] for r in both if not r["disagree"]), default=1.0)
+        (r["priority"] for r in both if not r["disagree"]), default=1.0
+    )
 
     tab = tab_tasks(ls, project)
     # The tab holds exactly the backend's queue, in priority order, disagreements first.
@@ -74,15 +80,20 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
     scores = [served_score(t, first) for t in tab]
     assert scores == sorted(scores) and all(s < QUEUE_BELOW for s in scores)
     by_task = {r["task"]: r for r in rows}
-    flags = [by_task[t.id]["disagree"] for t in tab
-             if by_task[t.id]["llm_label"] and by_task[t.id]["model_label"]]
+    flags = [
+        by_task[t.id]["disagree"]
+        for t in tab
+        if by_task[t.id]["llm_label"] and by_task[t.id]["model_label"]
+    ]
     assert flags == sorted(flags, reverse=True)  # every disagreement before any agreement
     # Both opinions are in the task for the annotator to see.
     for task in tab:
         row = by_task[task.id]
         if row["disagree"]:
-            versions = {p["model_version"] if isinstance(p, dict) else p.model_version
-                        for p in task.predictions}
+            versions = {
+                p["model_version"] if isinstance(p, dict) else p.model_version
+                for p in task.predictions
+            }
             assert {first, f"{first}:model", "zero-shot:smollm2-135m-instruct"} <= versions
 
     # An annotated task leaves the tab.
@@ -97,14 +108,14 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
     second = status["version"]
     if not status["promoted"]:  # worse on validation: serve it by hand to see its queue
         since = time.time()
-        answer = backend.post("/versions/promote", json={"project": project,
-                                                         "version": second})
+        answer = backend.post("/versions/promote", json={"project": project, "version": second})
         assert answer.status_code == 200
         backend.wait_training(project, since=since)
     assert backend.get(f"/queue?project={project}").json()["model_version"] == second
     after = tab_tasks(ls, project)
     assert [served_score(t, second) for t in after] == sorted(
-        served_score(t, second) for t in after)
+        served_score(t, second) for t in after
+    )
     assert [t.id for t in after] != [t.id for t in tab if t.id != head]
     csv_export = backend.get(f"/queue?project={project}&format=csv")
     assert csv_export.status_code == 200
@@ -112,13 +123,27 @@ def test_review_queue_tab_follows_the_backend(ls, start_backend, label_studio, p
 
     # The script gives the same queue, its disagreement summary, and an export.
     out = tmp_path / "queue.jsonl"
-    script = subprocess.run([str(Path(sys.executable).parent / "takemeter"), "queue", "--project",
-                             str(project), "--backend-url", backend.url, "--export", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    script = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "takemeter"),
+            "queue",
+            "--project",
+            str(project),
+            "--backend-url",
+            backend.url,
+            "--export",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert script.returncode == 0, script.stderr
     final = backend.get(f"/queue?project={project}").json()
     assert f"{final['in_queue']} in the review queue" in script.stdout
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(exported) == final["in_queue"]
-    assert all({"llm_label", "model_label", "model_probabilities", "priority"} <= set(row)
-               for row in exported)
+    assert all(
+        {"llm_label", "model_label", "model_probabilities", "priority"} <= set(row)
+        for row in exported
+    )

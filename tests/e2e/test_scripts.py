@@ -28,25 +28,52 @@ AUTH = ("scripts", "scripts-secret")
 LLM_MODEL = "smollm2-135m-instruct"
 HOLDOUT = 25  # with 40 posts, enough held-out tasks for every case below
 TITLE = "scripts"
-EXPORT_COLUMNS = ["task_id", "ref_id", "split", "text", "annotation_id", "label", "status",
-                  "annotator", "annotator_id", "created_at", "updated_at", "lead_time",
-                  "is_latest", "prelabel_label", "prelabel_score", "prelabel_model_version",
-                  "prelabel_source"]
+EXPORT_COLUMNS = [
+    "task_id",
+    "ref_id",
+    "split",
+    "text",
+    "annotation_id",
+    "label",
+    "status",
+    "annotator",
+    "annotator_id",
+    "created_at",
+    "updated_at",
+    "lead_time",
+    "is_latest",
+    "prelabel_label",
+    "prelabel_score",
+    "prelabel_model_version",
+    "prelabel_source",
+]
 
 
-COMMANDS = {"setup_project": "setup", "export": "export", "evaluate": "evaluate",
-            "learning_curve": "learning-curve"}
+COMMANDS = {
+    "setup_project": "setup",
+    "export": "export",
+    "evaluate": "evaluate",
+    "learning_curve": "learning-curve",
+}
 
 
-def run(script: str, *args: str, env: dict, expect: int | None = 0
-        ) -> subprocess.CompletedProcess:
+def run(script: str, *args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
     """`takemeter <command>`, the installed command line."""
     takemeter = Path(sys.executable).parent / "takemeter"
-    done = subprocess.run([str(takemeter), COMMANDS[script], *args],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(takemeter), COMMANDS[script], *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if expect is not None:
-        assert done.returncode == expect, (done.returncode, done.stdout[-3000:],
-                                           done.stderr[-3000:])
+        assert done.returncode == expect, (
+            done.returncode,
+            done.stdout[-3000:],
+            done.stderr[-3000:],
+        )
     return done
 
 
@@ -67,20 +94,37 @@ def llm_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def script_backend(start_backend, label_studio, llm_cache):
     """A backend of its own that trains only when asked, with basic auth."""
-    return start_backend(auth=AUTH, LABEL_STUDIO_URL=label_studio.url,
-                         LABEL_STUDIO_API_KEY=label_studio.token,
-                         TRAIN_AFTER_ANNOTATIONS="100000", LLM_CACHE=str(llm_cache))
+    return start_backend(
+        auth=AUTH,
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        LLM_CACHE=str(llm_cache),
+    )
 
 
 @pytest.fixture(scope="module")
 def env(label_studio, script_backend, llm_url, tiny_model, llm_cache) -> dict:
-    return {**os.environ, "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": label_studio.token, "LLM_CACHE": str(llm_cache),
-            "MODEL_DIR": str(script_backend.model_dir), "LLM_BASE_URL": llm_url,
-            "LLM_MODEL": LLM_MODEL, "LLM_TIMEOUT": "60", "LLM_MAX_RETRIES": "0",
-            "BASE_MODEL": str(tiny_model), "BASIC_AUTH_USER": AUTH[0], "BASIC_AUTH_PASS": AUTH[1],
-            "HOLDOUT_PERCENT": str(HOLDOUT), "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "10",
-            "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "128", "TRAIN_LEARNING_RATE": "1e-3"}
+    return {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "LLM_CACHE": str(llm_cache),
+        "MODEL_DIR": str(script_backend.model_dir),
+        "LLM_BASE_URL": llm_url,
+        "LLM_MODEL": LLM_MODEL,
+        "LLM_TIMEOUT": "60",
+        "LLM_MAX_RETRIES": "0",
+        "BASE_MODEL": str(tiny_model),
+        "BASIC_AUTH_USER": AUTH[0],
+        "BASIC_AUTH_PASS": AUTH[1],
+        "HOLDOUT_PERCENT": str(HOLDOUT),
+        "TRAIN_EPOCHS": "2",
+        "TRAIN_MIN_STEPS": "10",
+        "TRAIN_BATCH_SIZE": "8",
+        "TRAIN_MAX_LENGTH": "128",
+        "TRAIN_LEARNING_RATE": "1e-3",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +137,9 @@ def setup_runs(env, script_backend, sample, tmp_path_factory) -> tuple[dict, dic
     """setup_project.py twice on the same JSONL file (with a header line)."""
     path = tmp_path_factory.mktemp("posts") / "posts.jsonl"
     lines = [json.dumps({"_comment": "header line, no text"})]
-    lines += [json.dumps({"id": p["id"], "text": p["text"], "label": p["label"]})
-              for p in sample]
+    lines += [json.dumps({"id": p["id"], "text": p["text"], "label": p["label"]}) for p in sample]
     path.write_text("\n".join(lines) + "\n")
-    args = ["--posts", str(path), "--title", TITLE, "--backend-url", script_backend.url,
-            "--json"]
+    args = ["--posts", str(path), "--title", TITLE, "--backend-url", script_backend.url, "--json"]
     first = json.loads(run("setup_project", *args, env=env).stdout)
     second = json.loads(run("setup_project", *args, env=env).stdout)
     return first, second
@@ -125,12 +167,12 @@ def test_setup_project_twice_is_idempotent(ls, setup_runs, sample, script_backen
         assert task["data"]["split"] == ("test" if by_rule else "train")
     assert first["held_out"] == sum(t["data"]["split"] == "test" for t in tasks)
 
-    tabs = [v for v in ls.views.list(project=project)
-            if (v.data or {}).get("title") == queue.REVIEW_TAB]
+    tabs = [
+        v for v in ls.views.list(project=project) if (v.data or {}).get("title") == queue.REVIEW_TAB
+    ]
     assert [v.id for v in tabs] == [first["review_tab"]]
     assert [m.id for m in ls.ml.list(project=project)] == [first["backend_connection"]]
-    hooks = [h for h in ls.webhooks.list(project=project) if h.url.startswith(
-        script_backend.url)]
+    hooks = [h for h in ls.webhooks.list(project=project) if h.url.startswith(script_backend.url)]
     assert len(hooks) == 1 and (hooks[0].headers or {}).get("Authorization")
     instructions = ls.projects.get(id=project).expert_instruction
     assert "seeking_support" in instructions and "Rule 1" in instructions
@@ -141,20 +183,30 @@ def test_setup_project_imports_csv_with_gold_annotations(ls, env, sample, tmp_pa
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "text", "label"])
         writer.writeheader()
-        writer.writerows({"id": p["id"], "text": p["text"], "label": p["label"]}
-                         for p in sample[:4])
+        writer.writerows(
+            {"id": p["id"], "text": p["text"], "label": p["label"]} for p in sample[:4]
+        )
         writer.writerow({"id": "bad", "text": "Label outside the config.", "label": "spam"})
-    summary = json.loads(run("setup_project", "--posts", str(path), "--title", "scripts-csv",
-                             "--no-backend", "--import-labels-as-annotations", "--json",
-                             env=env).stdout)
+    summary = json.loads(
+        run(
+            "setup_project",
+            "--posts",
+            str(path),
+            "--title",
+            "scripts-csv",
+            "--no-backend",
+            "--import-labels-as-annotations",
+            "--json",
+            env=env,
+        ).stdout
+    )
     assert summary["imported"] == 5 and summary["gold_annotations"] == 4
     assert summary["gold_labels_unusable"] == 1 and summary["backend_connection"] is None
     taxonomy = parse_taxonomy(ls.projects.get(id=summary["project"]).label_config)
     gold = {p["id"]: p["label"] for p in sample[:4]}
     for task in ls_client.all_tasks(ls, summary["project"]):
         labels = [taxonomy.label_of(a["result"]) for a in task["annotations"]]
-        assert labels == ([gold[task["data"]["ref_id"]]] if task["data"]["ref_id"] in gold
-                          else [])
+        assert labels == ([gold[task["data"]["ref_id"]]] if task["data"]["ref_id"] in gold else [])
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +226,22 @@ def trained(ls, setup_runs, sample, script_backend, label_config, llm_cache) -> 
     # A pre-label in the version the backend serves, made the project's model_version
     # (Label Studio accepts a version only once predictions carry it): Label Studio then
     # records it with the annotation as the prediction the annotator saw.
-    version = script_backend.post("/setup", json={"project": f"{project}.0",
-                                                  "schema": label_config}).json()["model_version"]
+    version = script_backend.post(
+        "/setup", json={"project": f"{project}.0", "schema": label_config}
+    ).json()["model_version"]
     prelabeled = next(t for t in tasks if t["data"]["split"] == "train")
-    ls_client.import_predictions(ls, project, [{
-        "task": prelabeled["id"], "result": taxonomy.result(taxonomy.names[0]),
-        "score": 0.42, "model_version": version}])
+    ls_client.import_predictions(
+        ls,
+        project,
+        [
+            {
+                "task": prelabeled["id"],
+                "result": taxonomy.result(taxonomy.names[0]),
+                "score": 0.42,
+                "model_version": version,
+            }
+        ],
+    )
     ls.projects.update(id=project, model_version=version)
 
     for task in tasks:
@@ -188,21 +250,25 @@ def trained(ls, setup_runs, sample, script_backend, label_config, llm_cache) -> 
         if task["id"] == held[1]["id"]:
             ls.annotations.create(id=task["id"], result=[], was_cancelled=True)
             continue
-        ls.annotations.create(id=task["id"], result=taxonomy.result(gold[task["data"]
-                                                                         ["ref_id"]]))
-    second = ls.users.create(username="second-annotator", email="scripts-second@example.com",
-                             password="second-password-1")
+        ls.annotations.create(id=task["id"], result=taxonomy.result(gold[task["data"]["ref_id"]]))
+    second = ls.users.create(
+        username="second-annotator",
+        email="scripts-second@example.com",
+        password="second-password-1",
+    )
     for task, agree in ((held[2], True), (held[3], False)):
         label = gold[task["data"]["ref_id"]]
         if not agree:
             label = next(name for name in taxonomy.names if name != label)
-        annotation = ls.annotations.create(id=task["id"], result=taxonomy.result(label),
-                                           completed_by=second.id)
+        annotation = ls.annotations.create(
+            id=task["id"], result=taxonomy.result(label), completed_by=second.id
+        )
         assert annotation.completed_by == second.id  # Label Studio keeps the annotator
 
     since = time.time()
-    response = script_backend.post("/webhook", json={"action": "START_TRAINING",
-                                                     "project": {"id": project}})
+    response = script_backend.post(
+        "/webhook", json={"action": "START_TRAINING", "project": {"id": project}}
+    )
     assert response.status_code == 201, response.text
     status = script_backend.wait_training(project, since=since)
     assert status["state"] == "finished", status
@@ -213,10 +279,17 @@ def trained(ls, setup_runs, sample, script_backend, label_config, llm_cache) -> 
         latest = latest_annotation(task)
         if task["data"]["split"] == "test" and latest is not None:
             expected[task["id"]] = taxonomy.label_of(latest["result"])
-    return {"project": project, "version": status["version"], "tasks": tasks,
-            "expected_held_out": expected, "prelabeled": prelabeled["id"],
-            "prelabel": taxonomy.names[0], "model_version": version,
-            "second": (second.id, "scripts-second@example.com"), "disagreed": held[3]["id"]}
+    return {
+        "project": project,
+        "version": status["version"],
+        "tasks": tasks,
+        "expected_held_out": expected,
+        "prelabeled": prelabeled["id"],
+        "prelabel": taxonomy.names[0],
+        "model_version": version,
+        "second": (second.id, "scripts-second@example.com"),
+        "disagreed": held[3]["id"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +298,16 @@ def exported(env, trained, tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for form in ("jsonl", "csv", "json"):
         paths[form] = folder / f"annotations.{form}"
-        run("export", "--project", str(trained["project"]), "--format", form,
-            "--out", str(paths[form]), env=env)
+        run(
+            "export",
+            "--project",
+            str(trained["project"]),
+            "--format",
+            form,
+            "--out",
+            str(paths[form]),
+            env=env,
+        )
     return paths
 
 
@@ -256,17 +337,28 @@ def test_export_formats(env, trained, exported, tmp_path):
         assert reader.fieldnames == EXPORT_COLUMNS
         csv_rows = list(reader)
     assert [(int(r["task_id"]), r["label"]) for r in csv_rows] == [
-        (r["task_id"], r["label"] or "") for r in rows]
+        (r["task_id"], r["label"] or "") for r in rows
+    ]
 
     as_json = json.loads(exported["json"].read_text())
     assert sorted(t["id"] for t in as_json) == sorted(t["id"] for t in annotated)
     assert sum(len(t["annotations"]) for t in as_json) == sum(
-        len(t["annotations"]) for t in annotated)
+        len(t["annotations"]) for t in annotated
+    )
 
     every = tmp_path / "every.jsonl"
-    summary = json.loads(run("export", "--project", str(trained["project"]),
-                             "--all-annotations", "--out", str(every), "--json",
-                             env=env).stdout)
+    summary = json.loads(
+        run(
+            "export",
+            "--project",
+            str(trained["project"]),
+            "--all-annotations",
+            "--out",
+            str(every),
+            "--json",
+            env=env,
+        ).stdout
+    )
     every_rows = [json.loads(line) for line in every.read_text().splitlines()]
     assert summary["rows"] == len(every_rows) == summary["annotations"] == len(rows) + 2
     assert sum(r["is_latest"] for r in every_rows) == len(rows) - 1  # skipped: no latest
@@ -275,8 +367,7 @@ def test_export_formats(env, trained, exported, tmp_path):
 def test_evaluate_live_and_from_the_export(env, trained, exported, tmp_path):
     expected = trained["expected_held_out"]
     live = tmp_path / "live"
-    done = run("evaluate", "--project", str(trained["project"]), "--out", str(live),
-               env=env)
+    done = run("evaluate", "--project", str(trained["project"]), "--out", str(live), env=env)
     assert "accuracy" in done.stdout and "fine-tuned" in done.stdout
     report = json.loads((live / "report.json").read_text())
     assert set(report["systems"]) == {"fine-tuned", "zero-shot"}
@@ -285,9 +376,11 @@ def test_evaluate_live_and_from_the_export(env, trained, exported, tmp_path):
     assert {i["task_id"]: i["human"] for i in report["items"]} == expected
     assert report["n_annotator_pairs"] == 2
     assert (live / "report.md").is_file()
-    assert sorted(p.name for p in live.glob("*.png")) == ["confusion_fine-tuned.png",
-                                                          "confusion_zero-shot.png",
-                                                          "reliability.png"]
+    assert sorted(p.name for p in live.glob("*.png")) == [
+        "confusion_fine-tuned.png",
+        "confusion_zero-shot.png",
+        "reliability.png",
+    ]
     calibration = report["calibration"]
     assert calibration["n"] >= 1 and set(calibration["scores"]) >= {"prior"}
     assert all({"brier", "ece", "reliability"} <= set(s) for s in calibration["scores"].values())
@@ -299,7 +392,8 @@ def test_evaluate_live_and_from_the_export(env, trained, exported, tmp_path):
     assert again["n"] == report["n"]
     # The same human labels and model answers (the LLM's may differ where it failed).
     assert [(i["task_id"], i["human"], i["fine-tuned"]) for i in again["items"]] == [
-        (i["task_id"], i["human"], i["fine-tuned"]) for i in report["items"]]
+        (i["task_id"], i["human"], i["fine-tuned"]) for i in report["items"]
+    ]
     assert again["n_annotator_pairs"] == 2
 
 
@@ -307,25 +401,57 @@ def test_evaluate_fails_clearly_without_held_out_set_or_model(env, exported, tmp
     tasks = json.loads(exported["json"].read_text())
     training_only = tmp_path / "training-only.json"
     training_only.write_text(json.dumps([t for t in tasks if t["data"]["split"] == "train"]))
-    done = run("evaluate", "--from-file", str(training_only), "--out", str(tmp_path / "x"),
-               env=env, expect=None)
+    done = run(
+        "evaluate",
+        "--from-file",
+        str(training_only),
+        "--out",
+        str(tmp_path / "x"),
+        env=env,
+        expect=None,
+    )
     assert "held-out set is empty" in one_line_error(done)
     no_models = {**env, "MODEL_DIR": str(tmp_path / "no-models")}
-    done = run("evaluate", "--from-file", str(exported["json"]), "--require-model",
-               "--out", str(tmp_path / "y"), env=no_models, expect=None)
+    done = run(
+        "evaluate",
+        "--from-file",
+        str(exported["json"]),
+        "--require-model",
+        "--out",
+        str(tmp_path / "y"),
+        env=no_models,
+        expect=None,
+    )
     assert "no model version" in one_line_error(done)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     # Without --require-model: the LLM alone, with a note.
-    done = run("evaluate", "--from-file", str(exported["json"]), "--out", str(tmp_path / "z"),
-               env=no_models)
+    done = run(
+        "evaluate",
+        "--from-file",
+        str(exported["json"]),
+        "--out",
+        str(tmp_path / "z"),
+        env=no_models,
+    )
     assert "evaluating the zero-shot LLM alone" in done.stdout
     assert list(json.loads((tmp_path / "z" / "report.json").read_text())["systems"]) == [
-        "zero-shot"]
+        "zero-shot"
+    ]
 
 
 def test_learning_curve(env, trained, tmp_path):
-    done = run("learning_curve", "--project", str(trained["project"]), "--shares",
-               "0.5,1.0", "--epochs", "1", "--out", str(tmp_path), env=env)
+    done = run(
+        "learning_curve",
+        "--project",
+        str(trained["project"]),
+        "--shares",
+        "0.5,1.0",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        env=env,
+    )
     assert "100%" in done.stdout
     curve = json.loads((tmp_path / "learning_curve.json").read_text())
     assert [p["share"] for p in curve["points"]] == [0.5, 1.0]

@@ -63,37 +63,41 @@ class Listener:
         return found
 
 
-def test_the_backends_credentials_reach_only_its_own_webhook(ls, backend, posts,
-                                                             label_config):
+def test_the_backends_credentials_reach_only_its_own_webhook(ls, backend, posts, label_config):
     taxonomy = parse_taxonomy(label_config)
     project = ls.projects.create(title="leak-check", label_config=label_config)
     sample = [p for p in posts if len(p["text"]) < 300][:3]
-    ls_client.import_posts(ls, project.id, [{"text": p["text"], "ref_id": p["id"]}
-                                            for p in sample])
+    ls_client.import_posts(ls, project.id, [{"text": p["text"], "ref_id": p["id"]} for p in sample])
     header = basic_auth_header(BACKEND_AUTH)
     own = backend.url + "/webhook"
     with Listener() as listener:
         # Foreign webhooks that end in /webhook, one even in the backend's own URL.
-        foreign = [f"{listener.url}/webhook", f"{listener.url}/{own}",
-                   f"{listener.url}/webhook/"]
+        foreign = [f"{listener.url}/webhook", f"{listener.url}/{own}", f"{listener.url}/webhook/"]
         for url in foreign:
-            ls.webhooks.create(project=project.id, url=url, send_payload=True,
-                               send_for_all_actions=True)
-        ls_client.connect_backend(ls, project.id, url=backend.url, title="takemeter",
-                                  auth=BACKEND_AUTH)
-        setup = backend.post("/setup", json={"project": f"{project.id}.1",
-                                             "schema": label_config})
+            ls.webhooks.create(
+                project=project.id, url=url, send_payload=True, send_for_all_actions=True
+            )
+        ls_client.connect_backend(
+            ls, project.id, url=backend.url, title="takemeter", auth=BACKEND_AUTH
+        )
+        setup = backend.post("/setup", json={"project": f"{project.id}.1", "schema": label_config})
         assert setup.status_code == 200
 
         def hooks() -> dict[str, dict]:
             return {h.url: h.headers or {} for h in ls.webhooks.list(project=project.id)}
 
-        wait_for(lambda: hooks().get(own, {}).get("Authorization") == header, timeout=60,
-                 what="the backend's webhook to carry its basic auth")
+        wait_for(
+            lambda: hooks().get(own, {}).get("Authorization") == header,
+            timeout=60,
+            what="the backend's webhook to carry its basic auth",
+        )
         task = ls_client.all_tasks(ls, project.id)[0]
         ls.annotations.create(id=task["id"], result=taxonomy.result(taxonomy.names[0]))
-        wait_for(lambda: listener.actions().count("ANNOTATION_CREATED") >= len(foreign),
-                 timeout=60, what="the annotation webhooks at the listener")
+        wait_for(
+            lambda: listener.actions().count("ANNOTATION_CREATED") >= len(foreign),
+            timeout=60,
+            what="the annotation webhooks at the listener",
+        )
 
         # Another /setup (Label Studio calls it before each prediction) changes nothing.
         backend.post("/setup", json={"project": f"{project.id}.1", "schema": label_config})
@@ -114,14 +118,18 @@ def test_the_backends_credentials_reach_only_its_own_webhook(ls, backend, posts,
 def test_start_training_for_unknown_projects_starts_nothing(backend):
     unknown = list(range(990001, 990011))
     for project in unknown:
-        response = backend.post("/webhook", json={"action": "START_TRAINING",
-                                                  "project": {"id": project}})
+        response = backend.post(
+            "/webhook", json={"action": "START_TRAINING", "project": {"id": project}}
+        )
         assert response.status_code == 404, response.text
         assert "does not exist" in response.json()["error"]
     # Annotation events count up to the threshold (6), then meet the same check.
-    statuses = [backend.post("/webhook", json={"action": "ANNOTATION_CREATED",
-                                               "project": {"id": unknown[0]}}).status_code
-                for _ in range(6)]
+    statuses = [
+        backend.post(
+            "/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": unknown[0]}}
+        ).status_code
+        for _ in range(6)
+    ]
     assert statuses == [200] * 5 + [404]
     time.sleep(1)
     for project in unknown:
@@ -140,35 +148,51 @@ def working_runners(model_dir) -> set[int]:
     for process in psutil.process_iter(["cmdline", "ppid"]):
         try:
             command = process.info["cmdline"] or []
-            if (command[-3:-2] == ["training"] and "backend.jobs.run" in command
-                    and process.environ().get("MODEL_DIR") == str(model_dir)):
+            if (
+                command[-3:-2] == ["training"]
+                and "backend.jobs.run" in command
+                and process.environ().get("MODEL_DIR") == str(model_dir)
+            ):
                 found[process.pid] = process.info["ppid"]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
     return set(found) - set(found.values())
 
 
-def test_max_training_runners_holds_for_simultaneous_requests(ls, start_backend,
-                                                             label_studio, posts,
-                                                             label_config):
-    capped = start_backend(LABEL_STUDIO_URL=label_studio.url,
-                           LABEL_STUDIO_API_KEY=label_studio.token, MAX_TRAINING_RUNNERS="1",
-                           TRAIN_AFTER_ANNOTATIONS="100000", TRAIN_DEBOUNCE="0", **DEAD_LLM)
+def test_max_training_runners_holds_for_simultaneous_requests(
+    ls, start_backend, label_studio, posts, label_config
+):
+    capped = start_backend(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        MAX_TRAINING_RUNNERS="1",
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        TRAIN_DEBOUNCE="0",
+        **DEAD_LLM,
+    )
     taxonomy = parse_taxonomy(label_config)
     sample = [p for p in posts if len(p["text"]) < 300][:20]
     projects = []
     for title in ("capped-a", "capped-b"):
         project = ls_client.ensure_project(ls, title=title, label_config=label_config)
         if not ls_client.all_tasks(ls, project.id):  # fully annotated: nothing to re-score
-            ls.projects.import_tasks(id=project.id, request=[
-                {"data": {"text": p["text"]},
-                 "annotations": [{"result": taxonomy.result(p["label"])}]} for p in sample])
+            ls.projects.import_tasks(
+                id=project.id,
+                request=[
+                    {
+                        "data": {"text": p["text"]},
+                        "annotations": [{"result": taxonomy.result(p["label"])}],
+                    }
+                    for p in sample
+                ],
+            )
         projects.append(project.id)
 
     since = time.time()
     for project in projects:  # both at once
-        response = capped.post("/webhook", json={"action": "START_TRAINING",
-                                                 "project": {"id": project}})
+        response = capped.post(
+            "/webhook", json={"action": "START_TRAINING", "project": {"id": project}}
+        )
         assert response.status_code == 201
     most = 0
     deadline = time.monotonic() + 240
@@ -176,9 +200,12 @@ def test_max_training_runners_holds_for_simultaneous_requests(ls, start_backend,
     while time.monotonic() < deadline:
         most = max(most, len(working_runners(capped.model_dir)))
         statuses = {p: capped.get(f"/training?project={p}").json() for p in projects}
-        if all(s.get("state") in ("finished", "failed", "skipped")
-               and s.get("finished", 0) > since and not s.get("pending")
-               for s in statuses.values()):
+        if all(
+            s.get("state") in ("finished", "failed", "skipped")
+            and s.get("finished", 0) > since
+            and not s.get("pending")
+            for s in statuses.values()
+        ):
             break
         time.sleep(0.2)
     assert all(s["state"] == "finished" for s in statuses.values()), statuses

@@ -42,13 +42,23 @@ def broker_url(name: str) -> str:
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_a_job_goes_through_the_broker_to_a_worker(tmp_path, redis_db, broker):
-    env = {"REDIS_URL": REDIS_DB_URL, "BROKER_URL": broker_url(broker),
-           "MODEL_DIR": str(tmp_path), "LABEL_STUDIO_URL": "http://127.0.0.1:9",
-           "LABEL_STUDIO_API_KEY": "token", "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-           "JOB_RETRIES": "2", "LOG_LEVEL": "INFO"}
-    worker = subprocess.Popen([sys.executable, "-m", "backend.jobs.worker", "--threads", "1",
-                               "--no-reconcile"], env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        "REDIS_URL": REDIS_DB_URL,
+        "BROKER_URL": broker_url(broker),
+        "MODEL_DIR": str(tmp_path),
+        "LABEL_STUDIO_URL": "http://127.0.0.1:9",
+        "LABEL_STUDIO_API_KEY": "token",
+        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "JOB_RETRIES": "2",
+        "LOG_LEVEL": "INFO",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend.jobs.worker", "--threads", "1", "--no-reconcile"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         settings = load_settings(env)
         state = open_state(settings)

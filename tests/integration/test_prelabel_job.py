@@ -33,10 +33,18 @@ def scripted(prompt: str) -> str:
 
 
 def make_predictor(tmp_path, llm: MisbehavingLLM, **env: str) -> Predictor:
-    settings = load_settings({"MODEL_DIR": str(tmp_path / "models"), "LLM_BASE_URL": llm.url,
-                              "LLM_MODEL": "hosted", "LLM_MAX_RETRIES": "0",
-                              "LLM_TIMEOUT": "5", "LLM_CONCURRENCY": "4",
-                              "PRELABEL_BATCH": "4", **env})
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LLM_BASE_URL": llm.url,
+            "LLM_MODEL": "hosted",
+            "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT": "5",
+            "LLM_CONCURRENCY": "4",
+            "PRELABEL_BATCH": "4",
+            **env,
+        }
+    )
     return Predictor(settings, labeler_from_settings(settings))
 
 
@@ -65,8 +73,7 @@ def test_answers_gather_behind_a_slow_label_studio_into_fewer_imports(tmp_path, 
     fake.projects.import_predictions = slow_import
     with MisbehavingLLM("scripted", answer=scripted, latency=0.02) as llm:
         predictor = make_predictor(tmp_path, llm, LLM_CONCURRENCY="8")
-        counts = prelabel_project(fake, predictor, predictor.settings, project,
-                                  lambda **_: None)
+        counts = prelabel_project(fake, predictor, predictor.settings, project, lambda **_: None)
 
     assert counts["done"] == 60 and llm.requests == 60
     sizes = [len(call["request"]) for call in fake.called("projects.import_predictions")]
@@ -80,18 +87,21 @@ def test_answers_gather_behind_a_slow_label_studio_into_fewer_imports(tmp_path, 
 def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake):
     project = fake.add_project(LABEL_CONFIG)
     texts = [f"my numbers today, day {i}" for i in range(6)] + [
-        "does cinnamon cure diabetes?", "cinnamon will cure you", "my numbers today, day 0"]
+        "does cinnamon cure diabetes?",
+        "cinnamon will cure you",
+        "my numbers today, day 0",
+    ]
     ids = [fake.add_task(project, text) for text in texts]
     fake.add_task(project, "already annotated", label="personal_experience")
     fake.add_task(project, None, data={"other": "no text"})
     predictor = make_predictor(tmp_path, llm)
     reports: list[dict] = []
 
-    counts = prelabel_project(fake, predictor, predictor.settings, project,
-                              lambda **fields: reports.append(fields))
+    counts = prelabel_project(
+        fake, predictor, predictor.settings, project, lambda **fields: reports.append(fields)
+    )
 
-    assert (counts["tasks"], counts["to_label"], counts["done"], counts["failed"]) == (
-        11, 9, 9, 0)
+    assert (counts["tasks"], counts["to_label"], counts["done"], counts["failed"]) == (11, 9, 9, 0)
     assert llm.requests == 8  # 9 tasks, 8 distinct texts: each asked once
     pushed = fake.called("projects.import_predictions")
     sizes = [len(call["request"]) for call in pushed]
@@ -100,9 +110,10 @@ def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake
     assert sizes[0] in (4, 5) and sum(sizes) == 9, sizes
     predictions = {p.task: p for p in fake.predictions_of(project)}
     assert sorted(predictions) == sorted(ids)
-    assert {TAXONOMY.label_of(predictions[ids[6]].result),
-            TAXONOMY.label_of(predictions[ids[7]].result)} == {"seeking_support",
-                                                             "health_claim"}
+    assert {
+        TAXONOMY.label_of(predictions[ids[6]].result),
+        TAXONOMY.label_of(predictions[ids[7]].result),
+    } == {"seeking_support", "health_claim"}
     assert all(p.model_version == "zero-shot:hosted" for p in predictions.values())
     assert reports[0]["state"] == "running" and reports[-1]["done"] == 9
 
@@ -123,8 +134,14 @@ def test_a_dead_llm_is_retried_with_back_off_and_the_reason_is_shown(tmp_path, f
         state = JobState(predictor.settings.model_dir)
         state.request(project, "tasks imported", kind=PRELABEL)
         waits: list[float] = []
-        work(predictor.settings, state, state.acquire(project, "prelabel"), client=fake,
-             predictor=predictor, sleep=waits.append)
+        work(
+            predictor.settings,
+            state,
+            state.acquire(project, "prelabel"),
+            client=fake,
+            predictor=predictor,
+            sleep=waits.append,
+        )
     status = state.status(project, "prelabel")
     assert status["state"] == "failed" and status["attempts"] == 3
     assert "3 of 3 posts got no pre-label" in status["reason"]
@@ -154,8 +171,14 @@ def test_a_refusing_label_studio_leaves_the_answers_paid_for_in_the_cache(tmp_pa
         waits.append(seconds)
         fake.projects.import_predictions = original
 
-    work(predictor.settings, state, state.acquire(project, "prelabel"), client=fake,
-         predictor=predictor, sleep=heal)
+    work(
+        predictor.settings,
+        state,
+        state.acquire(project, "prelabel"),
+        client=fake,
+        predictor=predictor,
+        sleep=heal,
+    )
     status = state.status(project, "prelabel")
     assert status["state"] == "finished" and status["done"] == 3, status
     assert waits == [5.0] and llm.requests == 3  # the retry asked the LLM nothing
@@ -192,18 +215,30 @@ def test_processes_asking_for_the_same_posts_pay_once(tmp_path, store, request):
         _, prefix = request.getfixturevalue("redis_prefix")
         redis_url = REDIS_URL
     with MisbehavingLLM("slow", delay=0.3) as slow:
-        contenders = [subprocess.Popen(
-            [sys.executable, "-c", CONTENDER, str(tmp_path / "models"), slow.url, redis_url,
-             prefix, str(ROOT / "label_config.xml")], stdout=subprocess.PIPE, text=True)
-            for _ in range(3)]
+        contenders = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CONTENDER,
+                    str(tmp_path / "models"),
+                    slow.url,
+                    redis_url,
+                    prefix,
+                    str(ROOT / "label_config.xml"),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         outputs = [c.communicate(timeout=120)[0].strip() for c in contenders]
     assert [c.returncode for c in contenders] == [0, 0, 0]
     assert slow.requests == 24
     assert outputs == ["24 0"] * 3  # every post answered in each process
 
 
-def test_the_stream_numbers_answers_across_chunks_and_takes_the_next_chunk_early(tmp_path,
-                                                                                 llm):
+def test_the_stream_numbers_answers_across_chunks_and_takes_the_next_chunk_early(tmp_path, llm):
     """Pages of tasks go to the LLM as one stream: the next page is taken while the
     current one's last posts are still asked, so the endpoint never drains between
     pages; a text repeated within a page is asked once."""
@@ -234,8 +269,10 @@ def test_a_text_on_two_pages_is_asked_once_and_answered_for_both(tmp_path):
     with MisbehavingLLM("scripted", answer=scripted, latency=0.3) as slow:
         predictor = make_predictor(tmp_path, slow, LLM_CONCURRENCY="2")
         pages = [["the same post", "post a"], ["the same post", "post b"]]
-        answered = {index: opinion.label for indexes, opinion in
-                    predictor.labeler.label_stream(TAXONOMY, iter(pages))
-                    for index in indexes}
+        answered = {
+            index: opinion.label
+            for indexes, opinion in predictor.labeler.label_stream(TAXONOMY, iter(pages))
+            for index in indexes
+        }
         assert answered == dict.fromkeys(range(4), "personal_experience")
         assert slow.requests == 3

@@ -15,8 +15,13 @@ from backend.model.registry import Registry
 from tests.conftest import basic_auth_header
 
 AUTH = ("sec", "sec-secret-1")
-DEAD_LLM = dict(LLM_BASE_URL="http://127.0.0.1:9/v1", LLM_MAX_RETRIES="0", LLM_TIMEOUT="1",
-                LABEL_STUDIO_URL="", LABEL_STUDIO_API_KEY="")
+DEAD_LLM = dict(
+    LLM_BASE_URL="http://127.0.0.1:9/v1",
+    LLM_MAX_RETRIES="0",
+    LLM_TIMEOUT="1",
+    LABEL_STUDIO_URL="",
+    LABEL_STUDIO_API_KEY="",
+)
 READ_TIMEOUT = 2
 SMALL_LIMIT = 1024 * 1024
 
@@ -30,8 +35,14 @@ def guarded(start_backend):
 @pytest.fixture(scope="module")
 def small(start_backend):
     """One worker with two threads, a 2 s READ_TIMEOUT and a 1 MB MAX_REQUEST_BYTES."""
-    return start_backend(auth=AUTH, READ_TIMEOUT=str(READ_TIMEOUT), WORKERS="1", THREADS="2",
-                         MAX_REQUEST_BYTES=str(SMALL_LIMIT), **DEAD_LLM)
+    return start_backend(
+        auth=AUTH,
+        READ_TIMEOUT=str(READ_TIMEOUT),
+        WORKERS="1",
+        THREADS="2",
+        MAX_REQUEST_BYTES=str(SMALL_LIMIT),
+        **DEAD_LLM,
+    )
 
 
 def assert_clean_log(backend) -> None:
@@ -51,11 +62,21 @@ def test_promote_cannot_reach_another_projects_version(guarded):
     assert guarded.get("/versions?project=2").json()["versions"] == [name]
     before = guarded.get("/versions?project=1").json()
 
-    for version in (str(folder), str(folder) + "/", f"../../2/versions/{name}",
-                    f"../2/versions/{name}", f"{name}/../../../2/versions/{name}",
-                    f"versions/{name}", f"./{name}", f"{name}\x00", f"{name}/",
-                    str(folder.relative_to(guarded.model_dir)), "/etc/passwd",
-                    "../../../../../../etc/passwd", f"file://{folder}"):
+    for version in (
+        str(folder),
+        str(folder) + "/",
+        f"../../2/versions/{name}",
+        f"../2/versions/{name}",
+        f"{name}/../../../2/versions/{name}",
+        f"versions/{name}",
+        f"./{name}",
+        f"{name}\x00",
+        f"{name}/",
+        str(folder.relative_to(guarded.model_dir)),
+        "/etc/passwd",
+        "../../../../../../etc/passwd",
+        f"file://{folder}",
+    ):
         response = guarded.post("/versions/promote", json={"project": 1, "version": version})
         assert response.status_code == 400, (version, response.status_code, response.text)
     # The bare name is project 2's: project 1 has no such version.
@@ -63,8 +84,7 @@ def test_promote_cannot_reach_another_projects_version(guarded):
     assert response.status_code == 404
     # Nor can the project id lead to project 2's folder.
     for project in ("../2", "1/../2", "2/../1", f"{folder}", -2, "1.2/../2", [2], "²"):
-        response = guarded.post("/versions/promote", json={"project": project,
-                                                           "version": name})
+        response = guarded.post("/versions/promote", json={"project": project, "version": name})
         assert response.status_code == 400, (project, response.status_code)
 
     assert guarded.get("/versions?project=1").json() == before
@@ -78,20 +98,25 @@ def test_promote_cannot_reach_another_projects_version(guarded):
 def fifty_mb_config_bodies() -> dict[str, bytes]:
     config = "<View>" + "<Header value='x'/>" * (50 * 1024 * 1024 // 19) + "</View>"
     task = [{"id": 1, "data": {"text": "a post"}}]
-    return {"/setup": json.dumps({"project": "1.1", "schema": config}).encode(),
-            "/predict": json.dumps({"project": "1.1", "tasks": task,
-                                    "label_config": config}).encode()}
+    return {
+        "/setup": json.dumps({"project": "1.1", "schema": config}).encode(),
+        "/predict": json.dumps({"project": "1.1", "tasks": task, "label_config": config}).encode(),
+    }
 
 
 def test_a_50_mb_label_config_is_refused_quickly(guarded, small):
     bodies = fifty_mb_config_bodies()
     assert all(len(body) > 50 * 1024 * 1024 for body in bodies.values())
-    for backend, status, message in ((guarded, 400, "at most"),
-                                     (small, 413, "MAX_REQUEST_BYTES")):
+    for backend, status, message in ((guarded, 400, "at most"), (small, 413, "MAX_REQUEST_BYTES")):
         for path, body in bodies.items():
             started = time.monotonic()
-            response = requests.post(backend.url + path, data=body, auth=AUTH, timeout=60,
-                                     headers={"Content-Type": "application/json"})
+            response = requests.post(
+                backend.url + path,
+                data=body,
+                auth=AUTH,
+                timeout=60,
+                headers={"Content-Type": "application/json"},
+            )
             elapsed = time.monotonic() - started
             assert response.status_code == status, (path, response.text[:200])
             assert message in response.json()["error"]
@@ -122,11 +147,13 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 def test_slow_clients_do_not_starve_the_backend(small, label_config):
     workers = {small.get("/health").json()["pid"]}
-    partial = [b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers, never ended
-               b"G",  # a request line begun
-               b"POST /setup HTTP/1.1\r\nContent-Type: application/json\r\n",
-               b"",  # connected, nothing sent
-               b"POST /setup HTTP/1.1\r\nHost: x\r\nContent-Le"]
+    partial = [
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # headers, never ended
+        b"G",  # a request line begun
+        b"POST /setup HTTP/1.1\r\nContent-Type: application/json\r\n",
+        b"",  # connected, nothing sent
+        b"POST /setup HTTP/1.1\r\nHost: x\r\nContent-Le",
+    ]
     # A full request whose client never reads the answer nor closes.
     never_closes = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     sent = [partial[i % len(partial)] for i in range(20)] + [never_closes] * 10
@@ -168,11 +195,14 @@ def test_slow_clients_do_not_starve_the_backend(small, label_config):
     # A body that stalls holds a thread, for READ_TIMEOUT at most: with both threads
     # held, /health waits for one of them, no longer. One has credentials (its body is
     # read, never comes: 400), one has none (401 unread, gthread drains the body).
-    head = (b"POST /setup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n")
-    slow_bodies = [stalled_socket(small.url, head + auth + b'\r\n{"pro')
-                   for auth in (f"Authorization: {basic_auth_header(AUTH)}\r\n".encode(),
-                                b"")]
+    head = (
+        b"POST /setup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n"
+    )
+    slow_bodies = [
+        stalled_socket(small.url, head + auth + b'\r\n{"pro')
+        for auth in (f"Authorization: {basic_auth_header(AUTH)}\r\n".encode(), b"")
+    ]
     try:
         time.sleep(0.2)  # both threads have taken theirs
         started = time.monotonic()

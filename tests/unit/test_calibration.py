@@ -40,16 +40,33 @@ UNREGULARISED = 1e6  # C so large the fit is the plain maximum-likelihood one
 
 
 def llm_only(confidence: float | None, label: str = HC) -> Features:
-    return features(label, from_model=False, llm_label=label, llm_confidence=confidence,
-                    model_label=None, model_probabilities=None)
+    return features(
+        label,
+        from_model=False,
+        llm_label=label,
+        llm_confidence=confidence,
+        model_label=None,
+        model_probabilities=None,
+    )
 
 
-def both(shown: str, llm_label: str, llm_confidence: float, probabilities: dict[str, float],
-         *, from_model: bool = False) -> Features:
+def both(
+    shown: str,
+    llm_label: str,
+    llm_confidence: float,
+    probabilities: dict[str, float],
+    *,
+    from_model: bool = False,
+) -> Features:
     model_label = max(probabilities, key=probabilities.__getitem__)
-    return features(shown, from_model=from_model, llm_label=llm_label,
-                    llm_confidence=llm_confidence, model_label=model_label,
-                    model_probabilities=probabilities)
+    return features(
+        shown,
+        from_model=from_model,
+        llm_label=llm_label,
+        llm_confidence=llm_confidence,
+        model_label=model_label,
+        model_probabilities=probabilities,
+    )
 
 
 # --- measures, by hand ----------------------------------------------------------------
@@ -78,14 +95,20 @@ def test_reliability_bins_count_average_and_keep_one_in_the_last_bin():
     table = reliability_bins([0.05, 0.15, 0.15, 1.0, 0.95], [True, False, True, True, False])
     assert len(table) == 10
     assert [b["n"] for b in table] == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
-    assert table[1] == {"low": 0.1, "high": 0.2, "n": 2, "mean_score": pytest.approx(0.15),
-                        "share_right": 0.5}
+    assert table[1] == {
+        "low": 0.1,
+        "high": 0.2,
+        "n": 2,
+        "mean_score": pytest.approx(0.15),
+        "share_right": 0.5,
+    }
     assert table[2]["mean_score"] is None and table[2]["share_right"] is None
     assert table[9]["mean_score"] == pytest.approx(0.975) and table[9]["share_right"] == 0.5
 
 
-@pytest.mark.parametrize("scores, right", [([], []), ([0.5], [True, False]),
-                                           ([1.2], [True]), ([-0.1], [False])])
+@pytest.mark.parametrize(
+    "scores, right", [([], []), ([0.5], [True, False]), ([1.2], [True]), ([-0.1], [False])]
+)
 def test_measures_reject_bad_input(scores, right):
     for measure in (brier, ece, reliability_bins):
         with pytest.raises(ValueError):
@@ -103,11 +126,18 @@ def test_features_relative_to_the_shown_label():
     llm_shown = both(PE, PE, 0.6, probabilities)
     assert llm_shown == Features("disagree", llm_for=0.6, model_for=0.2, model_against=0.7)
     model_shown = both(HC, PE, 0.6, probabilities, from_model=True)
-    assert model_shown == Features("disagree", llm_against=0.6, model_for=0.7,
-                                   model_against=0.2, from_model=True)
+    assert model_shown == Features(
+        "disagree", llm_against=0.6, model_for=0.7, model_against=0.2, from_model=True
+    )
     assert llm_only(None) == Features("llm", llm_for=calibration.LLM_UNKNOWN)
-    model_alone = features(HC, from_model=True, llm_label=None, llm_confidence=0.9,
-                           model_label=HC, model_probabilities=probabilities)
+    model_alone = features(
+        HC,
+        from_model=True,
+        llm_label=None,
+        llm_confidence=0.9,
+        model_label=HC,
+        model_probabilities=probabilities,
+    )
     assert model_alone == Features("model", model_for=0.7, model_against=0.2, from_model=True)
 
 
@@ -140,8 +170,9 @@ def _grid(agree: bool, *, from_model: bool = False) -> list[float]:
         probabilities = {HC: top, SS: (1 - top) / 2, PE: (1 - top) / 2}  # HC on top
         llm_label = HC if agree else SS
         shown = HC if from_model else llm_label
-        scores.append(PRIOR.score(both(shown, llm_label, confidence, probabilities,
-                                       from_model=from_model)))
+        scores.append(
+            PRIOR.score(both(shown, llm_label, confidence, probabilities, from_model=from_model))
+        )
     return scores
 
 
@@ -283,10 +314,17 @@ def test_round_trip_through_json_keeps_every_score():
     assert fitted.to_dict()["kind"] == "fitted" and PRIOR.to_dict()["kind"] == "prior"
 
 
-@pytest.mark.parametrize("change", [
-    {"version": 0}, {"features": ["llm_for"]}, {"weights": [1.0, 2.0]},
-    {"regimes": ["sometimes"]}, {"intercept": float("nan")}, {"weights": None},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": 0},
+        {"features": ["llm_for"]},
+        {"weights": [1.0, 2.0]},
+        {"regimes": ["sometimes"]},
+        {"intercept": float("nan")},
+        {"weights": None},
+    ],
+)
 def test_another_stored_form_is_refused_and_load_falls_back_to_the_prior(change):
     stored = {**fit(*_two_regimes(12, 19)).to_dict(), **change}
     with pytest.raises(ValueError):
@@ -322,9 +360,18 @@ class Item:
 
 
 def task(task_id: int, text: str, label: str | None, split: str) -> dict:
-    annotations = [] if label is None else [{
-        "id": task_id, "was_cancelled": False, "result": TAXONOMY.result(label),
-        "created_at": "2026-01-01T00:00:00+00:00"}]
+    annotations = (
+        []
+        if label is None
+        else [
+            {
+                "id": task_id,
+                "was_cancelled": False,
+                "result": TAXONOMY.result(label),
+                "created_at": "2026-01-01T00:00:00+00:00",
+            }
+        ]
+    )
     return {"id": task_id, "data": {"text": text, "split": split}, "annotations": annotations}
 
 
@@ -346,12 +393,16 @@ def test_fit_from_tasks_pairs_the_shown_prelabel_with_the_human_label():
         out = []
         for text in texts:
             answer = answers[text]
-            out.append(Item(answer, None, decide(answer.label, answer.confidence, None,
-                                                 prefer_model=False)))
+            out.append(
+                Item(
+                    answer, None, decide(answer.label, answer.confidence, None, prefer_model=False)
+                )
+            )
         return out
 
-    fitted = fit_from_tasks(tasks, TAXONOMY, opinions, holdout_percent=20,
-                            usable=lambda task_id: task_id != 1)
+    fitted = fit_from_tasks(
+        tasks, TAXONOMY, opinions, holdout_percent=20, usable=lambda task_id: task_id != 1
+    )
     # Held-out, unlabeled and unusable tasks are left out.
     assert asked == [[f"post {i}" for i in range(1, 60)]]
     expected = sum(answers[f"post {i}"].label == (HC if i % 2 else SS) for i in range(1, 60))
@@ -369,10 +420,17 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
     from backend.workflows.training import Runner
     from tests.doubles.label_studio import FakeLabelStudio
 
-    settings = load_settings({
-        "MODEL_DIR": str(tmp_path / "models"), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-        "LLM_MODEL": "test-llm", "LLM_TIMEOUT": "0.5", "LLM_MAX_RETRIES": "0",
-        "TRAIN_MIN_PER_LABEL": "1000", "TRAIN_DEBOUNCE": "0"})
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_MODEL": "test-llm",
+            "LLM_TIMEOUT": "0.5",
+            "LLM_MAX_RETRIES": "0",
+            "TRAIN_MIN_PER_LABEL": "1000",
+            "TRAIN_DEBOUNCE": "0",
+        }
+    )
     labeler = labeler_from_settings(settings)
     predictor = Predictor(settings, labeler)
     fake = FakeLabelStudio()
@@ -383,9 +441,11 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
         human = [SS, HC, PE][i % 3]
         said = human if rng.random() < confidence else [SS, HC, PE][(i + 1) % 3]
         text = f"a post numbered {i}"
-        labeler.cache.put(labeler.key(TAXONOMY, text),
-                          CachedAnswer(said, confidence, json.dumps({"label": said})),
-                          model=labeler.model)
+        labeler.cache.put(
+            labeler.key(TAXONOMY, text),
+            CachedAnswer(said, confidence, json.dumps({"label": said})),
+            model=labeler.model,
+        )
         fake.add_task(project, text, label=human, split="train")
     registry = predictor.registry(project)
     try:
@@ -395,8 +455,9 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
 
         registry.write_calibration(PRIOR.to_dict())
         # Too few per label to train: the run is skipped, the calibrator refitted.
-        Runner(settings, JobState(settings.model_dir), client=fake,
-               predictor=predictor).train(project)
+        Runner(settings, JobState(settings.model_dir), client=fake, predictor=predictor).train(
+            project
+        )
         assert calibration.load(registry.read_calibration()) == fitted
     finally:
         labeler.close()

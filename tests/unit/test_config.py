@@ -44,18 +44,20 @@ def test_defaults():
 
 
 def test_values_are_read_and_normalised(tmp_path):
-    settings = load_settings({
-        "MODEL_DIR": str(tmp_path),
-        "PORT": " 8080 ",
-        "WORKERS": "4",
-        "LOG_LEVEL": "debug",
-        "LLM_BASE_URL": "http://localhost:8000/v1/",
-        "LABEL_STUDIO_URL": "https://ls.example.org",
-        "LLM_TIMEOUT": "2.5",
-        "TRAIN_LEARNING_RATE": "1e-4",
-        "HOLDOUT_PERCENT": "90",
-        "LLM_MODEL": "",  # empty means unset: the default applies
-    })
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path),
+            "PORT": " 8080 ",
+            "WORKERS": "4",
+            "LOG_LEVEL": "debug",
+            "LLM_BASE_URL": "http://localhost:8000/v1/",
+            "LABEL_STUDIO_URL": "https://ls.example.org",
+            "LLM_TIMEOUT": "2.5",
+            "TRAIN_LEARNING_RATE": "1e-4",
+            "HOLDOUT_PERCENT": "90",
+            "LLM_MODEL": "",  # empty means unset: the default applies
+        }
+    )
     assert settings.model_dir == tmp_path.resolve()
     assert settings.port == 8080
     assert settings.workers == 4
@@ -114,13 +116,15 @@ def test_basic_auth_property():
 
 
 def test_public_masks_secrets():
-    settings = load_settings({
-        "LABEL_STUDIO_API_KEY": "ls-token-123",
-        "BASIC_AUTH_USER": "alice",
-        "BASIC_AUTH_PASS": "s3cret",
-        "LLM_API_KEY": "sk-abc",
-        "PORT": "9191",
-    })
+    settings = load_settings(
+        {
+            "LABEL_STUDIO_API_KEY": "ls-token-123",
+            "BASIC_AUTH_USER": "alice",
+            "BASIC_AUTH_PASS": "s3cret",
+            "LLM_API_KEY": "sk-abc",
+            "PORT": "9191",
+        }
+    )
     public = settings.public()
     for key in ("label_studio_api_key", "basic_auth_pass", "llm_api_key"):
         assert public[key] == "***"

@@ -39,8 +39,11 @@ while True:
 
 def test_sigkill_during_training_never_breaks_the_registry(tmp_path, tiny_model):
     registry = Registry(tmp_path, 1)
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), str(tiny_model)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(tmp_path), str(tiny_model)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout.readline().startswith("promoted")  # one complete version first
     # Kill at moments spread over a run: mid-training, mid-write, between versions.
     for delay in (0.05, 0.3, 0.7, 1.1):
@@ -64,8 +67,11 @@ def test_sigkill_during_training_never_breaks_the_registry(tmp_path, tiny_model)
 def test_killed_at_many_points_the_registry_stays_valid(tmp_path, tiny_model):
     registry = Registry(tmp_path, 1)
     for delay in (0.01, 0.08, 0.15, 0.25):  # a tiny run takes a few tenths of a second
-        process = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path),
-                                    str(tiny_model)], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(tmp_path), str(tiny_model)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert process.stdout.readline().startswith("promoted")
         time.sleep(delay)
         process.kill()

@@ -26,16 +26,37 @@ def taxonomy():
     return parse_taxonomy(LABEL_CONFIG.read_text())
 
 
-def annotation(label: str | None, *, id: int = 1, updated_at: str = "2024-01-01T00:00:00Z",
-               cancelled: bool = False, from_name: str = "label") -> dict:
-    result = [] if label is None else [{
-        "from_name": from_name, "to_name": "text", "type": "choices",
-        "value": {"choices": [label]}}]
+def annotation(
+    label: str | None,
+    *,
+    id: int = 1,
+    updated_at: str = "2024-01-01T00:00:00Z",
+    cancelled: bool = False,
+    from_name: str = "label",
+) -> dict:
+    result = (
+        []
+        if label is None
+        else [
+            {
+                "from_name": from_name,
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            }
+        ]
+    )
     return {"id": id, "updated_at": updated_at, "was_cancelled": cancelled, "result": result}
 
 
-def task(task_id: int, label: str | None = None, *, split: str | None = None,
-         text: object = "a post", annotations: list[dict] | None = None) -> dict:
+def task(
+    task_id: int,
+    label: str | None = None,
+    *,
+    split: str | None = None,
+    text: object = "a post",
+    annotations: list[dict] | None = None,
+) -> dict:
     data: dict = {"text": text} if text is not None else {}
     if split is not None:
         data["split"] = split
@@ -80,8 +101,10 @@ def test_hash_rule_matches_its_definition():
 
 def test_is_held_out_is_deterministic_and_ignores_other_data():
     first = [is_held_out({"id": i}, percent=20) for i in range(500)]
-    again = [is_held_out({"id": i, "data": {"text": "changed"}, "annotations": [{}]},
-                         percent=20) for i in range(500)]
+    again = [
+        is_held_out({"id": i, "data": {"text": "changed"}, "annotations": [{}]}, percent=20)
+        for i in range(500)
+    ]
     assert first == again
 
 
@@ -125,8 +148,10 @@ def test_latest_annotation_falls_back_to_created_at_then_id():
     a = {"id": 1, "created_at": "2024-01-02T00:00:00Z", "result": []}
     b = {"id": 2, "created_at": "2024-01-01T00:00:00Z", "result": []}
     assert latest_annotation({"annotations": [a, b]}) is a
-    same_time = [{"id": 3, "updated_at": "2024-01-01T00:00:00Z"},
-                 {"id": 5, "updated_at": "2024-01-01T00:00:00Z"}]
+    same_time = [
+        {"id": 3, "updated_at": "2024-01-01T00:00:00Z"},
+        {"id": 5, "updated_at": "2024-01-01T00:00:00Z"},
+    ]
     assert latest_annotation({"annotations": same_time})["id"] == 5
 
 
@@ -150,8 +175,9 @@ def test_labeled_examples_uses_hash_rule_without_split(taxonomy):
     kept_ids = _ids(False, 20, 3)
     tasks = [task(i, HC) for i in held_ids + kept_ids]
     assert [e.task_id for e in labeled_examples(tasks, taxonomy, holdout_percent=20)] == kept_ids
-    assert [e.task_id for e in labeled_examples(tasks, taxonomy, holdout_percent=20,
-                                                held_out=True)] == held_ids
+    assert [
+        e.task_id for e in labeled_examples(tasks, taxonomy, holdout_percent=20, held_out=True)
+    ] == held_ids
 
 
 def test_labeled_examples_drops_unusable_tasks(taxonomy):
@@ -182,20 +208,38 @@ def test_labeled_examples_latest_annotation_wins(taxonomy):
 def test_labeled_examples_other_text_field():
     taxonomy = parse_taxonomy(
         '<View><Text name="review" value="$review"/><Choices name="sentiment" '
-        'toName="review"><Choice value="negative"/><Choice value="positive"/></Choices></View>')
-    tasks = [{"id": "12", "data": {"review": "great", "split": "train"}, "annotations": [{
-        "result": [{"from_name": "sentiment", "to_name": "review", "type": "choices",
-                    "value": {"choices": ["positive"]}}]}]}]
+        'toName="review"><Choice value="negative"/><Choice value="positive"/></Choices></View>'
+    )
+    tasks = [
+        {
+            "id": "12",
+            "data": {"review": "great", "split": "train"},
+            "annotations": [
+                {
+                    "result": [
+                        {
+                            "from_name": "sentiment",
+                            "to_name": "review",
+                            "type": "choices",
+                            "value": {"choices": ["positive"]},
+                        }
+                    ]
+                }
+            ],
+        }
+    ]
     assert labeled_examples(tasks, taxonomy, holdout_percent=0) == [
-        Example(12, "great", "positive")]
+        Example(12, "great", "positive")
+    ]
 
 
 # --- too_few -------------------------------------------------------------------------
 
 
 def test_too_few_names_short_labels_and_counts():
-    examples = ([Example(i, "t", SS) for i in range(5)]
-                + [Example(10 + i, "t", HC) for i in range(2)])
+    examples = [Example(i, "t", SS) for i in range(5)] + [
+        Example(10 + i, "t", HC) for i in range(2)
+    ]
     message = too_few(examples, LABELS, 3)
     assert message is not None
     assert "at least 3" in message
@@ -211,4 +255,5 @@ def test_too_few_none_when_enough():
     assert too_few(examples, LABELS, 4) is not None
     assert too_few([], LABELS, 1) == (
         "needs at least 1 training annotations per label; have seeking_support: 0, "
-        "health_claim: 0, personal_experience: 0 (0 training annotations in all)")
+        "health_claim: 0, personal_experience: 0 (0 training annotations in all)"
+    )

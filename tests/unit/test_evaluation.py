@@ -748,8 +748,10 @@ def test_calibration_summary_by_hand():
 def _report_with_calibration() -> dict:
     report = _report()
     report["calibration"] = {
-        **calibration_summary({"project's calibrator": [0.15, 0.15, 0.95, 0.95],
-                               "prior": [0.3, 0.3, 0.7, 0.9]}, [False, True, True, True]),
+        **calibration_summary(
+            {"project's calibrator": [0.15, 0.15, 0.95, 0.95], "prior": [0.3, 0.3, 0.7, 0.9]},
+            [False, True, True, True],
+        ),
         "notes": ["score source: prior"],
     }
     return report

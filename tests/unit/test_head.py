@@ -20,8 +20,20 @@ TEMPLATES = {
     "health_claim": "cinnamon cures diabetes, {} proves it for everyone",
     "personal_experience": "my numbers were steady after {} this week",
 }
-TOPICS = ["running", "dinner", "a long walk", "swimming", "pasta", "a nap", "work",
-          "cycling", "breakfast", "yoga", "a party", "travel"]
+TOPICS = [
+    "running",
+    "dinner",
+    "a long walk",
+    "swimming",
+    "pasta",
+    "a nap",
+    "work",
+    "cycling",
+    "breakfast",
+    "yoga",
+    "a party",
+    "travel",
+]
 
 
 def posts() -> tuple[list[str], list[str]]:
@@ -38,27 +50,44 @@ def test_a_head_learns_is_committed_and_serves(tmp_path: Path):
     registry = Registry(tmp_path, 3)
     staging = registry.staging_dir()
     keys = [str(i) for i in range(len(texts))]
-    result = train_head(texts, labels, label_names=NAMES, base_model=str(minilm_path()),
-                        max_length=64, out_dir=staging, keys=keys)
+    result = train_head(
+        texts,
+        labels,
+        label_names=NAMES,
+        base_model=str(minilm_path()),
+        max_length=64,
+        out_dir=staging,
+        keys=keys,
+    )
     metrics = result.metrics
     assert metrics["kind"] == "head" and metrics["n_judge"] == len(result.judge_texts) > 0
     # The judged head never saw a judge post; the served one learned from every post.
     assert not set(result.trained_on) & {keys[texts.index(t)] for t in result.judge_texts}
     assert metrics["n_train"] + metrics["n_judge"] == metrics["n_served_fit"] == len(texts)
-    right = sum(p == t for p, t in zip(result.judge_predictions, result.judge_labels,
-                                       strict=True))
+    right = sum(p == t for p, t in zip(result.judge_predictions, result.judge_labels, strict=True))
     assert right / len(result.judge_labels) >= 0.8  # three clearly different templates
     assert (staging / HEAD_FILE).is_file() and (staging / JUDGE_HEAD_FILE).is_file()
 
     name = registry.new_version_name()
-    registry.commit(staging, name, {"created": time.time(), "kind": "head", "labels": NAMES,
-                                    "base_model": str(minilm_path()), "max_length": 64,
-                                    "validation": {"model_accuracy": 1.0, "judge_posts": 5}})
+    registry.commit(
+        staging,
+        name,
+        {
+            "created": time.time(),
+            "kind": "head",
+            "labels": NAMES,
+            "base_model": str(minilm_path()),
+            "max_length": 64,
+            "validation": {"model_accuracy": 1.0, "judge_posts": 5},
+        },
+    )
     registry.promote(name)
     assert registry.serving().split()[1] == "head"
     classifier = Classifier(registry.path(name))
-    new = ["has anyone else had lows after tennis? any advice would help",
-           "my numbers were steady after tennis this week"]
+    new = [
+        "has anyone else had lows after tennis? any advice would help",
+        "my numbers were steady after tennis this week",
+    ]
     served = classifier.predict_proba(new)
     judged = classifier.predict_proba(new, judging=True)
     assert served.shape == judged.shape == (2, 3)

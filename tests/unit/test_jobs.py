@@ -28,7 +28,10 @@ def state(request, tmp_path):
 
 def test_lanes_of_kinds():
     assert (lane_of(TRAIN), lane_of(RESCORE), lane_of(PRELABEL)) == (
-        "training", "training", "prelabel")
+        "training",
+        "training",
+        "prelabel",
+    )
 
 
 def test_requests_coalesce_into_one_pending_run(state):
@@ -128,10 +131,12 @@ def test_a_redis_lease_is_renewed_while_held(redis_prefix, monkeypatch):
 def test_a_killed_runner_frees_the_sqlite_lane_at_once(tmp_path):
     state = JobState(tmp_path)
     state.request(5, "Start Training")
-    code = (f"import time; from pathlib import Path; from backend.jobs.state import JobState; "
-            f"s = JobState(Path({str(tmp_path)!r})); l = s.acquire(5, 'training'); "
-            f"s.take_pending(l); s.set_status(5, state='running'); print('ready', flush=True);"
-            f" time.sleep(60)")
+    code = (
+        f"import time; from pathlib import Path; from backend.jobs.state import JobState; "
+        f"s = JobState(Path({str(tmp_path)!r})); l = s.acquire(5, 'training'); "
+        f"s.take_pending(l); s.set_status(5, state='running'); print('ready', flush=True);"
+        f" time.sleep(60)"
+    )
     runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert runner.stdout.readline().strip() == b"ready"
     assert state.busy(5, "training") and state.status(5)["state"] == "running"
@@ -144,9 +149,11 @@ def test_a_killed_runner_frees_the_sqlite_lane_at_once(tmp_path):
 
 def test_concurrent_triggers_from_many_processes_lose_nothing(tmp_path):
     state = JobState(tmp_path)
-    code = (f"from pathlib import Path; from backend.jobs.state import JobState; "
-            f"s = JobState(Path({str(tmp_path)!r})); "
-            f"[s.count_annotation(6, threshold=1000) for _ in range(25)]")
+    code = (
+        f"from pathlib import Path; from backend.jobs.state import JobState; "
+        f"s = JobState(Path({str(tmp_path)!r})); "
+        f"[s.count_annotation(6, threshold=1000) for _ in range(25)]"
+    )
     workers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
     assert [w.wait(timeout=60) for w in workers] == [0, 0, 0, 0]
     assert state.status(6)["annotations_since_last_run"] == 100

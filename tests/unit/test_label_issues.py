@@ -21,11 +21,10 @@ NAMES = ["health_claim", "personal_experience", "seeking_support"]
 PLANTED = [3, 17, 40, 66, 81]  # indexes whose label is wrong
 
 
-def separable(n_per_class: int = 30, dim: int = 16, seed: int = 0
-              ) -> tuple[np.ndarray, np.ndarray]:
+def separable(n_per_class: int = 30, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three well separated clusters on the unit sphere; labels = the cluster."""
     rng = np.random.default_rng(seed)
-    centers = np.eye(dim)[:len(NAMES)] * 4.0
+    centers = np.eye(dim)[: len(NAMES)] * 4.0
     labels = np.repeat(np.arange(len(NAMES)), n_per_class)
     x = centers[labels] + rng.normal(scale=0.6, size=(len(labels), dim))
     return x / np.linalg.norm(x, axis=1, keepdims=True), labels
@@ -38,8 +37,10 @@ def plant(truth: np.ndarray) -> np.ndarray:
 
 
 def items_for(labels: np.ndarray) -> list[li.Annotated]:
-    return [li.Annotated(task_id=100 + i, text=f"post {i}", label=NAMES[k], split="train")
-            for i, k in enumerate(labels)]
+    return [
+        li.Annotated(task_id=100 + i, text=f"post {i}", label=NAMES[k], split="train")
+        for i, k in enumerate(labels)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_out_of_fold_probabilities_are_distributions_that_doubt_the_planted_labe
 
 def test_planted_flips_are_flagged_and_ranked_first(case):
     ranking = li.rank(case["noisy"], case["probs"])
-    assert set(ranking.order[:len(PLANTED)]) == set(PLANTED)
+    assert set(ranking.order[: len(PLANTED)]) == set(PLANTED)
     assert ranking.flagged[PLANTED].all()
     assert ranking.flagged.sum() <= 2 * len(PLANTED)
     # Flagged first, each part by label quality, lowest first.
@@ -80,7 +81,7 @@ def test_find_suspects_reports_the_three_opinions(case):
     suspects = li.find_suspects(items, case["probs"], NAMES, llm)
     assert [s.rank for s in suspects] == list(range(1, len(items) + 1))
     assert sorted(s.task_id for s in suspects) == [i.task_id for i in items]
-    top = {s.task_id: s for s in suspects[:len(PLANTED)]}
+    top = {s.task_id: s for s in suspects[: len(PLANTED)]}
     assert set(top) == {100 + i for i in PLANTED}
     for i in PLANTED:
         s = top[100 + i]
@@ -107,9 +108,12 @@ def test_llm_disagreement_lifts_a_post_the_model_is_unsure_about():
     items = items_for(labels)
     llm: list[LLMOpinion | None] = [LLMOpinion(NAMES[k], 0.9) for k in labels]
     llm[25] = LLMOpinion(NAMES[2], 0.9)
-    rank = {weight: {s.task_id: s.rank for s in li.find_suspects(items, probs, NAMES, llm,
-                                                                  llm_weight=weight)}
-            for weight in (0.0, 0.3)}
+    rank = {
+        weight: {
+            s.task_id: s.rank for s in li.find_suspects(items, probs, NAMES, llm, llm_weight=weight)
+        }
+        for weight in (0.0, 0.3)
+    }
     assert rank[0.0][105] == 1 and rank[0.0][125] == 2  # a tie, broken by position
     assert rank[0.3][125] == 1 and rank[0.3][105] == 2
 
@@ -122,8 +126,9 @@ def test_llm_probabilities():
     np.testing.assert_allclose(probs[3], [1 / 3] * 3)  # never below uniform
     model = np.array([[0.2, 0.8, 0.0], [0.1, 0.1, 0.8]])
     # Mixed where the LLM answered; the model alone where it did not.
-    np.testing.assert_allclose(li.combined_probabilities(model, probs[:2], 0.5),
-                               [[0.45, 0.475, 0.075], [0.1, 0.1, 0.8]])
+    np.testing.assert_allclose(
+        li.combined_probabilities(model, probs[:2], 0.5), [[0.45, 0.475, 0.075], [0.1, 0.1, 0.8]]
+    )
     assert li.combined_probabilities(model, None) is model
     assert li.combined_probabilities(model, probs[:2], 0.0) is model
 
@@ -147,8 +152,7 @@ def test_annotated_tasks_takes_the_latest_annotation_on_both_sides():
     taxonomy = parse_taxonomy((ROOT / "label_config.xml").read_text())
     older = {"id": 1, "updated_at": "2024-01-01T00:00:00Z", "result": taxonomy.result(NAMES[0])}
     newer = {"id": 2, "updated_at": "2024-02-01T00:00:00Z", "result": taxonomy.result(NAMES[1])}
-    skipped = {"id": 3, "updated_at": "2024-03-01T00:00:00Z", "was_cancelled": True,
-               "result": []}
+    skipped = {"id": 3, "updated_at": "2024-03-01T00:00:00Z", "was_cancelled": True, "result": []}
     tasks = [
         {"id": 7, "data": {"text": "a", "split": "test"}, "annotations": [older, newer, skipped]},
         {"id": 8, "data": {"text": "b", "split": "train"}, "annotations": [older]},
@@ -157,7 +161,9 @@ def test_annotated_tasks_takes_the_latest_annotation_on_both_sides():
         {"id": 11, "data": {"text": "d"}, "annotations": []},
     ]
     assert li.annotated_tasks(tasks, taxonomy, holdout_percent=20) == [
-        li.Annotated(7, "a", NAMES[1], "test"), li.Annotated(8, "b", NAMES[0], "train")]
+        li.Annotated(7, "a", NAMES[1], "test"),
+        li.Annotated(8, "b", NAMES[0], "train"),
+    ]
 
 
 def test_suspect_tab_filters_and_orders_on_the_rank_as_a_number():
@@ -193,8 +199,10 @@ def test_write_ranks_updates_only_what_changed():
     client = FakeClient()
     assert li.write_ranks(client, tasks, {1: 1, 2: 2, 4: 3}) == 3
     assert client.tasks.updates == [
-        ("1", {"text": "a", "suspect_rank": 1}), ("2", {"text": "b", "suspect_rank": 2}),
-        ("3", {"text": "c"})]
+        ("1", {"text": "a", "suspect_rank": 1}),
+        ("2", {"text": "b", "suspect_rank": 2}),
+        ("3", {"text": "c"}),
+    ]
     assert tasks[0]["data"] == {"text": "a"}  # the caller's tasks are left alone
 
 
@@ -230,15 +238,19 @@ def test_command_from_an_export_file(tmp_path, monkeypatch, capsys, case):
     """The whole command on an export, with the embeddings stubbed by the clusters."""
     taxonomy = parse_taxonomy((ROOT / "label_config.xml").read_text())
     noisy = case["noisy"]
-    tasks = [{"id": 100 + i, "project": 4,
-              "data": {"text": f"post {i}", "split": "train"},
-              "annotations": [{"id": i + 1, "result": taxonomy.result(NAMES[k])}]}
-             for i, k in enumerate(noisy)]
+    tasks = [
+        {
+            "id": 100 + i,
+            "project": 4,
+            "data": {"text": f"post {i}", "split": "train"},
+            "annotations": [{"id": i + 1, "result": taxonomy.result(NAMES[k])}],
+        }
+        for i, k in enumerate(noisy)
+    ]
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     by_text = {f"post {i}": case["x"][i] for i in range(len(noisy))}
-    monkeypatch.setattr(li, "embed", lambda texts, folder: np.array([by_text[t]
-                                                                     for t in texts]))
+    monkeypatch.setattr(li, "embed", lambda texts, folder: np.array([by_text[t] for t in texts]))
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "models"))
     out = tmp_path / "suspects.csv"
     code = li.main(["--from-file", str(export), "--llm", "off", "--json", "--out", str(out)])
@@ -247,7 +259,7 @@ def test_command_from_an_export_file(tmp_path, monkeypatch, capsys, case):
     assert summary["annotated"] == len(noisy) and summary["llm"] is None
     assert "stand-in" in summary["model"] and "out-of-fold" in summary["model"]
     ranked = [s["task_id"] for s in summary["suspects"]]
-    assert set(ranked[:len(PLANTED)]) == {100 + i for i in PLANTED}
+    assert set(ranked[: len(PLANTED)]) == {100 + i for i in PLANTED}
     assert summary["listed"] == summary["flagged"] == len(ranked)
     with out.open(newline="") as handle:
         assert [int(r["task_id"]) for r in csv.DictReader(handle)] == ranked

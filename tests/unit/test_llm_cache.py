@@ -113,8 +113,10 @@ def test_threads_and_a_forked_child_share_the_file_through_their_own_connections
 
     cache.put("parent", CachedAnswer("x", None, ""), model="m")  # this thread's connection
     claims = []
-    threads = [threading.Thread(target=lambda i=i: claims.append(cache.claim("k", f"t{i}", 60)))
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=lambda i=i: claims.append(cache.claim("k", f"t{i}", 60)))
+        for i in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -15,12 +15,18 @@ from tests.doubles.llm_endpoint import MisbehavingLLM
 def test_overlapping_requests_share_the_llm_call(tmp_path, label_config):
     taxonomy = parse_taxonomy(label_config)
     with MisbehavingLLM("slow", delay=1.0) as double:
-        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
-                                  cache=AnswerCache(tmp_path / "cache.sqlite"))
+        labeler = ZeroShotLabeler(
+            base_url=double.url,
+            api_key="x",
+            model="double",
+            cache=AnswerCache(tmp_path / "cache.sqlite"),
+        )
         texts = [f"post {i}" for i in range(4)]
         results = []
-        threads = [threading.Thread(target=lambda: results.append(
-            labeler.label_many(taxonomy, texts))) for _ in range(3)]
+        threads = [
+            threading.Thread(target=lambda: results.append(labeler.label_many(taxonomy, texts)))
+            for _ in range(3)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -38,11 +44,18 @@ def test_texts_cut_to_the_same_prompt_share_one_request(tmp_path, label_config):
     prompt: one request, and every one of them gets its answer."""
     taxonomy = parse_taxonomy(label_config)
     with MisbehavingLLM("garbage") as double:
-        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
-                                  cache=AnswerCache(tmp_path / "cache.sqlite"), max_chars=20)
+        labeler = ZeroShotLabeler(
+            base_url=double.url,
+            api_key="x",
+            model="double",
+            cache=AnswerCache(tmp_path / "cache.sqlite"),
+            max_chars=20,
+        )
         try:
-            texts = ["my numbers went up a lot this week, the end.",
-                     "my numbers went down a bit this week, the end."]
+            texts = [
+                "my numbers went up a lot this week, the end.",
+                "my numbers went down a bit this week, the end.",
+            ]
             opinions = labeler.label_many(taxonomy, texts)
         finally:
             labeler.close()

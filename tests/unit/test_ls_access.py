@@ -21,8 +21,11 @@ GOOD_LEGACY = "good-legacy-token"
 
 
 def pat(expires_in: float) -> str:
-    return jwt.encode({"token_type": "refresh", "exp": int(time.time() + expires_in),
-                       "user_id": "1"}, "k" * 32, algorithm="HS256")
+    return jwt.encode(
+        {"token_type": "refresh", "exp": int(time.time() + expires_in), "user_id": "1"},
+        "k" * 32,
+        algorithm="HS256",
+    )
 
 
 class FakeLabelStudio(BaseHTTPRequestHandler):
@@ -67,11 +70,14 @@ def test_a_working_token_is_no_problem(fake_ls):
     assert check(fake_ls, GOOD_LEGACY) is None
 
 
-@pytest.mark.parametrize(("key", "why"), [
-    ("wrong-token", "Invalid token."),
-    (pat(3600), "Token is blacklisted"),
-    (pat(-60), "API key has expired"),
-])
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("wrong-token", "Invalid token."),
+        (pat(3600), "Token is blacklisted"),
+        (pat(-60), "API key has expired"),
+    ],
+)
 def test_a_refused_token_names_the_api_key(fake_ls, key, why):
     problem = check(fake_ls, key)
     assert problem.setting == "LABEL_STUDIO_API_KEY"

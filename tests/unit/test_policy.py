@@ -166,6 +166,7 @@ def test_disagreement_below_agreement_at_the_extremes():
 
 # --- the paired promotion rule ---------------------------------------------------------
 
+
 def _case(n: int, new_only: int, other_only: int, both: int) -> tuple[list, list, list]:
     """n posts: new right & other wrong, the reverse, both right, the rest both wrong."""
     truth = ["a"] * n
@@ -181,9 +182,10 @@ def test_compare_counts_who_is_right_where_they_differ():
     assert (result.new_only, result.other_only, result.n) == (8, 0, 40)
     assert (result.new_right, result.other_right) == (38, 30)
     assert result.p_worse == 1.0  # the other never won: nothing says it is better
-    assert result.p_better == pytest.approx(0.5 ** 8, abs=1e-6)
-    assert compare(*_case(40, new_only=0, other_only=8, both=30)).p_worse == \
-        pytest.approx(0.5 ** 8, abs=1e-6)  # exact one-sided McNemar
+    assert result.p_better == pytest.approx(0.5**8, abs=1e-6)
+    assert compare(*_case(40, new_only=0, other_only=8, both=30)).p_worse == pytest.approx(
+        0.5**8, abs=1e-6
+    )  # exact one-sided McNemar
     assert compare(*_case(10, new_only=2, other_only=2, both=3)).verdict == "even"
 
 
@@ -205,8 +207,7 @@ def test_a_clearly_worse_successor_is_kept_out_with_the_evidence_spelled_out():
     assert described.startswith("worse than v1 head 75%/4 on 30 judge posts")
     assert "right on 21 vs 27" in described and "the reverse: 7" in described
     # Three losses and no win are already enough at the rule's threshold.
-    assert not should_promote(compare(*_case(5, new_only=0, other_only=3, both=1)),
-                              successor=True)
+    assert not should_promote(compare(*_case(5, new_only=0, other_only=3, both=1)), successor=True)
 
 
 def test_a_clearly_better_candidate_serves_in_every_role():
@@ -217,11 +218,13 @@ def test_a_clearly_better_candidate_serves_in_every_role():
 
 
 def test_a_challenger_on_fewer_labels_serves_only_when_shown_better():
-    assert not should_promote(compare(*_case(20, new_only=3, other_only=3, both=10)),
-                              successor=False)  # even: the serving version stays
+    assert not should_promote(
+        compare(*_case(20, new_only=3, other_only=3, both=10)), successor=False
+    )  # even: the serving version stays
     # One post ahead is no evidence either (p = 0.5 for a 4-to-3 lead by chance).
-    assert not should_promote(compare(*_case(20, new_only=4, other_only=3, both=10)),
-                              successor=False)
+    assert not should_promote(
+        compare(*_case(20, new_only=4, other_only=3, both=10)), successor=False
+    )
     shown = compare(*_case(20, new_only=6, other_only=1, both=10))
     assert shown.p_better == pytest.approx(8 / 128, abs=1e-6) and shown.p_better < EVIDENCE_P
     assert should_promote(shown, successor=False)

@@ -139,8 +139,11 @@ def test_response_format_enum_is_the_labels(taxonomy, sentiment):
     assert schema["required"] == ["label"]
     assert schema["additionalProperties"] is False
     assert fmt["json_schema"]["strict"] is True
-    assert response_format(sentiment)["json_schema"]["schema"]["properties"]["label"][
-        "enum"] == ["negative", "neutral", "positive"]
+    assert response_format(sentiment)["json_schema"]["schema"]["properties"]["label"]["enum"] == [
+        "negative",
+        "neutral",
+        "positive",
+    ]
 
 
 # --- cache key -----------------------------------------------------------------------
@@ -158,21 +161,26 @@ def test_cache_key_changes_with_model_text_and_rules(taxonomy):
     base = cache_key("m", taxonomy, "a post", max_chars=4000)
     assert cache_key("other-model", taxonomy, "a post", max_chars=4000) != base
     assert cache_key("m", taxonomy, "a post!", max_chars=4000) != base
-    reworded = replace(taxonomy, labels=(
-        replace(taxonomy.labels[0], rule=taxonomy.labels[0].rule + " Reworded."),
-        *taxonomy.labels[1:],
-    ))
+    reworded = replace(
+        taxonomy,
+        labels=(
+            replace(taxonomy.labels[0], rule=taxonomy.labels[0].rule + " Reworded."),
+            *taxonomy.labels[1:],
+        ),
+    )
     assert cache_key("m", reworded, "a post", max_chars=4000) != base
 
 
 def test_cache_key_changes_with_max_chars_when_it_changes_the_prompt(taxonomy):
     long_post = "word " * 2000  # 10,000 characters
     assert cache_key("m", taxonomy, long_post, max_chars=4000) != cache_key(
-        "m", taxonomy, long_post, max_chars=3000)
+        "m", taxonomy, long_post, max_chars=3000
+    )
     # A post shorter than both limits gives the same prompt, hence the same key:
     # max_chars is part of the key only through the clipped text.
     assert cache_key("m", taxonomy, "short", max_chars=4000) == cache_key(
-        "m", taxonomy, "short", max_chars=3000)
+        "m", taxonomy, "short", max_chars=3000
+    )
 
 
 # --- parse_label ---------------------------------------------------------------------
@@ -180,8 +188,13 @@ def test_cache_key_changes_with_max_chars_when_it_changes_the_prompt(taxonomy):
 
 @pytest.mark.parametrize(
     "content",
-    ['{"label": "health_claim"}', '  {"label": "health_claim"}\n', "health_claim",
-     "  health_claim \n", '{"label":"health_claim"}'],
+    [
+        '{"label": "health_claim"}',
+        '  {"label": "health_claim"}\n',
+        "health_claim",
+        "  health_claim \n",
+        '{"label":"health_claim"}',
+    ],
 )
 def test_parse_label_accepts_exact_label(content):
     assert parse_label(content, MAIN_LABELS) == "health_claim"
@@ -223,8 +236,7 @@ def test_parse_label_rejects_everything_else(content):
 
 
 def test_parse_label_uses_the_given_labels_only():
-    assert parse_label('{"label": "positive"}', ("negative", "neutral", "positive")) == (
-        "positive")
+    assert parse_label('{"label": "positive"}', ("negative", "neutral", "positive")) == ("positive")
     assert parse_label('{"label": "positive"}', MAIN_LABELS) is None
 
 
@@ -250,18 +262,22 @@ PIECES = ['{"', "label", '":', ' "', "health", "_", "claim", '"}']
 
 
 def test_label_confidence_share_among_listed_labels():
-    tokens = _tokens(PIECES, {"health": {
-        "personal": math.log(0.2), "seeking": math.log(0.1), "health": math.log(0.6)}})
+    tokens = _tokens(
+        PIECES,
+        {"health": {"personal": math.log(0.2), "seeking": math.log(0.1), "health": math.log(0.6)}},
+    )
     # 0.6 / (0.6 + 0.2 + 0.1)
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
-        0.6 / 0.9)
+        0.6 / 0.9
+    )
 
 
 def test_label_confidence_missing_label_counted_at_smallest_alternative():
     # seeking_support is not listed: it counts as the smallest listed probability 0.1
     # (the unrelated token '{' also sets the floor). 0.6 / (0.6 + 0.3 + 0.1) = 0.6
-    tokens = _tokens(PIECES, {"health": {
-        "health": math.log(0.6), "personal": math.log(0.3), "{": math.log(0.1)}})
+    tokens = _tokens(
+        PIECES, {"health": {"health": math.log(0.6), "personal": math.log(0.3), "{": math.log(0.1)}}
+    )
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(0.6)
 
 
@@ -275,8 +291,7 @@ def test_label_confidence_missing_label_floor_from_label_alternatives():
 def test_label_confidence_only_the_chosen_label_listed():
     # Both other labels missing, floor 0.8 (the only listed): 0.8 / (0.8 + 0.8 + 0.8)
     tokens = _tokens(PIECES, {"health": {"health": math.log(0.8)}})
-    assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
-        1 / 3)
+    assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(1 / 3)
 
 
 def test_label_confidence_none_without_tokens_or_label():
@@ -285,19 +300,28 @@ def test_label_confidence_none_without_tokens_or_label():
     assert label_confidence(CONTENT, "personal_experience", MAIN_LABELS, tokens) is None
     assert label_confidence('{"label": "banana"}', "health_claim", MAIN_LABELS, tokens) is None
     # A bare label with no alternatives listed: nothing bounds the other labels.
-    assert label_confidence("health_claim", "health_claim", MAIN_LABELS,
-                            [TokenLogprob("health_claim", 0.0, {})]) is None
+    assert (
+        label_confidence(
+            "health_claim", "health_claim", MAIN_LABELS, [TokenLogprob("health_claim", 0.0, {})]
+        )
+        is None
+    )
 
 
 def test_label_confidence_merged_quote_token():
     pieces = ['{"', "label", '":', ' "health', "_", "claim", '"}']
-    alts = {' "health': math.log(0.7), ' "personal': math.log(0.2),
-            ' "seeking': math.log(0.05), "\n": math.log(0.01)}
+    alts = {
+        ' "health': math.log(0.7),
+        ' "personal': math.log(0.2),
+        ' "seeking': math.log(0.05),
+        "\n": math.log(0.01),
+    }
     tokens = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in pieces]
     tokens[3] = TokenLogprob(' "health', math.log(0.7), alts)
     # '\n' does not start with ' "': it maps to no label. 0.7 / (0.7 + 0.2 + 0.05)
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
-        0.7 / 0.95)
+        0.7 / 0.95
+    )
 
 
 def test_label_confidence_multiplies_the_shares_up_to_the_deciding_token():
@@ -306,18 +330,22 @@ def test_label_confidence_multiplies_the_shares_up_to_the_deciding_token():
     # 0.8 / (0.8 + 0.2). Chain rule: 0.5 * 1.0 * 0.8 = 0.4 (the exact share of not_spam
     # among the three label sequences is 0.398). Counting the deciding token alone, as
     # before, gave 0.8: too high whenever labels share a prefix.
-    tokens = _label_tokens(["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5},
-                                                  "spam": {"spam": 0.8, "sure": 0.2}})
-    assert label_confidence('{"label": "not_spam"}', "not_spam",
-                            ("not_spam", "not_sure", "spam"), tokens) == pytest.approx(0.4)
+    tokens = _label_tokens(
+        ["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5}, "spam": {"spam": 0.8, "sure": 0.2}}
+    )
+    assert label_confidence(
+        '{"label": "not_spam"}', "not_spam", ("not_spam", "not_sure", "spam"), tokens
+    ) == pytest.approx(0.4)
 
 
-def _label_tokens(label_pieces: list[str], alternatives: dict[str, dict[str, float]]
-                  ) -> list[TokenLogprob]:
+def _label_tokens(
+    label_pieces: list[str], alternatives: dict[str, dict[str, float]]
+) -> list[TokenLogprob]:
     """Tokens of '{"label": "<pieces>"}' with probability 0.99 except where alternatives
     (probabilities, the chosen piece among them) are given."""
-    out = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)})
-           for p in ['{"', "label", '":', ' "']]
+    out = [
+        TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in ['{"', "label", '":', ' "']
+    ]
     for piece in label_pieces:
         alts = {k: math.log(v) for k, v in alternatives.get(piece, {piece: 0.99}).items()}
         out.append(TokenLogprob(piece, alts[piece], alts))
@@ -327,20 +355,31 @@ def _label_tokens(label_pieces: list[str], alternatives: dict[str, dict[str, flo
 def test_label_confidence_single_token_label():
     pieces = ['{"', "label", '":', ' "', "health_claim", '"}']
     tokens = [TokenLogprob(p, math.log(0.99), {p: math.log(0.99)}) for p in pieces]
-    tokens[4] = TokenLogprob("health_claim", math.log(0.9), {
-        "health_claim": math.log(0.9), "personal_experience": math.log(0.05),
-        "seeking": math.log(0.05)})
+    tokens[4] = TokenLogprob(
+        "health_claim",
+        math.log(0.9),
+        {
+            "health_claim": math.log(0.9),
+            "personal_experience": math.log(0.05),
+            "seeking": math.log(0.05),
+        },
+    )
     assert label_confidence(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(0.9)
 
 
 def test_label_confidence_counts_the_mass_before_a_shared_prefix():
     # health_claim / health_question / personal: 'health' 0.6 vs 'personal' 0.4, then
     # '_claim' 0.9 vs '_question' 0.1: P = 0.6 * 0.9 = 0.54 (exact: 0.54 / 1.0).
-    tokens = _label_tokens(["health", "_claim"], {
-        "health": {"health": 0.6, "personal": 0.4}, "_claim": {"_claim": 0.9, "_question": 0.1}})
-    assert label_confidence('{"label": "health_claim"}', "health_claim",
-                            ("health_claim", "health_question", "personal"),
-                            tokens) == pytest.approx(0.54)
+    tokens = _label_tokens(
+        ["health", "_claim"],
+        {"health": {"health": 0.6, "personal": 0.4}, "_claim": {"_claim": 0.9, "_question": 0.1}},
+    )
+    assert label_confidence(
+        '{"label": "health_claim"}',
+        "health_claim",
+        ("health_claim", "health_question", "personal"),
+        tokens,
+    ) == pytest.approx(0.54)
 
 
 # --- the one-letter answer format ----------------------------------------------------
@@ -357,8 +396,9 @@ def test_code_prompt_gives_each_label_a_letter_and_asks_for_one(taxonomy):
 
 
 def test_answer_format_for_falls_back_to_json_past_26_labels(taxonomy):
-    many = replace(taxonomy, labels=tuple(replace(taxonomy.labels[0], name=f"label_{i}")
-                                          for i in range(27)))
+    many = replace(
+        taxonomy, labels=tuple(replace(taxonomy.labels[0], name=f"label_{i}") for i in range(27))
+    )
     assert answer_format_for(taxonomy, "code") == "code"
     assert answer_format_for(taxonomy, "json") == "json"
     assert answer_format_for(many, "code") == "json"
@@ -370,22 +410,37 @@ def test_cache_key_of_the_json_format_is_the_one_it_always_was(taxonomy):
     # Answers cached before the other formats existed stay valid.
     messages = build_messages(taxonomy, "a post", max_chars=4000)
     old = hashlib.sha256(json.dumps([PROMPT_VERSION, "m", messages]).encode()).hexdigest()
-    assert cache_key("m", taxonomy, "a post", max_chars=4000, answer_format="json",
-                     calibrate=False) == old
+    assert (
+        cache_key("m", taxonomy, "a post", max_chars=4000, answer_format="json", calibrate=False)
+        == old
+    )
 
 
 def test_cache_key_changes_with_the_answer_format_and_the_prior(taxonomy):
-    keys = {cache_key("m", taxonomy, "a post", max_chars=4000, answer_format=f, calibrate=c)
-            for f in ("json", "code") for c in (False, True)}
+    keys = {
+        cache_key("m", taxonomy, "a post", max_chars=4000, answer_format=f, calibrate=c)
+        for f in ("json", "code")
+        for c in (False, True)
+    }
     assert len(keys) == 4
 
 
-@pytest.mark.parametrize("content, label", [
-    ("A", "seeking_support"), (" B\n", "health_claim"), ("C", "personal_experience"),
-    ("health_claim", "health_claim"), ('{"label": "personal_experience"}',
-                                       "personal_experience"),
-    ("D", None), ("b", None), ("B.", None), ("AB", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "content, label",
+    [
+        ("A", "seeking_support"),
+        (" B\n", "health_claim"),
+        ("C", "personal_experience"),
+        ("health_claim", "health_claim"),
+        ('{"label": "personal_experience"}', "personal_experience"),
+        ("D", None),
+        ("b", None),
+        ("B.", None),
+        ("AB", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_code(content, label):
     assert parse_code(content, MAIN_LABELS) == label
 
@@ -407,7 +462,8 @@ def test_code_distribution_ignores_letters_past_the_labels_and_other_tokens():
     # D is no label of three; "a" is no letter code. A 0.3, B 0.1, C 0.1: 0.6, 0.2, 0.2.
     alts = _lp({"D": 0.4, "A": 0.3, "B": 0.1, "C": 0.1, "a": 0.05})
     assert code_distribution(TokenLogprob("D", alts["D"], alts), 3) == pytest.approx(
-        [0.6, 0.2, 0.2])
+        [0.6, 0.2, 0.2]
+    )
 
 
 def test_code_distribution_none_without_a_letter_or_without_alternatives():
@@ -424,26 +480,30 @@ def test_label_distribution_at_the_deciding_token():
     # health 0.6, personal 0.2, seeking 0.1 of 0.9.
     tokens = _tokens(PIECES, {"health": _lp({"personal": 0.2, "seeking": 0.1, "health": 0.6})})
     assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
-        [0.1 / 0.9, 0.6 / 0.9, 0.2 / 0.9])
+        [0.1 / 0.9, 0.6 / 0.9, 0.2 / 0.9]
+    )
 
 
 def test_label_distribution_floors_a_missing_label():
     # seeking_support unlisted: counted at the smallest listed, 0.3. 0.3, 0.6, 0.3 of 1.2.
     tokens = _tokens(PIECES, {"health": _lp({"health": 0.6, "personal": 0.3})})
     assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, tokens) == pytest.approx(
-        [0.25, 0.5, 0.25])
+        [0.25, 0.5, 0.25]
+    )
 
 
 def test_label_distribution_follows_the_chain_and_sums_to_one():
     # 'not' 0.5 vs 'spam' 0.5: spam gets 0.5. '_' decides nothing. 'spam' 0.8 vs 'sure'
     # 0.2 of the remaining 0.5: not_spam 0.4 (= label_confidence), not_sure 0.1.
     labels = ("not_spam", "not_sure", "spam")
-    tokens = _label_tokens(["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5},
-                                                  "spam": {"spam": 0.8, "sure": 0.2}})
+    tokens = _label_tokens(
+        ["not", "_", "spam"], {"not": {"not": 0.5, "spam": 0.5}, "spam": {"spam": 0.8, "sure": 0.2}}
+    )
     probs = label_distribution('{"label": "not_spam"}', "not_spam", labels, tokens)
     assert probs == pytest.approx([0.4, 0.1, 0.5])
-    assert probs[0] == pytest.approx(label_confidence('{"label": "not_spam"}', "not_spam",
-                                                      labels, tokens))
+    assert probs[0] == pytest.approx(
+        label_confidence('{"label": "not_spam"}', "not_spam", labels, tokens)
+    )
 
 
 def test_label_distribution_splits_a_branch_not_taken_evenly():
@@ -451,15 +511,15 @@ def test_label_distribution_splits_a_branch_not_taken_evenly():
     # split evenly (nothing generated tells them apart), personal 0.5/0.8 = 0.625.
     labels = ("health_claim", "health_question", "personal")
     tokens = _label_tokens(["personal"], {"personal": {"personal": 0.5, "health": 0.3}})
-    assert label_distribution('{"label": "personal"}', "personal", labels,
-                              tokens) == pytest.approx([0.1875, 0.1875, 0.625])
+    assert label_distribution('{"label": "personal"}', "personal", labels, tokens) == pytest.approx(
+        [0.1875, 0.1875, 0.625]
+    )
 
 
 def test_label_distribution_none_when_unaligned():
     tokens = _tokens(PIECES, {"health": _lp({"health": 0.6, "personal": 0.3})})
     assert label_distribution(CONTENT, "health_claim", MAIN_LABELS, []) is None
-    assert label_distribution('{"label": "banana"}', "health_claim", MAIN_LABELS,
-                              tokens) is None
+    assert label_distribution('{"label": "banana"}', "health_claim", MAIN_LABELS, tokens) is None
 
 
 # --- the prior correction ------------------------------------------------------------
@@ -468,7 +528,8 @@ def test_label_distribution_none_when_unaligned():
 def test_calibrate_divides_by_the_prior_and_renormalises():
     # 0.5/0.7 = 0.714, 0.3/0.2 = 1.5, 0.2/0.1 = 2; of 4.214: 0.1695, 0.3559, 0.4746.
     assert calibrate([0.5, 0.3, 0.2], [0.7, 0.2, 0.1]) == pytest.approx(
-        [0.5 / 0.7 / (0.5 / 0.7 + 3.5), 1.5 / (0.5 / 0.7 + 3.5), 2 / (0.5 / 0.7 + 3.5)])
+        [0.5 / 0.7 / (0.5 / 0.7 + 3.5), 1.5 / (0.5 / 0.7 + 3.5), 2 / (0.5 / 0.7 + 3.5)]
+    )
     # The answer the model gives an empty post carries no evidence: all labels even.
     assert calibrate([0.6, 0.3, 0.1], [0.6, 0.3, 0.1]) == pytest.approx([1 / 3] * 3)
     # A flat prior changes nothing.
@@ -492,8 +553,10 @@ def test_settings_default_to_the_prompt_defaults():
     settings = load_settings({})
     assert settings.llm_answer_format == DEFAULT_ANSWER_FORMAT
     assert settings.llm_calibrate is DEFAULT_CALIBRATE
-    assert load_settings({"LLM_ANSWER_FORMAT": "CODE", "LLM_CALIBRATE": "true"}
-                         ).llm_answer_format == "code"
+    assert (
+        load_settings({"LLM_ANSWER_FORMAT": "CODE", "LLM_CALIBRATE": "true"}).llm_answer_format
+        == "code"
+    )
     with pytest.raises(ConfigError, match="LLM_ANSWER_FORMAT"):
         load_settings({"LLM_ANSWER_FORMAT": "xml"})
 
@@ -503,14 +566,20 @@ def test_settings_default_to_the_prompt_defaults():
 
 @pytest.mark.parametrize("answer_format", ["code", "json"])
 def test_without_logprobs_the_answer_is_read_as_given_and_no_prior_is_asked(
-        tmp_path, taxonomy, answer_format):
+    tmp_path, taxonomy, answer_format
+):
     # The double answers {"label": ...} with no logprobs whatever it is asked: the label is
     # taken as given, its confidence is unknown, and no content-free post is asked for a
     # prior that could not be computed.
     with MisbehavingLLM("scripted", answer=lambda _user: "health_claim") as double:
-        labeler = ZeroShotLabeler(base_url=double.url, api_key="x", model="double",
-                                  cache=AnswerCache(tmp_path / "cache.sqlite"),
-                                  answer_format=answer_format, calibrate=True)
+        labeler = ZeroShotLabeler(
+            base_url=double.url,
+            api_key="x",
+            model="double",
+            cache=AnswerCache(tmp_path / "cache.sqlite"),
+            answer_format=answer_format,
+            calibrate=True,
+        )
         try:
             opinions = labeler.label_many(taxonomy, ["post one", "post two"])
         finally:
@@ -525,15 +594,23 @@ def test_without_logprobs_the_answer_is_read_as_given_and_no_prior_is_asked(
 
 @pytest.mark.parametrize("answer_format", ["code", "json"])
 def test_with_logprobs_each_answer_carries_its_share_and_the_prior_is_known(
-        tmp_path, taxonomy, llm_url, answer_format):
+    tmp_path, taxonomy, llm_url, answer_format
+):
     # The real server's answers, read as JSON: the label's share among the labels comes
     # from the token logprobs, and a prior over the labels was asked and divided out.
-    labeler = ZeroShotLabeler(base_url=llm_url, api_key="x", model="smollm2-135m-instruct",
-                              cache=AnswerCache(tmp_path / "cache.sqlite"), concurrency=4,
-                              answer_format=answer_format, calibrate=True)
+    labeler = ZeroShotLabeler(
+        base_url=llm_url,
+        api_key="x",
+        model="smollm2-135m-instruct",
+        cache=AnswerCache(tmp_path / "cache.sqlite"),
+        concurrency=4,
+        answer_format=answer_format,
+        calibrate=True,
+    )
     try:
-        opinions = labeler.label_many(taxonomy, ["My A1c came back at 6.1 today.",
-                                                 "Does anyone else get lows at night?"])
+        opinions = labeler.label_many(
+            taxonomy, ["My A1c came back at 6.1 today.", "Does anyone else get lows at night?"]
+        )
     finally:
         labeler.close()
     for opinion in opinions:

@@ -64,7 +64,10 @@ def test_commit_writes_meta_and_moves_folder(tmp_path):
     assert not staging.exists()
     assert (final / "config.json").read_text() == "{}"
     assert json.loads((final / META).read_text()) == {
-        "created": 5.0, "macro_f1": 0.8, "version": "v1.20240101T000000"}
+        "created": 5.0,
+        "macro_f1": 0.8,
+        "version": "v1.20240101T000000",
+    }
     assert registry.meta("v1.20240101T000000")["macro_f1"] == 0.8
 
 

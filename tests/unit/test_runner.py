@@ -57,10 +57,16 @@ def always_personal(tmp_path_factory) -> Path:
     tokenizer.save_pretrained(folder)
     names = list(TAXONOMY.names)
     torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64,
-                              n_layers=1, n_heads=2, num_labels=len(names),
-                              id2label=dict(enumerate(names)),
-                              label2id={n: i for i, n in enumerate(names)})
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        hidden_dim=64,
+        n_layers=1,
+        n_heads=2,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     model = DistilBertForSequenceClassification(config)
     with torch.no_grad():
         model.classifier.weight.zero_()
@@ -88,12 +94,20 @@ class World:
         """LLM answers, put in the answer cache."""
         labeler = self.predictor.labeler
         for text, label in answers.items():
-            labeler.cache.put(labeler.key(TAXONOMY, text),
-                              CachedAnswer(label, 0.9, json.dumps({"label": label})),
-                              model=labeler.model)
+            labeler.cache.put(
+                labeler.key(TAXONOMY, text),
+                CachedAnswer(label, 0.9, json.dumps({"label": label})),
+                model=labeler.model,
+            )
 
-    def install(self, model: Path, *, promote: bool = True, beats_llm: bool = False,
-                trained_on: list[str] | None = None) -> str:
+    def install(
+        self,
+        model: Path,
+        *,
+        promote: bool = True,
+        beats_llm: bool = False,
+        trained_on: list[str] | None = None,
+    ) -> str:
         """Commit a copy of `model` as a new version (and serve it)."""
         staging = self.stage(model)
         name = self.registry.new_version_name()
@@ -113,35 +127,60 @@ class World:
 
 
 def version_meta(**extra: object) -> dict:
-    return {"created": time.time(), "labels": list(TAXONOMY.names), "max_length": 32,
-            "beats_llm": False, **extra}
+    return {
+        "created": time.time(),
+        "labels": list(TAXONOMY.names),
+        "max_length": 32,
+        "beats_llm": False,
+        **extra,
+    }
 
 
 @pytest.fixture
 def world(tmp_path, always_personal) -> World:
-    settings = load_settings({
-        "MODEL_DIR": str(tmp_path / "models"), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-        "LLM_MODEL": LLM, "LLM_TIMEOUT": "0.5", "LLM_MAX_RETRIES": "0",
-        "TRAIN_MIN_PER_LABEL": "2", "TRAIN_DEBOUNCE": "0", "TRAIN_EPOCHS": "1",
-        "TRAIN_BATCH_SIZE": "8", "TRAIN_MAX_LENGTH": "32", "BASE_MODEL": str(always_personal),
-        "TRAIN_MIN_STEPS": "4", "TRAIN_FINETUNE_FROM": "10",
-    })
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_MODEL": LLM,
+            "LLM_TIMEOUT": "0.5",
+            "LLM_MAX_RETRIES": "0",
+            "TRAIN_MIN_PER_LABEL": "2",
+            "TRAIN_DEBOUNCE": "0",
+            "TRAIN_EPOCHS": "1",
+            "TRAIN_BATCH_SIZE": "8",
+            "TRAIN_MAX_LENGTH": "32",
+            "BASE_MODEL": str(always_personal),
+            "TRAIN_MIN_STEPS": "4",
+            "TRAIN_FINETUNE_FROM": "10",
+        }
+    )
     fake = FakeLabelStudio()
     project = fake.add_project(LABEL_CONFIG)
     predictor = Predictor(settings, labeler_from_settings(settings))
     state = JobState(settings.model_dir)
-    yield World(settings, fake, project, predictor, state,
-                Runner(settings, state, client=fake, predictor=predictor))
+    yield World(
+        settings,
+        fake,
+        project,
+        predictor,
+        state,
+        Runner(settings, state, client=fake, predictor=predictor),
+    )
     predictor.labeler.close()
 
 
 def main_predictions(fake: FakeLabelStudio, project: int, version: str) -> dict[int, str]:
     """task -> label of the predictions carrying `version`."""
-    return {p.task: TAXONOMY.label_of(p.result) for p in fake.predictions_of(project)
-            if p.model_version == version}
+    return {
+        p.task: TAXONOMY.label_of(p.result)
+        for p in fake.predictions_of(project)
+        if p.model_version == version
+    }
 
 
 # --------------------------------------------------------------------------- collect
+
 
 def test_too_few_annotations_skip_training_with_the_short_labels_named(world):
     fake, project = world.fake, world.project
@@ -172,35 +211,59 @@ def test_too_few_annotations_skip_training_with_the_short_labels_named(world):
 def test_collect_reads_the_whole_export_with_the_latest_label(world):
     fake, project = world.fake, world.project
     task = fake.add_task(project, "relabeled post", label=HC, split="train")
-    fake.project(project).tasks[-1]["annotations"].append({
-        "id": 999, "completed_by": 2, "was_cancelled": False,
-        "created_at": "2999-01-01T00:00:00+00:00", "updated_at": "2999-01-01T00:00:00+00:00",
-        "result": TAXONOMY.result(SS)})
+    fake.project(project).tasks[-1]["annotations"].append(
+        {
+            "id": 999,
+            "completed_by": 2,
+            "was_cancelled": False,
+            "created_at": "2999-01-01T00:00:00+00:00",
+            "updated_at": "2999-01-01T00:00:00+00:00",
+            "result": TAXONOMY.result(SS),
+        }
+    )
     fake.add_task(project, "no label")
     collected = collect(fake, project, world.settings)
     assert [(e.task_id, e.label) for e in collected.examples] == [(task, SS)]
     assert len(collected.tasks) == 2  # unlabeled tasks come along for the re-score
     assert fake.called("projects.exports.download_sync") == [
-        {"id": project, "export_type": "JSON", "download_all_tasks": True}]
+        {"id": project, "export_type": "JSON", "download_all_tasks": True}
+    ]
 
 
 # ----------------------------------------------------------------------------- judge
 
-def judged(texts: list[str], truth: list[str], predictions: list[str], *,
-           trained_on: list[str] | None = None) -> TrainResult:
+
+def judged(
+    texts: list[str],
+    truth: list[str],
+    predictions: list[str],
+    *,
+    trained_on: list[str] | None = None,
+) -> TrainResult:
     """A training result whose judge posts (and the posts it learned from) are given:
     nothing else is read by judge."""
-    return TrainResult(metrics={}, validation_texts=[], validation_labels=[],
-                       validation_predictions=[], judge_texts=texts, judge_labels=truth,
-                       judge_predictions=predictions, trained_on=trained_on or [])
+    return TrainResult(
+        metrics={},
+        validation_texts=[],
+        validation_labels=[],
+        validation_predictions=[],
+        judge_texts=texts,
+        judge_labels=truth,
+        judge_predictions=predictions,
+        trained_on=trained_on or [],
+    )
 
 
 def test_judge_promotes_when_nothing_serves(world):
     texts = ["post a", "post b", "post c", "post d"]
     truth = [SS, SS, HC, PE]
     world.answer(dict(zip(texts, [SS, HC, PE, PE], strict=True)))  # LLM: 2 of 4 right
-    verdict = judge(judged(texts, truth, [SS, SS, HC, HC]),  # 3 of 4 right
-                    TAXONOMY, world.predictor, world.project)
+    verdict = judge(
+        judged(texts, truth, [SS, SS, HC, HC]),  # 3 of 4 right
+        TAXONOMY,
+        world.predictor,
+        world.project,
+    )
     assert verdict.promote is True and verdict.reason is None
     validation = verdict.validation
     assert validation["serving_version"] is None and validation["serving_macro_f1"] is None
@@ -220,8 +283,12 @@ def test_judge_keeps_a_version_worse_than_the_serving_one(world, always_personal
     texts = [f"judge post {i}" for i in range(8)]
     truth = [PE] * 6 + [HC, SS]
     world.answer(dict(zip(texts, truth, strict=True)))
-    verdict = judge(judged(texts, truth, [HC] * 6 + [PE, PE]),  # wrong on every post
-                    TAXONOMY, world.predictor, world.project)
+    verdict = judge(
+        judged(texts, truth, [HC] * 6 + [PE, PE]),  # wrong on every post
+        TAXONOMY,
+        world.predictor,
+        world.project,
+    )
     assert verdict.promote is False
     assert verdict.reason.startswith(f"kept, not promoted: worse than {serving} on 8 judge")
     assert "/versions/promote" in verdict.reason  # how to serve it anyway
@@ -236,8 +303,12 @@ def test_judge_keeps_a_challenger_that_is_only_even(world, always_personal):
     serving = world.install(always_personal, trained_on=["1", "2", "3"])
     texts, truth = ["judge a", "judge b"], [PE, HC]
     world.answer(dict(zip(texts, truth, strict=True)))
-    verdict = judge(judged(texts, truth, [PE, PE], trained_on=["1", "2", "4"]),
-                    TAXONOMY, world.predictor, world.project)
+    verdict = judge(
+        judged(texts, truth, [PE, PE], trained_on=["1", "2", "4"]),
+        TAXONOMY,
+        world.predictor,
+        world.project,
+    )
     assert verdict.promote is False and verdict.validation["successor"] is False
     assert verdict.reason.startswith(f"kept, not promoted: even with {serving} on 2 judge")
     assert "a challenger" in verdict.reason
@@ -249,20 +320,24 @@ def test_judge_serves_a_successor_on_thin_evidence(world, always_personal):
     world.install(always_personal, trained_on=["1", "2"])
     texts, truth = ["judge a", "judge b", "judge c"], [PE, HC, PE]
     world.answer(dict(zip(texts, truth, strict=True)))
-    verdict = judge(judged(texts, truth, [HC, HC, HC], trained_on=["1", "2", "3"]),
-                    TAXONOMY, world.predictor, world.project)
+    verdict = judge(
+        judged(texts, truth, [HC, HC, HC], trained_on=["1", "2", "3"]),
+        TAXONOMY,
+        world.predictor,
+        world.project,
+    )
     assert verdict.validation["successor"] is True
     assert verdict.validation["against_serving"].startswith("worse than")
     assert verdict.promote is True
 
 
-def test_judge_promotes_a_version_clearly_better_than_serving_and_the_llm(world,
-                                                                         always_personal):
+def test_judge_promotes_a_version_clearly_better_than_serving_and_the_llm(world, always_personal):
     serving = world.install(always_personal)
     texts = [f"judge post {i}" for i in range(12)]
     truth = [HC] * 6 + [SS] * 4 + [PE] * 2  # the serving version is right on 2 of 12
-    world.answer({text: PE if label != PE else SS for text, label in zip(texts, truth,
-                                                                       strict=True)})
+    world.answer(
+        {text: PE if label != PE else SS for text, label in zip(texts, truth, strict=True)}
+    )
     verdict = judge(judged(texts, truth, truth), TAXONOMY, world.predictor, world.project)
     assert verdict.promote is True and verdict.reason is None
     assert verdict.validation["against_serving"].startswith(f"better than {serving}")
@@ -284,6 +359,7 @@ def test_judge_scores_the_serving_version_without_asking_the_llm(world, always_p
 
 # --------------------------------------------------------------------------- publish
 
+
 def labeled_and_unlabeled(world: World) -> dict[str, int]:
     """Two annotated tasks and four unlabeled ones (one without text)."""
     fake, project = world.fake, world.project
@@ -300,9 +376,13 @@ def labeled_and_unlabeled(world: World) -> dict[str, int]:
 
 
 VALIDATION_OF_A_PROMOTED_RUN = {
-    "judge_posts": 10, "model_accuracy": 0.8, "llm_accuracy": 0.5,
-    "serving_version": None, "against_serving": "no serving version yet",
-    "against_llm": "not enough evidence compared with the LLM on 10 judge posts"}
+    "judge_posts": 10,
+    "model_accuracy": 0.8,
+    "llm_accuracy": 0.5,
+    "serving_version": None,
+    "against_serving": "no serving version yet",
+    "against_llm": "not enough evidence compared with the LLM on 10 judge posts",
+}
 
 
 def test_publish_of_a_promoted_version_pushes_it_to_label_studio(world, always_personal):
@@ -310,17 +390,22 @@ def test_publish_of_a_promoted_version_pushes_it_to_label_studio(world, always_p
     collected = collect(world.fake, world.project, world.settings)
     staging = world.stage(always_personal)
     name = world.registry.new_version_name()
-    verdict = Verdict(validation=VALIDATION_OF_A_PROMOTED_RUN, promote=True, beats_llm=False,
-                      reason=None)
-    world.runner.publish(world.project, collected, staging, name,
-                         version_meta(promoted=True), verdict, time.time())
+    verdict = Verdict(
+        validation=VALIDATION_OF_A_PROMOTED_RUN, promote=True, beats_llm=False, reason=None
+    )
+    world.runner.publish(
+        world.project, collected, staging, name, version_meta(promoted=True), verdict, time.time()
+    )
 
     assert world.registry.serving() == name
     fake, project = world.fake, world.project
     # Every unlabeled task with text, under the new version; the LLM's label is shown
     # where the model has not beaten it, the model's where the LLM had no answer.
     assert main_predictions(fake, project, name) == {
-        ids["disagree"]: SS, ids["agree"]: PE, ids["llm_down"]: PE}
+        ids["disagree"]: SS,
+        ids["agree"]: PE,
+        ids["llm_down"]: PE,
+    }
     # A disagreement carries both opinions as predictions of their own.
     assert main_predictions(fake, project, LLM_VERSION) == {ids["disagree"]: SS}
     assert main_predictions(fake, project, f"{name}:model") == {ids["disagree"]: PE}
@@ -340,18 +425,22 @@ def test_publish_of_a_promoted_version_pushes_it_to_label_studio(world, always_p
     assert summary["disagreements"] == 1
 
 
-def test_publish_of_a_kept_version_leaves_serving_and_label_studio_alone(world,
-                                                                        always_personal):
+def test_publish_of_a_kept_version_leaves_serving_and_label_studio_alone(world, always_personal):
     labeled_and_unlabeled(world)
     serving = world.install(always_personal)
     collected = collect(world.fake, world.project, world.settings)
     staging = world.stage(always_personal)
     name = world.registry.new_version_name()
     reason = f"kept, not promoted: worse than {serving} on 10 judge posts"
-    verdict = Verdict(validation={**VALIDATION_OF_A_PROMOTED_RUN, "against_serving": "worse"},
-                      promote=False, beats_llm=False, reason=reason)
-    world.runner.publish(world.project, collected, staging, name,
-                         version_meta(promoted=False), verdict, time.time())
+    verdict = Verdict(
+        validation={**VALIDATION_OF_A_PROMOTED_RUN, "against_serving": "worse"},
+        promote=False,
+        beats_llm=False,
+        reason=reason,
+    )
+    world.runner.publish(
+        world.project, collected, staging, name, version_meta(promoted=False), verdict, time.time()
+    )
 
     assert world.registry.serving() == serving
     assert [m["version"] for m in world.registry.versions()] == [serving, name]
@@ -361,10 +450,15 @@ def test_publish_of_a_kept_version_leaves_serving_and_label_studio_alone(world,
     assert world.fake.project(world.project).views == []
     status = world.status()
     assert (status["state"], status["version"], status["promoted"], status["reason"]) == (
-        "finished", name, False, reason)
+        "finished",
+        name,
+        False,
+        reason,
+    )
 
 
 # --------------------------------------------------------------------------- rescore
+
 
 def test_rescore_after_a_promotion_by_hand(world, always_personal):
     ids = labeled_and_unlabeled(world)
@@ -375,7 +469,10 @@ def test_rescore_after_a_promotion_by_hand(world, always_personal):
 
     fake, project = world.fake, world.project
     assert set(main_predictions(fake, project, older)) == {
-        ids["disagree"], ids["agree"], ids["llm_down"]}
+        ids["disagree"],
+        ids["agree"],
+        ids["llm_down"],
+    }
     assert main_predictions(fake, project, newer) == {}
     assert fake.project(project).model_version == older
     status = world.status()
@@ -384,7 +481,8 @@ def test_rescore_after_a_promotion_by_hand(world, always_personal):
     world.runner.rescore(world.project)
     assert len(fake.predictions_of(project, ids["disagree"])) == 4  # 2 x main + llm + model
     assert [p.model_version for p in fake.predictions_of(project, ids["disagree"])].count(
-        LLM_VERSION) == 1
+        LLM_VERSION
+    ) == 1
     assert len(fake.project(project).views) == 1  # the tab is not made twice
 
 
@@ -401,19 +499,33 @@ def test_a_fully_annotated_project_still_gets_its_model_version(world, always_pe
 
 # ----------------------------------------------------------------------- the job loop
 
-@pytest.mark.parametrize("error", [
-    ApiError(status_code=503, headers={"x-secret-header": "h"},
-             body={"detail": "down\nfor maintenance", "trace": "x" * 2000}),
-    ConnectionError("Connection refused by label-studio:8080"),
-], ids=["api-error", "connection-error"])
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ApiError(
+            status_code=503,
+            headers={"x-secret-header": "h"},
+            body={"detail": "down\nfor maintenance", "trace": "x" * 2000},
+        ),
+        ConnectionError("Connection refused by label-studio:8080"),
+    ],
+    ids=["api-error", "connection-error"],
+)
 def test_a_failing_label_studio_is_retried_with_back_off_then_the_run_fails(world, error):
     world.fake.fail_with = error
     world.state.request(world.project, "Start Training")
     lease = world.state.acquire(world.project, "training")
     assert lease is not None
     waits: list[float] = []
-    work(world.settings, world.state, lease, client=world.fake, predictor=world.predictor,
-         sleep=waits.append)
+    work(
+        world.settings,
+        world.state,
+        lease,
+        client=world.fake,
+        predictor=world.predictor,
+        sleep=waits.append,
+    )
 
     status = world.status()
     assert status["state"] == "failed" and status["pending"] is False
@@ -421,8 +533,11 @@ def test_a_failing_label_studio_is_retried_with_back_off_then_the_run_fails(worl
     assert [w for w in waits if w] == [5.0, 10.0, 20.0]  # back-off between the attempts
     reason = status["reason"]
     assert "\n" not in reason and len(reason) < 400
-    expected = ("Label Studio answered 503" if isinstance(error, ApiError)
-                else "ConnectionError: Connection refused")
+    expected = (
+        "Label Studio answered 503"
+        if isinstance(error, ApiError)
+        else "ConnectionError: Connection refused"
+    )
     assert reason.startswith(expected)
     assert "x-secret-header" not in reason  # headers stay out of the status
     assert not world.state.busy(world.project, "training")  # the lease was given back
@@ -438,11 +553,11 @@ def test_a_promotion_by_hand_rescores_without_training(world, always_personal):
     assert [m["version"] for m in world.registry.versions()] == [version]  # nothing trained
     assert ids["agree"] in main_predictions(world.fake, world.project, version)
     status = world.status()
-    assert (status["state"], status["version"], status["pending"]) == (
-        "finished", version, False)
+    assert (status["state"], status["version"], status["pending"]) == ("finished", version, False)
 
 
 # ---------------------------------------------------------------------- a real run
+
 
 def test_a_training_run_on_a_tiny_model_is_judged_published_and_served(world):
     """fit for real (a 1-layer DistilBERT): the head first, promoted as nothing serves; then

@@ -71,9 +71,11 @@ class Service:
         """Put LLM answers in the answer cache, so /predict needs no LLM."""
         labeler = self.predictor.labeler
         for text, label in answers.items():
-            labeler.cache.put(labeler.key(taxonomy, text),
-                              CachedAnswer(label, 0.9, json.dumps({"label": label})),
-                              model=labeler.model)
+            labeler.cache.put(
+                labeler.key(taxonomy, text),
+                CachedAnswer(label, 0.9, json.dumps({"label": label})),
+                model=labeler.model,
+            )
 
     def registry(self, project: int = PROJECT) -> Registry:
         return Registry(self.settings.model_dir, project)
@@ -88,24 +90,46 @@ def commit_version(registry: Registry, labels: tuple[str, ...] = TAXONOMY.names)
     return name
 
 
-def build_service(model_dir: Path, *, auth: bool = True, existing: tuple[int, ...] = (PROJECT,),
-                  connect: Callable[[], object] | None = None, **env: str) -> Service:
+def build_service(
+    model_dir: Path,
+    *,
+    auth: bool = True,
+    existing: tuple[int, ...] = (PROJECT,),
+    connect: Callable[[], object] | None = None,
+    **env: str,
+) -> Service:
     """An app over `model_dir`; `auth=False` turns basic auth off, keywords are settings."""
-    values = {"MODEL_DIR": str(model_dir), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-              "LLM_MODEL": LLM, "LLM_TIMEOUT": "0.5", "LLM_MAX_RETRIES": "0",
-              "TRAIN_AFTER_ANNOTATIONS": "3", **env}
+    values = {
+        "MODEL_DIR": str(model_dir),
+        "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "LLM_MODEL": LLM,
+        "LLM_TIMEOUT": "0.5",
+        "LLM_MAX_RETRIES": "0",
+        "TRAIN_AFTER_ANNOTATIONS": "3",
+        **env,
+    }
     if auth:
         values.update(BASIC_AUTH_USER=AUTH[0], BASIC_AUTH_PASS=AUTH[1])
     settings = load_settings(values)
     predictor = Predictor(settings, labeler_from_settings(settings))
     jobs = JobState(settings.model_dir)
-    service = Service(None, settings, predictor, jobs,  # type: ignore[arg-type]
-                      existing=set(existing))
-    app = create_app(settings, predictor=predictor, jobs=jobs,
-                     sync=ProjectSync(settings, predictor, connect=connect),
-                     kick=lambda project, lane: (service.started if lane == "training"
-                                                 else service.prelabels).append(project),
-                     project_exists=lambda project: project in service.existing)
+    service = Service(
+        None,
+        settings,
+        predictor,
+        jobs,  # type: ignore[arg-type]
+        existing=set(existing),
+    )
+    app = create_app(
+        settings,
+        predictor=predictor,
+        jobs=jobs,
+        sync=ProjectSync(settings, predictor, connect=connect),
+        kick=lambda project, lane: (
+            service.started if lane == "training" else service.prelabels
+        ).append(project),
+        project_exists=lambda project: project in service.existing,
+    )
     service.client = app.test_client()
     return service
 
@@ -139,9 +163,17 @@ def shared(tmp_path_factory) -> Service:
 
 # ------------------------------------------------------------------------------ auth
 
-PROTECTED = [("post", "/setup"), ("post", "/predict"), ("post", "/webhook"), ("get", "/jobs"),
-             ("get", "/versions"), ("post", "/versions/promote"), ("get", "/training"),
-             ("get", "/queue"), ("get", "/metrics")]
+PROTECTED = [
+    ("post", "/setup"),
+    ("post", "/predict"),
+    ("post", "/webhook"),
+    ("get", "/jobs"),
+    ("get", "/versions"),
+    ("post", "/versions/promote"),
+    ("get", "/training"),
+    ("get", "/queue"),
+    ("get", "/metrics"),
+]
 
 
 def test_health_is_open_even_with_basic_auth(shared):
@@ -151,16 +183,25 @@ def test_health_is_open_even_with_basic_auth(shared):
 
 
 @pytest.mark.parametrize("method, path", PROTECTED)
-@pytest.mark.parametrize("credentials", [None, (AUTH[0], "wrong"), ("wrong", AUTH[1]),
-                                         ("", ""), (AUTH[0], AUTH[1] + "x"),
-                                         (AUTH[0].upper(), AUTH[1])],
-                         ids=["none", "wrong-password", "wrong-user", "empty", "longer",
-                              "case"])
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        None,
+        (AUTH[0], "wrong"),
+        ("wrong", AUTH[1]),
+        ("", ""),
+        (AUTH[0], AUTH[1] + "x"),
+        (AUTH[0].upper(), AUTH[1]),
+    ],
+    ids=["none", "wrong-password", "wrong-user", "empty", "longer", "case"],
+)
 def test_every_other_endpoint_needs_the_right_credentials(shared, method, path, credentials):
     headers = header(*credentials) if credentials else {}
     response = getattr(shared.client, method)(
-        f"{path}?project={PROJECT}", json={"project": PROJECT, "action": "START_TRAINING"},
-        headers=headers)
+        f"{path}?project={PROJECT}",
+        json={"project": PROJECT, "action": "START_TRAINING"},
+        headers=headers,
+    )
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert response.json == {"error": "basic auth required"}
@@ -168,8 +209,11 @@ def test_every_other_endpoint_needs_the_right_credentials(shared, method, path, 
 
 
 def test_a_malformed_authorization_header_is_refused(shared):
-    for value in ("Basic !!!not-base64", "Bearer abc", "Basic " + base64.b64encode(
-            b"no-colon").decode()):
+    for value in (
+        "Basic !!!not-base64",
+        "Bearer abc",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+    ):
         response = shared.client.get("/metrics", headers={"Authorization": value})
         assert response.status_code == 401, value
 
@@ -185,15 +229,28 @@ def test_without_basic_auth_configured_no_credentials_are_needed(make_service):
 
 # ----------------------------------------------------------------------------- /setup
 
+
 def test_setup_returns_the_model_version(service):
-    response = service.post("/setup", json={"project": f"{PROJECT}.1700000000",
-                                            "schema": LABEL_CONFIG})
+    response = service.post(
+        "/setup", json={"project": f"{PROJECT}.1700000000", "schema": LABEL_CONFIG}
+    )
     assert response.status_code == 200
     assert response.json == {"model_version": f"zero-shot:{LLM}"}
 
 
-@pytest.mark.parametrize("schema", ["this is not XML", "<View", ["<View/>"], {"a": 1}, 42,
-                                    None, "", "<View><Text name='t' value='$t'/></View>"])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "this is not XML",
+        "<View",
+        ["<View/>"],
+        {"a": 1},
+        42,
+        None,
+        "",
+        "<View><Text name='t' value='$t'/></View>",
+    ],
+)
 def test_setup_refuses_a_bad_schema(shared, schema):
     response = shared.post("/setup", json={"project": PROJECT, "schema": schema})
     assert response.status_code == 400
@@ -214,11 +271,16 @@ def test_setup_syncs_the_project_in_label_studio(make_service):
     project = fake.add_project(LABEL_CONFIG)
     own = fake.add_webhook(project, "http://backend:9090/webhook")
     other = fake.add_webhook(project, "http://elsewhere.example/webhook")
-    synced = make_service(connect=lambda: fake, existing=(project,),
-                          LABEL_STUDIO_URL="http://label-studio.invalid:8080",
-                          LABEL_STUDIO_API_KEY="token", BACKEND_URL="http://backend:9090")
-    response = synced.post("/setup", json={"project": f"{project}.1700000000",
-                                           "schema": LABEL_CONFIG})
+    synced = make_service(
+        connect=lambda: fake,
+        existing=(project,),
+        LABEL_STUDIO_URL="http://label-studio.invalid:8080",
+        LABEL_STUDIO_API_KEY="token",
+        BACKEND_URL="http://backend:9090",
+    )
+    response = synced.post(
+        "/setup", json={"project": f"{project}.1700000000", "schema": LABEL_CONFIG}
+    )
     assert response.status_code == 200
     deadline = time.monotonic() + 5  # the sync runs in a background thread
     while len(fake.called("projects.update")) < 2 and time.monotonic() < deadline:
@@ -231,24 +293,38 @@ def test_setup_syncs_the_project_in_label_studio(make_service):
     # No prediction carries the LLM version yet: Label Studio refuses it, nothing breaks.
     assert fake.called("projects.update") == [
         {"id": project, "model_version": f"zero-shot:{LLM}"},
-        {"id": project, "sampling": "Uncertainty sampling"}]
+        {"id": project, "sampling": "Uncertainty sampling"},
+    ]
     assert fake.project(project).model_version == ""
     assert fake.project(project).sampling == "Uncertainty sampling"
 
 
 # --------------------------------------------------------------------------- /predict
 
+
 def predict(service: Service, tasks: object, **extra):
-    return service.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                          "project": f"{PROJECT}.1700000000", **extra})
+    return service.post(
+        "/predict",
+        json={
+            "tasks": tasks,
+            "label_config": LABEL_CONFIG,
+            "project": f"{PROJECT}.1700000000",
+            **extra,
+        },
+    )
 
 
 def test_predict_answers_from_the_cache_in_order_with_empty_results_for_no_text(service):
     service.cache(TAXONOMY, POSTS)
     texts = list(POSTS)
-    tasks = [{"id": 1, "data": {"text": texts[2]}}, {"id": 2, "data": {"other": "x"}},
-             {"id": 3, "data": {"text": texts[0]}}, {"id": 4, "data": {"text": "   "}},
-             {"id": 5, "data": {"text": texts[1]}}, "not a task"]
+    tasks = [
+        {"id": 1, "data": {"text": texts[2]}},
+        {"id": 2, "data": {"other": "x"}},
+        {"id": 3, "data": {"text": texts[0]}},
+        {"id": 4, "data": {"text": "   "}},
+        {"id": 5, "data": {"text": texts[1]}},
+        "not a task",
+    ]
     response = predict(service, tasks)
     assert response.status_code == 200
     results = response.json["results"]
@@ -266,8 +342,13 @@ def test_predict_answers_from_the_cache_in_order_with_empty_results_for_no_text(
 def test_predict_gives_no_prelabel_quickly_when_the_llm_is_down(service):
     service.cache(TAXONOMY, {"cached post": "health_claim"})
     started = time.monotonic()
-    response = predict(service, [{"id": 1, "data": {"text": "never asked before"}},
-                                 {"id": 2, "data": {"text": "cached post"}}])
+    response = predict(
+        service,
+        [
+            {"id": 1, "data": {"text": "never asked before"}},
+            {"id": 2, "data": {"text": "cached post"}},
+        ],
+    )
     assert time.monotonic() - started < 10
     assert response.status_code == 200
     first, second = response.json["results"]
@@ -285,9 +366,14 @@ def test_predict_with_label_studio_answers_from_the_cache_and_queues_the_rest(ma
     pushing = make_service(**PUSHING)
     pushing.cache(TAXONOMY, {"cached post": "health_claim"})
     started = time.monotonic()
-    response = predict(pushing, [{"id": 1, "data": {"text": "never asked before"}},
-                                 {"id": 2, "data": {"text": "cached post"}},
-                                 {"id": 3, "data": {"text": "also new"}}])
+    response = predict(
+        pushing,
+        [
+            {"id": 1, "data": {"text": "never asked before"}},
+            {"id": 2, "data": {"text": "cached post"}},
+            {"id": 3, "data": {"text": "also new"}},
+        ],
+    )
     assert time.monotonic() - started < 2
     first, second, third = response.json["results"]
     assert first == [] and third == []
@@ -311,17 +397,21 @@ def test_predict_with_everything_cached_queues_nothing(make_service):
 
 def test_tasks_created_requests_the_prelabeling_job(make_service):
     pushing = make_service(**PUSHING)
-    response = pushing.post("/webhook", json={"action": "TASKS_CREATED",
-                                              "project": {"id": PROJECT}, "tasks": [{"id": 1}]})
+    response = pushing.post(
+        "/webhook",
+        json={"action": "TASKS_CREATED", "project": {"id": PROJECT}, "tasks": [{"id": 1}]},
+    )
     assert response.status_code == 201 and response.json["status"] == "pre-labeling requested"
     assert pushing.prelabels == [PROJECT] and pushing.started == []
     assert pushing.get(f"/jobs?project={PROJECT}").json["prelabel"]["requested_by"] == (
-        "tasks imported")
+        "tasks imported"
+    )
 
 
 def test_tasks_created_without_label_studio_is_ignored(service):
-    response = service.post("/webhook", json={"action": "TASKS_CREATED",
-                                              "project": {"id": PROJECT}})
+    response = service.post(
+        "/webhook", json={"action": "TASKS_CREATED", "project": {"id": PROJECT}}
+    )
     assert response.json["status"] == "ignored" and service.prelabels == []
 
 
@@ -337,10 +427,15 @@ def test_jobs_of_an_untouched_project_are_idle(service):
     assert jobs["training"]["annotations_since_last_run"] == 0
 
 
-@pytest.mark.parametrize("body", [{"label_config": LABEL_CONFIG},
-                                  {"tasks": [], "label_config": LABEL_CONFIG},
-                                  {"tasks": "abc", "label_config": LABEL_CONFIG},
-                                  {"tasks": {"id": 1}, "label_config": LABEL_CONFIG}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"label_config": LABEL_CONFIG},
+        {"tasks": [], "label_config": LABEL_CONFIG},
+        {"tasks": "abc", "label_config": LABEL_CONFIG},
+        {"tasks": {"id": 1}, "label_config": LABEL_CONFIG},
+    ],
+)
 def test_predict_needs_a_list_of_tasks(shared, body):
     response = shared.post("/predict", json=body)
     assert response.status_code == 400
@@ -365,8 +460,9 @@ def test_predict_refuses_more_tasks_than_max_predict_tasks(make_service):
 
 def test_a_body_over_max_request_bytes_is_refused(make_service):
     limited = make_service(MAX_REQUEST_BYTES="2048")
-    response = limited.post("/webhook", json={"action": "START_TRAINING",
-                                              "project": PROJECT, "padding": "x" * 4000})
+    response = limited.post(
+        "/webhook", json={"action": "START_TRAINING", "project": PROJECT, "padding": "x" * 4000}
+    )
     assert response.status_code == 413
     assert "MAX_REQUEST_BYTES=2048" in response.json["error"]
     assert limited.started == []
@@ -374,22 +470,31 @@ def test_a_body_over_max_request_bytes_is_refused(make_service):
     assert small.status_code == 201
 
 
-@pytest.mark.parametrize("method, path", [("post", "/setup"), ("post", "/predict"),
-                                          ("post", "/webhook"), ("get", "/versions"),
-                                          ("post", "/versions/promote")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/setup"),
+        ("post", "/predict"),
+        ("post", "/webhook"),
+        ("get", "/versions"),
+        ("post", "/versions/promote"),
+    ],
+)
 def test_deeply_nested_json_is_a_400_not_a_500(shared, method, path):
-    response = getattr(shared.client, method)(path, data="[" * 100000,
-                                               content_type="application/json",
-                                               headers=shared.auth)
+    response = getattr(shared.client, method)(
+        path, data="[" * 100000, content_type="application/json", headers=shared.auth
+    )
     assert response.status_code == 400
     assert "error" in response.json
 
 
 # --------------------------------------------------------------------------- /webhook
 
+
 def test_start_training_for_an_existing_project_queues_one_run(service):
-    response = service.post("/webhook", json={"action": "START_TRAINING",
-                                              "project": {"id": PROJECT}})
+    response = service.post(
+        "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}
+    )
     assert response.status_code == 201
     assert response.json["status"] == "training requested"
     assert service.started == [PROJECT]
@@ -408,11 +513,11 @@ def test_start_training_for_a_project_label_studio_lacks_is_a_404(service):
 
 
 def test_annotation_events_count_up_to_the_threshold_then_request_a_run(service):
-    answers = [service.post("/webhook", json={"action": action, "project": PROJECT})
-               for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED",
-                              "ANNOTATIONS_DELETED")]
-    assert [r.json["status"] for r in answers] == ["counted", "counted",
-                                                    "training requested"]
+    answers = [
+        service.post("/webhook", json={"action": action, "project": PROJECT})
+        for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+    ]
+    assert [r.json["status"] for r in answers] == ["counted", "counted", "training requested"]
     assert [r.status_code for r in answers] == [200, 200, 201]
     assert service.started == [PROJECT]
     status = service.get(f"/training?project={PROJECT}").json
@@ -442,12 +547,25 @@ def test_a_webhook_without_a_usable_action_is_a_400(shared, action):
     assert "'action'" in response.json["error"]
 
 
-BAD_PROJECTS = ["-1", "1.abc", "../", "²", "9" * 5000, str(2**63), "0", "", "1/2", "1e3",
-                -1, 0, 2**63, None]
+BAD_PROJECTS = [
+    "-1",
+    "1.abc",
+    "../",
+    "²",
+    "9" * 5000,
+    str(2**63),
+    "0",
+    "",
+    "1/2",
+    "1e3",
+    -1,
+    0,
+    2**63,
+    None,
+]
 
 
-@pytest.mark.parametrize("project", BAD_PROJECTS,
-                         ids=[repr(p)[:20] for p in BAD_PROJECTS])
+@pytest.mark.parametrize("project", BAD_PROJECTS, ids=[repr(p)[:20] for p in BAD_PROJECTS])
 def test_a_bad_project_id_is_a_400_on_every_endpoint(shared, project):
     as_query = "" if project is None else str(project)
     requests = [
@@ -466,7 +584,7 @@ def test_a_bad_project_id_is_a_400_on_every_endpoint(shared, project):
 
 @pytest.mark.parametrize("project", [1.5, True, [1], {"id": "x"}, {"id": -1}])
 def test_a_json_project_that_is_no_id_is_a_400(shared, project):
-    """"1.5" is Label Studio's "<id>.<timestamp>" shape; the JSON number 1.5 is no id."""
+    """ "1.5" is Label Studio's "<id>.<timestamp>" shape; the JSON number 1.5 is no id."""
     response = shared.post("/webhook", json={"action": "START_TRAINING", "project": project})
     assert response.status_code == 400
     assert shared.started == []
@@ -480,6 +598,7 @@ def test_a_project_id_with_more_digits_than_python_parses_is_a_400(shared):
 
 
 # -------------------------------------------------------------------------- /versions
+
 
 def test_versions_by_query_and_by_json_body(service):
     registry = service.registry()
@@ -498,8 +617,10 @@ def test_versions_of_a_project_without_any(shared):
     assert response.json == {"versions": [], "serving": f"zero-shot:{LLM}", "details": []}
 
 
-@pytest.mark.parametrize("version", ["/etc", "../../x", "v1.x/../..", "v1.x/", "v1..x",
-                                     "", None, 1, ["v1.x"], "v1.x\x00", "V1.x"])
+@pytest.mark.parametrize(
+    "version",
+    ["/etc", "../../x", "v1.x/../..", "v1.x/", "v1..x", "", None, 1, ["v1.x"], "v1.x\x00", "V1.x"],
+)
 def test_promote_refuses_a_malformed_version_name(shared, version):
     response = shared.post("/versions/promote", json={"project": PROJECT, "version": version})
     assert response.status_code == 400
@@ -511,8 +632,7 @@ def test_promote_refuses_an_absolute_path_to_another_projects_version(service):
     other = Registry(service.settings.model_dir, PROJECT + 1)
     name = commit_version(other)
     for version in (str(other.path(name)), f"../../{PROJECT + 1}/versions/{name}"):
-        response = service.post("/versions/promote",
-                                json={"project": PROJECT, "version": version})
+        response = service.post("/versions/promote", json={"project": PROJECT, "version": version})
         assert response.status_code == 400, version
     assert service.registry().serving() is None and service.started == []
     # The other project's own name is well formed but not a version of this project.
@@ -521,8 +641,9 @@ def test_promote_refuses_an_absolute_path_to_another_projects_version(service):
 
 
 def test_promote_an_unknown_well_formed_version_is_a_404(shared):
-    response = shared.post("/versions/promote",
-                            json={"project": PROJECT, "version": "v9.20260101T000000"})
+    response = shared.post(
+        "/versions/promote", json={"project": PROJECT, "version": "v9.20260101T000000"}
+    )
     assert response.status_code == 404
     assert "v9.20260101T000000" in response.json["error"]
     assert shared.started == []
@@ -565,18 +686,26 @@ def test_versions_and_promote_speak_the_names_label_studio_shows(service):
         staging = registry.staging_dir()
         (staging / "config.json").write_text("{}")
         folders.append(registry.new_version_name())
-        registry.commit(staging, folders[-1], {
-            "created": time.time(), "labels": list(TAXONOMY.names),
-            "validation": {"model_accuracy": accuracy, "judge_posts": 20},
-            "data": {"n_examples": 140, "trained_on": [str(i) for i in range(140)]}})
+        registry.commit(
+            staging,
+            folders[-1],
+            {
+                "created": time.time(),
+                "labels": list(TAXONOMY.names),
+                "validation": {"model_accuracy": accuracy, "judge_posts": 20},
+                "data": {"n_examples": 140, "trained_on": [str(i) for i in range(140)]},
+            },
+        )
     names = ["v1 tune 84%/20", "v2 tune 70%/20"]
     listed = service.get(f"/versions?project={PROJECT}").json
     assert listed["versions"] == names
     # Each detail says its kind; the task ids it learned from stay on disk.
     assert [(d["kind"], d["data"]) for d in listed["details"]] == [
-        ("fine-tune", {"n_examples": 140})] * 2
+        ("fine-tune", {"n_examples": 140})
+    ] * 2
     assert [(d["version"], d["folder"]) for d in listed["details"]] == list(
-        zip(names, folders, strict=True))
+        zip(names, folders, strict=True)
+    )
 
     response = service.post("/versions/promote", json={"project": PROJECT, "version": names[1]})
     assert response.status_code == 200
@@ -585,19 +714,20 @@ def test_versions_and_promote_speak_the_names_label_studio_shows(service):
     assert setup.json["model_version"] == names[1]
     status = service.get(f"/training?project={PROJECT}").json
     assert status["requested_by"] == f"promoted {names[1]} by hand"
-    by_folder = service.post("/versions/promote", json={"project": PROJECT,
-                                                        "version": folders[0]})
+    by_folder = service.post("/versions/promote", json={"project": PROJECT, "version": folders[0]})
     assert by_folder.json == {"project": PROJECT, "serving": names[0]}
     assert service.get(f"/versions?project={PROJECT}").json["serving"] == names[0]
     # A well-formed name of no version is a 404, like an unknown folder name.
-    unknown = service.post("/versions/promote", json={"project": PROJECT,
-                                                      "version": "v1 tune 99%/20"})
+    unknown = service.post(
+        "/versions/promote", json={"project": PROJECT, "version": "v1 tune 99%/20"}
+    )
     assert unknown.status_code == 404 and "v1 tune 99%/20" in unknown.json["error"]
 
 
 def test_start_training_answers_where_to_follow_the_run(service):
-    response = service.post("/webhook", json={"action": "START_TRAINING",
-                                              "project": {"id": PROJECT}})
+    response = service.post(
+        "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}
+    )
     assert response.status_code == 201
     assert "Settings > Model" in response.json["message"]
     assert f"/training?project={PROJECT}" in response.json["message"]
@@ -616,16 +746,21 @@ def test_predict_falls_back_to_the_llm_when_the_serving_version_cannot_load(serv
 
 # ----------------------------------------------------------------------------- /queue
 
+
 def review_summary(version: str) -> dict:
     texts = list(POSTS)
-    model = policy.ModelOpinion("personal_experience", {"seeking_support": 0.1,
-                                                        "health_claim": 0.1,
-                                                        "personal_experience": 0.8})
+    model = policy.ModelOpinion(
+        "personal_experience",
+        {"seeking_support": 0.1, "health_claim": 0.1, "personal_experience": 0.8},
+    )
     opinions = []
     for text in texts:
         llm = LLMOpinion(POSTS[text], 0.9)
-        opinions.append(Opinions(llm, model, policy.decide(llm.label, llm.confidence, model,
-                                                           prefer_model=False)))
+        opinions.append(
+            Opinions(
+                llm, model, policy.decide(llm.label, llm.confidence, model, prefer_model=False)
+            )
+        )
     rows = queue.rows([11, 12, 13], texts, opinions)
     return queue.summary(version, rows, unlabeled=3)
 
@@ -653,6 +788,7 @@ def test_queue_as_json_and_csv(service):
 
 # --------------------------------------------------------------------------- /metrics
 
+
 def test_metrics_report_the_llm_and_the_cache(service):
     service.cache(TAXONOMY, POSTS)
     before = service.get("/metrics").json
@@ -666,20 +802,30 @@ def test_metrics_report_the_llm_and_the_cache(service):
 def test_a_dead_redis_leaves_predict_and_setup_answering(tmp_path):
     """The distributed mode with its Redis gone: /predict and /setup answer, the job
     endpoints say why with a 503, nothing answers 500."""
-    settings = load_settings({"MODEL_DIR": str(tmp_path), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-                              "LLM_MODEL": LLM, "REDIS_URL": "redis://127.0.0.1:1/0",
-                              **PUSHING})
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_MODEL": LLM,
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            **PUSHING,
+        }
+    )
     kicked: list[tuple[int, str]] = []
-    app = create_app(settings, kick=lambda project, lane: kicked.append((project, lane)),
-                     project_exists=lambda project: True).test_client()
+    app = create_app(
+        settings,
+        kick=lambda project, lane: kicked.append((project, lane)),
+        project_exists=lambda project: True,
+    ).test_client()
     tasks = [{"id": 1, "data": {"text": "a post"}}]
-    response = app.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                          "project": f"{PROJECT}.1700000000"})
+    response = app.post(
+        "/predict",
+        json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": f"{PROJECT}.1700000000"},
+    )
     assert response.status_code == 200 and response.json["results"] == [[]]
     setup = app.post("/setup", json={"project": f"{PROJECT}.1", "schema": LABEL_CONFIG})
     assert setup.status_code == 200 and setup.json["model_version"] == f"zero-shot:{LLM}"
     jobs = app.get(f"/jobs?project={PROJECT}")
     assert jobs.status_code == 503 and "REDIS_URL" in jobs.json["error"]
-    training = app.post("/webhook", json={"action": "START_TRAINING",
-                                          "project": {"id": PROJECT}})
+    training = app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}})
     assert training.status_code == 503 and kicked == []

@@ -22,9 +22,15 @@ UNCERTAINTY = "Uncertainty sampling"
 
 @pytest.fixture
 def sync(tmp_path):
-    settings = load_settings({"MODEL_DIR": str(tmp_path), "LLM_BASE_URL": "http://127.0.0.1:9/v1",
-                              "LLM_MODEL": "test-llm", "LABEL_STUDIO_URL": "http://ls.invalid",
-                              "LABEL_STUDIO_API_KEY": "token"})
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_MODEL": "test-llm",
+            "LABEL_STUDIO_URL": "http://ls.invalid",
+            "LABEL_STUDIO_API_KEY": "token",
+        }
+    )
     predictor = Predictor(settings, labeler_from_settings(settings))
     fake = FakeLabelStudio()
     yield ProjectSync(settings, predictor, connect=lambda: fake), fake
@@ -56,8 +62,10 @@ def test_a_sampling_update_that_fails_leaves_the_model_version_set(sync):
     runner, fake = sync
     project = fake.add_project(LABEL_CONFIG, model_version="old")
     task = fake.add_task(project, "a post")
-    fake.projects.import_predictions(id=project, request=[
-        {"task": task, "model_version": "zero-shot:test-llm", "score": 0.4, "result": []}])
+    fake.projects.import_predictions(
+        id=project,
+        request=[{"task": task, "model_version": "zero-shot:test-llm", "score": 0.4, "result": []}],
+    )
     original = fake.projects.update
 
     def refuse_sampling(id, **fields):

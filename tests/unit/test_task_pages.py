@@ -21,11 +21,14 @@ from tests.doubles.label_studio import FakeLabelStudio
 LABEL_CONFIG = (Path(__file__).resolve().parents[2] / "label_config.xml").read_text()
 
 
-@pytest.mark.parametrize("n_tasks, sizes, requested", [
-    (5, [2, 2, 1], [1, 2, 3]),
-    (4, [2, 2], [1, 2, 3]),  # a full last page: the request past it gets a 404
-    (0, [], [1]),
-])
+@pytest.mark.parametrize(
+    "n_tasks, sizes, requested",
+    [
+        (5, [2, 2, 1], [1, 2, 3]),
+        (4, [2, 2], [1, 2, 3]),  # a full last page: the request past it gets a 404
+        (0, [], [1]),
+    ],
+)
 def test_pages_cover_every_task_once_and_stop_at_the_end(n_tasks, sizes, requested):
     fake = FakeLabelStudio()
     project = fake.add_project(LABEL_CONFIG)
@@ -46,9 +49,13 @@ def test_pages_carry_what_decides_whether_a_task_needs_a_pre_label():
     labeled = fake.add_task(project, "has this version's pre-label")
     other = fake.add_task(project, "has an older version's pre-label")
     fake.add_task(project, None, data={"image": "no text"})
-    fake.projects.import_predictions(id=project, request=[
-        {"task": labeled, "model_version": "zero-shot:m", "score": 0.5, "result": []},
-        {"task": other, "model_version": "v1 80% (n=5)", "score": 0.5, "result": []}])
+    fake.projects.import_predictions(
+        id=project,
+        request=[
+            {"task": labeled, "model_version": "zero-shot:m", "score": 0.5, "result": []},
+            {"task": other, "model_version": "v1 80% (n=5)", "score": 0.5, "result": []},
+        ],
+    )
     (page,) = task_pages(fake, project)
     todo = tasks_to_label(page, "text", "zero-shot:m")
     assert [t["id"] for t in todo] == [fresh, skipped, other]
@@ -61,20 +68,24 @@ def postgresql_column(versions: list[str]) -> str:
     return json.dumps(versions)[1:-1][:VERSIONS_CUT_AT].replace('"', "")
 
 
-@pytest.mark.parametrize("shown, versions", [
-    ("", set()),
-    (None, set()),
-    ("zero-shot:m", {"zero-shot:m"}),
-    ("v2.20260101T000000,zero-shot:m", {"v2.20260101T000000", "zero-shot:m"}),  # SQLite
-    (postgresql_column(["v2.20260101T000000", "zero-shot:m"]),
-     {"v2.20260101T000000", "zero-shot:m"}),
-    ("x" * 400, {"x" * 400}),
-    ("x" * 498, None),  # on PostgreSQL, 500 before its two quotes were taken out
-    (",".join(f"v{i}.run" for i in range(100))[:VERSIONS_CUT_AT], None),  # SQLite, cut
-    (postgresql_column([f"v{i}" for i in range(100)]), None),  # PostgreSQL, cut
-])
-def test_the_versions_column_is_read_in_both_forms_and_a_cut_one_is_not_trusted(shown,
-                                                                               versions):
+@pytest.mark.parametrize(
+    "shown, versions",
+    [
+        ("", set()),
+        (None, set()),
+        ("zero-shot:m", {"zero-shot:m"}),
+        ("v2.20260101T000000,zero-shot:m", {"v2.20260101T000000", "zero-shot:m"}),  # SQLite
+        (
+            postgresql_column(["v2.20260101T000000", "zero-shot:m"]),
+            {"v2.20260101T000000", "zero-shot:m"},
+        ),
+        ("x" * 400, {"x" * 400}),
+        ("x" * 498, None),  # on PostgreSQL, 500 before its two quotes were taken out
+        (",".join(f"v{i}.run" for i in range(100))[:VERSIONS_CUT_AT], None),  # SQLite, cut
+        (postgresql_column([f"v{i}" for i in range(100)]), None),  # PostgreSQL, cut
+    ],
+)
+def test_the_versions_column_is_read_in_both_forms_and_a_cut_one_is_not_trusted(shown, versions):
     assert shown_versions(shown) == versions
 
 
@@ -85,15 +96,18 @@ def test_a_task_whose_versions_column_was_cut_gets_its_versions_in_full():
     fresh = fake.add_task(project, "no pre-label")
     ours = "v41.20261121T120000"
     versions = [f"v{i}.20261121T120000" for i in range(1, 42)]  # ours last: cut off
-    fake.projects.import_predictions(id=project, request=[
-        {"task": crowded, "model_version": v, "score": 0.5, "result": []} for v in versions])
+    fake.projects.import_predictions(
+        id=project,
+        request=[
+            {"task": crowded, "model_version": v, "score": 0.5, "result": []} for v in versions
+        ],
+    )
     (page,) = task_pages(fake, project)
     assert page[0]["model_versions"] == set(versions)
     assert [t["id"] for t in tasks_to_label(page, "text", ours)] == [fresh]
     # One extra listing, for the crowded task only.
     exact = [call for call in fake.called("tasks.list") if call["query"]]
-    assert [json.loads(call["query"])["selectedItems"]["included"] for call in exact] == \
-        [[crowded]]
+    assert [json.loads(call["query"])["selectedItems"]["included"] for call in exact] == [[crowded]]
 
 
 def test_the_next_page_is_fetched_while_this_one_is_worked_on():

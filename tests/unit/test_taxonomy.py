@@ -143,12 +143,14 @@ def test_taxonomy_error_is_a_value_error():
 
 
 def test_result_shape(main_taxonomy):
-    assert main_taxonomy.result("health_claim") == [{
-        "from_name": "label",
-        "to_name": "text",
-        "type": "choices",
-        "value": {"choices": ["health_claim"]},
-    }]
+    assert main_taxonomy.result("health_claim") == [
+        {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["health_claim"]},
+        }
+    ]
 
 
 def test_result_unknown_label_raises(main_taxonomy):
@@ -165,19 +167,33 @@ def test_label_of_round_trip(main_taxonomy):
 
 def test_label_of_ignores_other_controls(main_taxonomy):
     result = [
-        {"from_name": "other", "to_name": "text", "type": "choices",
-         "value": {"choices": ["health_claim"]}},
+        {
+            "from_name": "other",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["health_claim"]},
+        },
     ]
     assert main_taxonomy.label_of(result) is None
-    result.append({"from_name": "label", "to_name": "text", "type": "choices",
-                   "value": {"choices": ["personal_experience"]}})
+    result.append(
+        {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["personal_experience"]},
+        }
+    )
     assert main_taxonomy.label_of(result) == "personal_experience"
 
 
 def test_label_of_rejects_multiple_and_unknown(main_taxonomy):
     def region(choices):
-        return {"from_name": "label", "to_name": "text", "type": "choices",
-                "value": {"choices": choices}}
+        return {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": choices},
+        }
 
     assert main_taxonomy.label_of([region(["health_claim", "seeking_support"])]) is None
     assert main_taxonomy.label_of([region(["banana"])]) is None
@@ -187,7 +203,8 @@ def test_label_of_rejects_multiple_and_unknown(main_taxonomy):
     assert main_taxonomy.label_of(None) is None
     # A later valid region of the same control still counts.
     assert main_taxonomy.label_of([region(["banana"]), region(["seeking_support"])]) == (
-        "seeking_support")
+        "seeking_support"
+    )
 
 
 ALIASED = """
@@ -207,22 +224,29 @@ def test_alias_is_what_results_carry_and_annotations_count():
     assert taxonomy.names == ("Seeking support", "Health claim", "personal_experience")
     # Label Studio stores the alias in annotations: they map back to the label, so they
     # count for training instead of silently dropping out.
-    stored = [{"from_name": "label", "to_name": "post", "type": "choices",
-               "value": {"choices": ["hc"]}}]
+    stored = [
+        {"from_name": "label", "to_name": "post", "type": "choices", "value": {"choices": ["hc"]}}
+    ]
     assert taxonomy.label_of(stored) == "Health claim"
     # Predictions carry the alias too, so Label Studio preselects the right choice.
     assert taxonomy.result("Seeking support")[0]["value"]["choices"] == ["seeking_support"]
-    assert taxonomy.result("personal_experience")[0]["value"]["choices"] == [
-        "personal_experience"]
+    assert taxonomy.result("personal_experience")[0]["value"]["choices"] == ["personal_experience"]
     assert taxonomy.label_of(taxonomy.result("Health claim")) == "Health claim"
     assert taxonomy.labels[0].rule == "asks for help"
 
 
-@pytest.mark.parametrize("config", [
-    ["<View/>"], {"xml": "<View/>"}, 42, None, "<View>" + " " * 300_000 + "</View>",
-    '<View><Text name="t" value="$t"/><Choices name="c" toName="missing">'
-    '<Choice value="a"/><Choice value="b"/></Choices></View>',
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ["<View/>"],
+        {"xml": "<View/>"},
+        42,
+        None,
+        "<View>" + " " * 300_000 + "</View>",
+        '<View><Text name="t" value="$t"/><Choices name="c" toName="missing">'
+        '<Choice value="a"/><Choice value="b"/></Choices></View>',
+    ],
+)
 def test_hostile_configs_raise_taxonomy_error(config):
     with pytest.raises(TaxonomyError):
         parse_taxonomy(config)

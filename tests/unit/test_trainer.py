@@ -27,7 +27,7 @@ def test_length_grouped_batches_cover_everything_once_and_group_lengths():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
     shuffled = list(range(300))
     random.Random(2).shuffle(shuffled)
-    naive = [shuffled[i:i + 16] for i in range(0, 300, 16)]
+    naive = [shuffled[i : i + 16] for i in range(0, 300, 16)]
     naive_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in naive)
     assert spread < naive_spread / 4  # far less padding than random batches
 
@@ -44,15 +44,27 @@ def test_validation_split_is_stable_per_key():
 
 @pytest.mark.slow
 def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
-    texts = ([f"has anyone else had lows after running {i} miles?" for i in range(60)]
-             + [f"cinnamon cures diabetes for everyone, trust me {i}" for i in range(60)])
+    texts = [f"has anyone else had lows after running {i} miles?" for i in range(60)] + [
+        f"cinnamon cures diabetes for everyone, trust me {i}" for i in range(60)
+    ]
     labels = ["seeking_support"] * 60 + ["health_claim"] * 60
     events = []
-    result = fine_tune(texts, labels, label_names=["seeking_support", "health_claim"],
-                       config=TrainConfig(base_model=str(tiny_model), epochs=5, patience=5,
-                                          learning_rate=3e-3, batch_size=8, max_length=32),
-                       out_dir=tmp_path, keys=[str(i) for i in range(120)],
-                       progress=events.append)
+    result = fine_tune(
+        texts,
+        labels,
+        label_names=["seeking_support", "health_claim"],
+        config=TrainConfig(
+            base_model=str(tiny_model),
+            epochs=5,
+            patience=5,
+            learning_rate=3e-3,
+            batch_size=8,
+            max_length=32,
+        ),
+        out_dir=tmp_path,
+        keys=[str(i) for i in range(120)],
+        progress=events.append,
+    )
     metrics = result.metrics
     # 120 posts leave about 84 to train on: 11 steps an epoch at batch 8, so the step
     # budget (150) asks for 14 epochs instead of 5, judged on validation every 2.
@@ -70,11 +82,15 @@ def test_fine_tune_trains_saves_and_serves(tmp_path, tiny_model):
     assert metrics["val_accuracy"] >= 0.9
     assert metrics["device"] == runtime.device().type and metrics["samples_per_second"] > 0
     assert len(result.validation_predictions) == metrics["n_validation"]
-    write_meta(tmp_path, {"version": "v1", "labels": ["seeking_support", "health_claim"],
-                          "max_length": 32})
+    write_meta(
+        tmp_path, {"version": "v1", "labels": ["seeking_support", "health_claim"], "max_length": 32}
+    )
     probabilities = Classifier(tmp_path).predict_proba(
-        ["has anyone else had lows after running 99 miles?",
-         "cinnamon cures diabetes for everyone, trust me 99"])
+        [
+            "has anyone else had lows after running 99 miles?",
+            "cinnamon cures diabetes for everyone, trust me 99",
+        ]
+    )
     assert probabilities.shape == (2, 2)
     assert probabilities[0, 0] > 0.5 and probabilities[1, 1] > 0.5
 
@@ -88,6 +104,7 @@ def test_split_roles_keeps_judge_posts_apart_and_stable():
     # The validation side is the one split_validation always gave: old runs compare.
     assert split_validation(keys, share=0.15)[1] == val
     # A post keeps its role when the project grows.
-    _, _, judge_more = split_roles([*keys, *map(str, range(5000, 6000))],
-                                   validation_share=0.15, judge_share=0.15)
+    _, _, judge_more = split_roles(
+        [*keys, *map(str, range(5000, 6000))], validation_share=0.15, judge_share=0.15
+    )
     assert set(judge) == {i for i in judge_more if i < 2000}

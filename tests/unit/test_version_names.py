@@ -15,20 +15,25 @@ FOLDER = "v3.20260101T120000"
 
 
 def measured(accuracy: float | None, posts: int, kind: str | None = None) -> dict:
-    return {"validation": {"model_accuracy": accuracy, "judge_posts": posts,
-                           "llm_accuracy": 0.5}, **({"kind": kind} if kind else {})}
+    return {
+        "validation": {"model_accuracy": accuracy, "judge_posts": posts, "llm_accuracy": 0.5},
+        **({"kind": kind} if kind else {}),
+    }
 
 
-@pytest.mark.parametrize("meta, expected", [
-    (measured(0.84, 25, "head"), "v3 head 84%/25"),
-    (measured(0.84, 25, "fine-tune"), "v3 tune 84%/25"),
-    (measured(0.84, 25), "v3 tune 84%/25"),  # a version from before heads: a fine-tune
-    (measured(1.0, 250, "head"), "v3 head 100%"),  # "/250" would pass 15 characters
-    (measured(2 / 3, 3, "head"), "v3 head 67%/3"),
-    (measured(None, 0, "head"), "v3 head unmeasured"),  # no judge posts: nothing to show
-    ({"validation": {}}, "v3 tune unmeasured"),
-    ({}, FOLDER),  # no figures at all: a version from before, known by its folder
-])
+@pytest.mark.parametrize(
+    "meta, expected",
+    [
+        (measured(0.84, 25, "head"), "v3 head 84%/25"),
+        (measured(0.84, 25, "fine-tune"), "v3 tune 84%/25"),
+        (measured(0.84, 25), "v3 tune 84%/25"),  # a version from before heads: a fine-tune
+        (measured(1.0, 250, "head"), "v3 head 100%"),  # "/250" would pass 15 characters
+        (measured(2 / 3, 3, "head"), "v3 head 67%/3"),
+        (measured(None, 0, "head"), "v3 head unmeasured"),  # no judge posts: nothing to show
+        ({"validation": {}}, "v3 tune unmeasured"),
+        ({}, FOLDER),  # no figures at all: a version from before, known by its folder
+    ],
+)
 def test_shown_name(meta, expected):
     assert shown_name(FOLDER, meta) == expected
 
@@ -86,13 +91,21 @@ def test_a_version_without_figures_keeps_its_folder_name(registry):
     assert registry.serving() == folder
 
 
-@pytest.mark.parametrize("name", [
-    "v7 84% (n=25)",  # well formed, no such version
-    "v1 85% (n=25)",  # the number of a version, not its name
-    "v1 84% (n=25) ",
-    "v1 84% (n=25)/../../x",
-    "/etc/passwd", "../v1.x", "", None, 3, ["v1 84% (n=25)"],
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "v7 84% (n=25)",  # well formed, no such version
+        "v1 85% (n=25)",  # the number of a version, not its name
+        "v1 84% (n=25) ",
+        "v1 84% (n=25)/../../x",
+        "/etc/passwd",
+        "../v1.x",
+        "",
+        None,
+        3,
+        ["v1 84% (n=25)"],
+    ],
+)
 def test_a_name_that_is_no_version_maps_to_no_folder(registry, name):
     commit(registry, measured(0.84, 25))
     with pytest.raises(InvalidName):
