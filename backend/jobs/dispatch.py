@@ -25,12 +25,12 @@ import threading
 from pathlib import Path
 
 from backend.config import Settings
-from backend.domain.jobs import lane_of
+from backend.domain.jobs import Lane, lane_of
 from backend.jobs.state import FileLease, JobStore
 
 log = logging.getLogger(__name__)
 
-QUEUES = {"prelabel": "takemeter-prelabel", "training": "takemeter-training"}
+QUEUES = {Lane.PRELABEL: "takemeter-prelabel", Lane.TRAINING: "takemeter-training"}
 LOCK_FD = "--lock-fd="
 DAY_MS = 24 * 3600 * 1000
 

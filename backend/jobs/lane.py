@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.config import ConfigError, Settings, load_settings
-from backend.domain.jobs import TRAIN
+from backend.domain.jobs import Kind, Lane, RunState
 from backend.inference.predictor import Predictor
 from backend.jobs.state import JobStore, Lease, LeaseLost, open_state
 from backend.labelstudio import client as ls_client
@@ -73,18 +73,18 @@ def work(
         client = client or ls_client.connect(settings)
     except ConfigError as exc:
         while state.take_pending(lease):
-            report(state="failed", phase=None, reason=str(exc), finished=time.time())
+            report(state=RunState.FAILED, phase=None, reason=str(exc), finished=time.time())
         return
     predictor = predictor or Predictor(settings, labeler_from_settings(settings))
     card = card_for_backend(client, settings, state, predictor)
-    if lane == "training":
+    if lane == Lane.TRAINING:
         runner = Runner(settings, state, client=client, predictor=predictor, card=card)
 
         def report(**fields: Any) -> None:  # failures and retries reach the card too
             runner.report(project, **fields)
 
         def execute(bits: int) -> None:
-            runner.train(project) if bits & TRAIN else runner.rescore(project)
+            runner.train(project) if bits & Kind.TRAIN else runner.rescore(project)
     else:
 
         def report(**fields: Any) -> None:
@@ -92,11 +92,11 @@ def work(
 
         def execute(bits: int) -> None:
             counts = prelabel_project(client, predictor, settings, project, report)
-            report(state="finished", phase=None, attempts=0, finished=time.time(), **counts)
+            report(state=RunState.FINISHED, phase=None, attempts=0, finished=time.time(), **counts)
 
     attempts = 0
     while True:
-        if lane == "training":
+        if lane == Lane.TRAINING:
             sleep(settings.train_debounce)  # let a burst of annotations settle
         bits = state.take_pending(lease)
         if not bits:
@@ -110,7 +110,7 @@ def work(
             if attempts >= settings.job_retries or not retryable(exc):
                 log.exception("project %d: %s failed", project, lane)
                 report(
-                    state="failed",
+                    state=RunState.FAILED,
                     phase=None,
                     reason=reason,
                     attempts=attempts,
@@ -129,7 +129,7 @@ def work(
                 delay,
             )
             report(
-                state="retrying",
+                state=RunState.RETRYING,
                 phase=None,
                 reason=reason,
                 attempts=attempts,

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from backend.domain.jobs import PRELABEL
+from backend.domain.jobs import Kind
 from backend.jobs.dispatch import Dispatcher
 from backend.labelstudio import client as ls_client
 from backend.workflows.triggers import prelabel_due
@@ -36,7 +36,7 @@ def reconcile_projects(client, dispatcher: Dispatcher) -> list[int]:
             continue
         if reason:
             log.info("reconcile: project %d: pre-labeling (%s)", project, reason)
-            dispatcher.request(project, reason, kind=PRELABEL)
+            dispatcher.request(project, reason, kind=Kind.PRELABEL)
             requested.append(project)
     return requested
 

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from backend.config import Settings
 from backend.connections import redis_client
-from backend.domain.jobs import TRAIN, StatusStore, lane_of
+from backend.domain.jobs import Kind, Lane, RunState, StatusStore, lane_of
 from backend.model.registry import Registry
 
 LEASE_SECONDS = 30.0
@@ -38,16 +38,16 @@ LEASE_SECONDS = 30.0
 
 def public_status(status: dict, *, pending: int, running: int, busy: bool) -> dict:
     """The stored status as GET /training and GET /jobs show it."""
-    shown = {"state": "idle", **status, "pending": bool(pending)}
-    if shown["state"] in ("running", "queued") and not busy and not pending:
+    shown = {"state": RunState.IDLE, **status, "pending": bool(pending)}
+    if shown["state"] in (RunState.RUNNING, RunState.QUEUED) and not busy and not pending:
         if running:
             shown.update(
-                state="interrupted",
+                state=RunState.INTERRUPTED,
                 reason="the job's process ended before it "
                 "finished; it runs again when a runner picks the project up",
             )
         elif shown["state"] == "running":
-            shown.update(state="failed", reason="the job's process ended unexpectedly")
+            shown.update(state=RunState.FAILED, reason="the job's process ended unexpectedly")
     return shown
 
 
@@ -55,7 +55,7 @@ def shown_status(store: JobStore, project: int, lane: str) -> dict:
     """What GET /jobs shows of a lane, from either store's row."""
     pending, running, since, status = store.row(project, lane)
     shown = public_status(status, pending=pending, running=running, busy=store.busy(project, lane))
-    if lane == "training":
+    if lane == Lane.TRAINING:
         shown["annotations_since_last_run"] = since
     return shown
 
@@ -63,8 +63,8 @@ def shown_status(store: JobStore, project: int, lane: str) -> dict:
 def mark_requested(status: dict, reason: str) -> None:
     """A request noted on the lane's status: queued unless a run is under way."""
     status.update(requested_by=reason, requested_at=time.time())
-    if status.get("state") not in ("running", "retrying"):
-        status["state"] = "queued"
+    if status.get("state") not in (RunState.RUNNING, RunState.RETRYING):
+        status["state"] = RunState.QUEUED
 
 
 class Lease:
@@ -128,7 +128,7 @@ class JobState:
     def lock_path(self, project: int, lane: str, *, create: bool = True) -> Path:
         return Registry(self.model_dir, project).lock_file(lane, create=create)
 
-    def busy(self, project: int, lane: str = "training") -> bool:
+    def busy(self, project: int, lane: str = Lane.TRAINING) -> bool:
         """A runner holds the lane's lease now."""
         path = self.lock_path(project, lane, create=False)
         if not path.exists():
@@ -156,14 +156,14 @@ class JobState:
                     return None
                 time.sleep(0.1)
 
-    def status(self, project: int, lane: str = "training") -> dict:
+    def status(self, project: int, lane: str = Lane.TRAINING) -> dict:
         return shown_status(self, project, lane)
 
     def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
         with self.transaction() as db:
             return self._row(db, project, lane)
 
-    def set_status(self, project: int, lane: str = "training", **fields: object) -> dict:
+    def set_status(self, project: int, lane: str = Lane.TRAINING, **fields: object) -> dict:
         with self.transaction() as db:
             _, _, _, status = self._row(db, project, lane)
             status.update(fields, updated=time.time())
@@ -173,7 +173,7 @@ class JobState:
             )
         return status
 
-    def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None:
+    def request(self, project: int, reason: str, *, kind: int = Kind.TRAIN) -> None:
         """Ask for a run: now if no runner works on the lane, else right after."""
         lane = lane_of(kind)
         with self.transaction() as db:
@@ -182,17 +182,17 @@ class JobState:
             db.execute(
                 "UPDATE lanes SET pending = pending | ?, since_run = 0, status = ? "
                 "WHERE project = ? AND lane = ?",
-                (kind, json.dumps(status), project, lane),
+                (int(kind), json.dumps(status), project, lane),
             )
 
     def count_annotation(self, project: int, threshold: int) -> bool:
         """Count a new, changed or deleted annotation; True when it reaches the threshold."""
         with self.transaction() as db:
-            _, _, since, _ = self._row(db, project, "training")
+            _, _, since, _ = self._row(db, project, Lane.TRAINING)
             since += 1
             db.execute(
                 "UPDATE lanes SET since_run = ? WHERE project = ? AND lane = ?",
-                (since, project, "training"),
+                (since, project, Lane.TRAINING),
             )
         return since >= threshold
 
@@ -297,7 +297,7 @@ class RedisJobState:
     def renew(self, key: str, token: str) -> bool:
         return bool(self.script_renew(keys=[key], args=[token, int(LEASE_SECONDS * 1000)]))
 
-    def busy(self, project: int, lane: str = "training") -> bool:
+    def busy(self, project: int, lane: str = Lane.TRAINING) -> bool:
         return bool(self.redis.exists(self.lock_key(project, lane)))
 
     def acquire(self, project: int, lane: str, *, wait: float = 0.0) -> RedisLease | None:
@@ -316,7 +316,7 @@ class RedisJobState:
         pending, running, since = (int(v or 0) for v in raw[:3])
         return pending, running, since, json.loads(raw[3] or "{}")
 
-    def status(self, project: int, lane: str = "training") -> dict:
+    def status(self, project: int, lane: str = Lane.TRAINING) -> dict:
         return shown_status(self, project, lane)
 
     def _update(self, project: int, lane: str, change) -> dict:
@@ -335,20 +335,20 @@ class RedisJobState:
         self.redis.transaction(apply, key)
         return result
 
-    def set_status(self, project: int, lane: str = "training", **fields: object) -> dict:
+    def set_status(self, project: int, lane: str = Lane.TRAINING, **fields: object) -> dict:
         return self._update(
             project, lane, lambda status: status.update(fields, updated=time.time())
         )
 
-    def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None:
+    def request(self, project: int, reason: str, *, kind: int = Kind.TRAIN) -> None:
         lane = lane_of(kind)
         self._update(project, lane, lambda status: mark_requested(status, reason))
         self.script_request(
-            keys=[self.key(project, lane), self.index], args=[kind, f"{project}:{lane}"]
+            keys=[self.key(project, lane), self.index], args=[int(kind), f"{project}:{lane}"]
         )
 
     def count_annotation(self, project: int, threshold: int) -> bool:
-        since = self.redis.hincrby(self.key(project, "training"), "since_run", 1)
+        since = self.redis.hincrby(self.key(project, Lane.TRAINING), "since_run", 1)
         self.redis.sadd(self.index, f"{project}:training")
         return since >= threshold
 
@@ -385,13 +385,13 @@ class JobStore(StatusStore, Protocol):
     """The job store every trigger and runner uses; JobState (SQLite, one machine) and
     RedisJobState (any host) implement it."""
 
-    def busy(self, project: int, lane: str = "training") -> bool: ...
+    def busy(self, project: int, lane: str = Lane.TRAINING) -> bool: ...
     def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
         """(pending bits, running bits, annotations since the last run, status)."""
         ...
 
     def acquire(self, project: int, lane: str, *, wait: float = ...) -> Lease | None: ...
-    def request(self, project: int, reason: str, *, kind: int = TRAIN) -> None: ...
+    def request(self, project: int, reason: str, *, kind: int = Kind.TRAIN) -> None: ...
     def count_annotation(self, project: int, threshold: int) -> bool: ...
     def take_pending(self, lease: Lease) -> int: ...
     def lanes(self) -> list[tuple[int, str, int, int]]: ...

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from backend.domain.jobs import Lane, RunState
 from backend.labelstudio import client as ls_client
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,12 @@ def status_text(status: dict) -> str:
     state = status.get("state")
     version = status.get("version")
     reason = status.get("reason")
-    if state == "queued":
+    if state == RunState.QUEUED:
         by = status.get("requested_by")
         text = f"queued ({by})" if by else "queued"
-    elif state == "running":
+    elif state == RunState.RUNNING:
         text = _running(status)
-    elif state == "finished" and status.get("promoted") and version:
+    elif state == RunState.FINISHED and status.get("promoted") and version:
         if reason:
             text = f"promoted {version}: {reason}"
         else:  # a re-score after a promotion by hand records no verdict
@@ -92,13 +93,13 @@ def status_text(status: dict) -> str:
         seconds = status.get("seconds")
         if isinstance(seconds, (int, float)):
             text += f" ({seconds:.0f} s)"
-    elif state == "finished" and version:
+    elif state == RunState.FINISHED and version:
         text = f"{version} {reason}" if reason else f"{version} kept, not promoted"
     elif state == "skipped":
         text = f"skipped: {reason or 'nothing to train on'}{_held_out(status)}"
-    elif state in ("failed", "interrupted"):
+    elif state in (RunState.FAILED, RunState.INTERRUPTED):
         text = f"{state}: {reason}" if reason else state
-    elif state == "retrying":
+    elif state == RunState.RETRYING:
         attempts = status.get("attempts")
         text = f"retrying after attempt {attempts}: {reason}" if attempts else "retrying"
     else:
@@ -120,19 +121,19 @@ def prelabel_text(status: dict) -> str:
         )
         if isinstance(n, int) and n
     ]
-    if state == "queued":
+    if state == RunState.QUEUED:
         text = "pre-labeling queued"
-    elif state == "running" and todo == 0:
+    elif state == RunState.RUNNING and todo == 0:
         return ""  # a run that finds nothing new is not worth a line
-    elif state == "running" and isinstance(todo, int):
+    elif state == RunState.RUNNING and isinstance(todo, int):
         text = f"pre-labeling: {done:,} of {todo:,} tasks"
-    elif state == "running":
+    elif state == RunState.RUNNING:
         text = "pre-labeling: listing tasks"
-    elif state == "retrying":
+    elif state == RunState.RETRYING:
         text = f"pre-labeling: retrying after attempt {status.get('attempts')}: {reason}"
-    elif state == "failed":
+    elif state == RunState.FAILED:
         text = f"pre-labeling failed: {reason}"
-    elif state == "finished" and todo:
+    elif state == RunState.FINISHED and todo:
         text = f"pre-labeled {_count(done, 'task')}"
     else:
         return ""
@@ -194,15 +195,15 @@ class Card:
         mine = [b for b in backends if b.model_version and b.model_version in own]
         return mine or (backends if len(backends) == 1 else [])
 
-    def show(self, project: int, status: dict, lane: str = "training") -> bool:
+    def show(self, project: int, status: dict, lane: str = Lane.TRAINING) -> bool:
         """Write a lane's status (with the other lane's) onto the card unless it is
         unchanged or throttled; True when Label Studio took it."""
-        other = "prelabel" if lane == "training" else "training"
+        other = Lane.PRELABEL if lane == Lane.TRAINING else Lane.TRAINING
         statuses = {
             lane: status,
             other: self.lane_status(project, other) if self.lane_status else {},
         }
-        text = card_text(statuses["training"], statuses["prelabel"])
+        text = card_text(statuses[Lane.TRAINING], statuses[Lane.PRELABEL])
         phase = (lane, status.get("state"), status.get("phase"))
         now = self.clock()
         last = self._shown.get(project)
@@ -211,7 +212,11 @@ class Card:
         if last and (last[0] == text or (last[1] == phase and now - last[2] < self.every)):
             return False
         failed_at = self._failed_at
-        if failed_at is not None and now - failed_at < RETRY_SECONDS and phase[1] == "running":
+        if (
+            failed_at is not None
+            and now - failed_at < RETRY_SECONDS
+            and phase[1] == RunState.RUNNING
+        ):
             return False  # Label Studio failed lately: only an outcome is worth a try
         try:
             for backend in self.connections(project):

@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
-from backend.domain.jobs import PRELABEL, RESCORE, TRAIN, lane_of
+from backend.domain.jobs import Kind, Lane, lane_of
 from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.jobs.dispatch import Dispatcher
@@ -180,7 +180,9 @@ def create_app(
         )
         if queue_rest and missing:
             try:
-                run_job(project, f"Retrieve Predictions: {missing} posts not asked yet", PRELABEL)
+                run_job(
+                    project, f"Retrieve Predictions: {missing} posts not asked yet", Kind.PRELABEL
+                )
             except Exception as exc:  # the queue away: still answer with what is cached
                 log.warning(
                     "project %d: could not queue pre-labeling: %s",
@@ -195,7 +197,7 @@ def create_app(
         action = protocol.action(data)
         if action == protocol.TASKS_EVENT and pushes:
             project = protocol.required_project(data.get("project"))
-            run_job(project, "tasks imported", PRELABEL)
+            run_job(project, "tasks imported", Kind.PRELABEL)
             return jsonify(status="pre-labeling requested", action=action, project=project), 201
         if action != protocol.TRAINING_EVENT and action not in protocol.ANNOTATION_EVENTS:
             return jsonify(status="ignored", action=action)
@@ -208,7 +210,7 @@ def create_app(
             reason = f"{settings.train_after_annotations} annotations"
         if not project_exists(project):
             raise ProtocolError(404, f"project {project} does not exist in Label Studio")
-        run_job(project, reason, TRAIN)
+        run_job(project, reason, Kind.TRAIN)
         return jsonify(
             status="training requested",
             action=action,
@@ -264,7 +266,7 @@ def create_app(
             raise ProtocolError(404, f"no complete model version {given} in project {project}")
         registry.promote(folder)
         version = registry.name(folder)
-        run_job(project, f"promoted {version} by hand", RESCORE)
+        run_job(project, f"promoted {version} by hand", Kind.RESCORE)
         return jsonify(project=project, serving=version)
 
     @app.get("/training")
@@ -277,8 +279,8 @@ def create_app(
         return jsonify(
             project=project,
             mode="distributed" if settings.broker_url else "embedded",
-            prelabel=jobs.status(project, "prelabel"),
-            training=jobs.status(project, "training"),
+            prelabel=jobs.status(project, Lane.PRELABEL),
+            training=jobs.status(project, Lane.TRAINING),
         )
 
     @app.get("/queue")

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from backend.config import Settings
 from backend.domain import dataset
+from backend.domain.jobs import RunState
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
@@ -72,7 +73,7 @@ def prelabel_project(
         "batches": 0,
     }
     report(
-        state="running",
+        state=RunState.RUNNING,
         phase="pre-labeling",
         started=time.time(),
         reason=None,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from backend.config import Settings
-from backend.domain.jobs import PRELABEL
+from backend.domain.jobs import Kind, Lane
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.workflows.triggers import prelabel_due
@@ -84,8 +84,8 @@ class ProjectSync:
                 if self.jobs is not None and self.kick is not None:
                     reason = prelabel_due(client, self.jobs, project)
                     if reason:
-                        self.jobs.request(project, reason, kind=PRELABEL)
-                        self.kick(project, "prelabel")
+                        self.jobs.request(project, reason, kind=Kind.PRELABEL)
+                        self.kick(project, Lane.PRELABEL)
         except Exception as exc:
             with self._lock:
                 self._last.pop(project, None)

@@ -24,7 +24,7 @@ from typing import Any
 
 from backend.config import Settings
 from backend.domain import dataset, policy
-from backend.domain.jobs import StatusStore
+from backend.domain.jobs import Lane, RunState, StatusStore
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
@@ -244,7 +244,7 @@ class Runner:
                     version,
                     ls_client.describe_error(exc),
                 )
-        status = self.state.set_status(project, "training", **fields)
+        status = self.state.set_status(project, Lane.TRAINING, **fields)
         self.card.show(project, status)
         return status
 
@@ -253,7 +253,7 @@ class Runner:
         started = time.time()
         self.report(
             project,
-            state="running",
+            state=RunState.RUNNING,
             phase="fetching annotations",
             started=started,
             reason=None,
@@ -354,7 +354,7 @@ class Runner:
         registry = self.predictor.registry(project)
         registry.commit(staging, name, meta)
         done: dict[str, Any] = (
-            {"state": "finished", "phase": None, "finished": time.time()} if last else {}
+            {"state": RunState.FINISHED, "phase": None, "finished": time.time()} if last else {}
         )
         if not verdict.promote:
             self.report(project, version=name, promoted=False, reason=verdict.reason, **done)
@@ -391,7 +391,7 @@ class Runner:
         """After a promotion by hand: re-score under the version now serving."""
         self.report(
             project,
-            state="running",
+            state=RunState.RUNNING,
             phase="re-scoring unlabeled tasks",
             started=time.time(),
             reason=None,
@@ -409,7 +409,7 @@ class Runner:
         self.report(
             project,
             serves=True,
-            state="finished",
+            state=RunState.FINISHED,
             phase=None,
             version=version,
             promoted=True,

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
-from backend.domain.jobs import StatusStore
+from backend.domain.jobs import Lane, RunState, StatusStore
 
 
 def prelabel_due(client, state: StatusStore, project: int) -> str | None:
     """Why the project's pre-labeling job should run now, or None. A project seen empty
     is recorded as such, so the reconcile watches it from then on."""
-    status = state.status(project, "prelabel")
-    if status.get("pending") or status["state"] in ("queued", "running", "retrying"):
+    status = state.status(project, Lane.PRELABEL)
+    if status.get("pending") or status["state"] in (
+        RunState.QUEUED,
+        RunState.RUNNING,
+        RunState.RETRYING,
+    ):
         return None
     count = client.projects.get(id=project).task_number or 0
     seen = status.get("tasks")
@@ -18,7 +22,7 @@ def prelabel_due(client, state: StatusStore, project: int) -> str | None:
         # Else a project connected while empty stays unknown to the reconcile, and posts
         # whose TASKS_CREATED webhook was refused (sent before this backend had put its
         # basic auth on the webhook) would never be pre-labeled.
-        state.set_status(project, "prelabel", tasks=0)
+        state.set_status(project, Lane.PRELABEL, tasks=0)
         return None
     if seen is None:
         return f"{count} tasks, never pre-labeled by this backend"

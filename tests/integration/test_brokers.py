@@ -12,7 +12,7 @@ import time
 import pytest
 
 from backend.config import load_settings
-from backend.domain.jobs import PRELABEL
+from backend.domain.jobs import Kind
 from backend.jobs.dispatch import Dispatcher
 from backend.jobs.state import open_state
 from tests.conftest import RABBITMQ_URL, live_redis, need_service
@@ -63,7 +63,7 @@ def test_a_job_goes_through_the_broker_to_a_worker(tmp_path, redis_db, broker):
         settings = load_settings(env)
         state = open_state(settings)
         project = random.randint(10**6, 10**7)  # a queue may hold an older run's messages
-        Dispatcher(settings, state).request(project, "tasks imported", kind=PRELABEL)
+        Dispatcher(settings, state).request(project, "tasks imported", kind=Kind.PRELABEL)
         deadline = time.monotonic() + 90
         status = state.status(project, "prelabel")
         while time.monotonic() < deadline and status["state"] not in ("retrying", "failed"):

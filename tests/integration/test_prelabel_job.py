@@ -11,7 +11,7 @@ import time
 import pytest
 
 from backend.config import load_settings
-from backend.domain.jobs import PRELABEL
+from backend.domain.jobs import Kind
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.jobs.lane import work
@@ -132,7 +132,7 @@ def test_a_dead_llm_is_retried_with_back_off_and_the_reason_is_shown(tmp_path, f
         with pytest.raises(PrelabelFailures):
             prelabel_project(fake, predictor, predictor.settings, project, lambda **_: None)
         state = JobState(predictor.settings.model_dir)
-        state.request(project, "tasks imported", kind=PRELABEL)
+        state.request(project, "tasks imported", kind=Kind.PRELABEL)
         waits: list[float] = []
         work(
             predictor.settings,
@@ -164,7 +164,7 @@ def test_a_refusing_label_studio_leaves_the_answers_paid_for_in_the_cache(tmp_pa
 
     fake.projects.import_predictions = refuse
     state = JobState(predictor.settings.model_dir)
-    state.request(project, "tasks imported", kind=PRELABEL)
+    state.request(project, "tasks imported", kind=Kind.PRELABEL)
     waits: list[float] = []
 
     def heal(seconds: float) -> None:  # Label Studio is back after the first back-off

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from backend.domain.jobs import PRELABEL, RESCORE, TRAIN, lane_of
+from backend.domain.jobs import Kind, lane_of
 from backend.jobs.state import (
     LEASE_SECONDS,
     JobState,
@@ -27,7 +27,7 @@ def state(request, tmp_path):
 
 
 def test_lanes_of_kinds():
-    assert (lane_of(TRAIN), lane_of(RESCORE), lane_of(PRELABEL)) == (
+    assert (lane_of(Kind.TRAIN), lane_of(Kind.RESCORE), lane_of(Kind.PRELABEL)) == (
         "training",
         "training",
         "prelabel",
@@ -39,24 +39,24 @@ def test_requests_coalesce_into_one_pending_run(state):
         state.request(3, "Start Training")
     lease = state.acquire(3, "training")
     assert lease is not None
-    assert state.take_pending(lease) == TRAIN  # one run for five clicks
+    assert state.take_pending(lease) == Kind.TRAIN  # one run for five clicks
     assert state.busy(3, "training")
     state.request(3, "Start Training")  # a click during the run: one follow-up
     state.request(3, "Start Training")
-    state.request(3, "promoted by hand", kind=RESCORE)
-    assert state.take_pending(lease) == TRAIN | RESCORE
+    state.request(3, "promoted by hand", kind=Kind.RESCORE)
+    assert state.take_pending(lease) == Kind.TRAIN | Kind.RESCORE
     assert state.take_pending(lease) == 0  # nothing left: the lease is given up
     assert not state.busy(3, "training")
 
 
 def test_lanes_run_independently(state):
     state.request(1, "Start Training")
-    state.request(1, "tasks imported", kind=PRELABEL)
+    state.request(1, "tasks imported", kind=Kind.PRELABEL)
     training = state.acquire(1, "training")
     prelabel = state.acquire(1, "prelabel")
     assert training is not None and prelabel is not None
-    assert state.take_pending(prelabel) == PRELABEL
-    assert state.take_pending(training) == TRAIN
+    assert state.take_pending(prelabel) == Kind.PRELABEL
+    assert state.take_pending(training) == Kind.TRAIN
     assert state.status(1, "prelabel")["state"] == "queued"
     assert sorted(lane for _, lane, _, _ in state.lanes()) == ["prelabel", "training"]
 
@@ -70,16 +70,16 @@ def test_a_second_runner_backs_off_while_one_holds_the_lane(state):
 
 
 def test_a_fresh_lease_runs_again_what_a_dead_runner_took(state):
-    state.request(7, "tasks imported", kind=PRELABEL)
+    state.request(7, "tasks imported", kind=Kind.PRELABEL)
     lease = state.acquire(7, "prelabel")
-    assert state.take_pending(lease) == PRELABEL
+    assert state.take_pending(lease) == Kind.PRELABEL
     state.set_status(7, "prelabel", state="running")
     # The runner dies without finishing: its lease goes (flock closed, or the key lapses).
     lease.release()
     status = state.status(7, "prelabel")
     assert status["state"] == "interrupted" and "runs again" in status["reason"]
     again = state.acquire(7, "prelabel")
-    assert state.take_pending(again) == PRELABEL  # the unfinished run, once
+    assert state.take_pending(again) == Kind.PRELABEL  # the unfinished run, once
     assert state.take_pending(again) == 0
 
 
@@ -111,7 +111,7 @@ def test_a_redis_lease_lapses_when_its_holder_stops_renewing(redis_prefix, monke
     time.sleep(0.3)
     assert not state.busy(9, "training")
     other = state.acquire(9, "training")
-    assert other is not None and state.take_pending(other) == TRAIN
+    assert other is not None and state.take_pending(other) == Kind.TRAIN
     with pytest.raises(LeaseLost):
         state.take_pending(lease)  # the stalled holder learns it lost the lease
     assert LEASE_SECONDS >= 10  # long enough for a busy host to renew in time
@@ -144,7 +144,7 @@ def test_a_killed_runner_frees_the_sqlite_lane_at_once(tmp_path):
     runner.wait()
     assert state.status(5)["state"] == "interrupted"
     lease = state.acquire(5, "training", wait=0.5)
-    assert lease is not None and state.take_pending(lease) == TRAIN
+    assert lease is not None and state.take_pending(lease) == Kind.TRAIN
 
 
 def test_concurrent_triggers_from_many_processes_lose_nothing(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.config import load_settings
-from backend.domain.jobs import PRELABEL, TRAIN
+from backend.domain.jobs import Kind
 from backend.jobs.dispatch import Dispatcher
 from backend.jobs.reconcile import reconcile_projects
 from backend.jobs.state import JobState
@@ -33,7 +33,7 @@ def test_prelabeling_is_due_until_a_run_saw_every_task(tmp_path):
     assert prelabel_due(fake, state, empty) is None  # nothing to label
     fake.add_task(project, "a post")
     assert prelabel_due(fake, state, project) == "1 tasks, never pre-labeled by this backend"
-    state.request(project, "connected", kind=PRELABEL)
+    state.request(project, "connected", kind=Kind.PRELABEL)
     assert prelabel_due(fake, state, project) is None  # already asked for
     lease = state.acquire(project, "prelabel")
     state.take_pending(lease)
@@ -57,7 +57,7 @@ def test_reconcile_requests_what_is_due_and_restarts_orphaned_lanes(tmp_path):
     assert state.status(project, "prelabel")["requested_by"].startswith("1 tasks")
 
     # A training run whose runner died: its lane has work and no runner.
-    state.request(project, "Start Training", kind=TRAIN)
+    state.request(project, "Start Training", kind=Kind.TRAIN)
     lease = state.acquire(project, "training")
     state.take_pending(lease)
     lease.release()

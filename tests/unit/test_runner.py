@@ -20,7 +20,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
-from backend.domain.jobs import RESCORE
+from backend.domain.jobs import Kind
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.jobs.lane import work
@@ -547,7 +547,7 @@ def test_a_failing_label_studio_is_retried_with_back_off_then_the_run_fails(worl
 def test_a_promotion_by_hand_rescores_without_training(world, always_personal):
     ids = labeled_and_unlabeled(world)
     version = world.install(always_personal)
-    world.state.request(world.project, f"promoted {version} by hand", kind=RESCORE)
+    world.state.request(world.project, f"promoted {version} by hand", kind=Kind.RESCORE)
     lease = world.state.acquire(world.project, "training")
     work(world.settings, world.state, lease, client=world.fake, predictor=world.predictor)
     assert [m["version"] for m in world.registry.versions()] == [version]  # nothing trained
