@@ -30,6 +30,8 @@ from backend.llm.cache import AnswerCache, Cache, CachedAnswer, RedisAnswerCache
 
 log = logging.getLogger(__name__)
 
+OFF_LIST = "answer outside the label set"
+
 
 @dataclass(frozen=True)
 class LLMOpinion:
@@ -38,6 +40,17 @@ class LLMOpinion:
     cached: bool = False
     error: str | None = None
     tokens: int = 0  # prompt + completion tokens this answer cost (0 from the cache)
+
+    @property
+    def off_list(self) -> bool:
+        """The LLM answered, outside the labels: asking again would get the same."""
+        return self.error == OFF_LIST
+
+    @classmethod
+    def from_cache(cls, answer: CachedAnswer) -> LLMOpinion:
+        """A stored answer reads as it did when fresh, off-list answers included."""
+        error = OFF_LIST if answer.label is None else None
+        return cls(answer.label, answer.confidence, cached=True, error=error)
 
 
 class ZeroShotLabeler:
@@ -105,10 +118,7 @@ class ZeroShotLabeler:
                 exc,
             )
             found = {}
-        return [
-            LLMOpinion(found[k].label, found[k].confidence, cached=True) if k in found else None
-            for k in keys
-        ]
+        return [LLMOpinion.from_cache(found[k]) if k in found else None for k in keys]
 
     def label_many(
         self,
@@ -263,7 +273,7 @@ class ZeroShotLabeler:
                 claimed = self.cache.claim(key, owner, self.claim_seconds)
                 found = self.cache.get_many([key]).get(key)
                 if found is not None:
-                    return LLMOpinion(found.label, found.confidence, cached=True)
+                    return LLMOpinion.from_cache(found)
                 if claimed:
                     opinion = self._ask(taxonomy, text, key)
                     return opinion
@@ -330,7 +340,7 @@ class ZeroShotLabeler:
             key, CachedAnswer(label, confidence, reading.content[:500]), model=self.model
         )
         if label is None:
-            return LLMOpinion(None, None, error="answer outside the label set", tokens=spent)
+            return LLMOpinion(None, None, error=OFF_LIST, tokens=spent)
         return LLMOpinion(label, confidence, tokens=spent)
 
     def _count(self, response: dict) -> int:

@@ -100,7 +100,7 @@ def prelabel_project(
         for (_, _, opinion), item in zip(items, opinions, strict=True):
             if item.decision is None:
                 # An error is worth asking again; an answer off the label list is not.
-                counts["failed" if opinion.error else "unusable"] += 1
+                counts["failed" if opinion.error and not opinion.off_list else "unusable"] += 1
         counts["batches"] += 1
         elapsed = time.monotonic() - started
         log.info(

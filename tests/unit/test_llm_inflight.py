@@ -35,7 +35,10 @@ def test_overlapping_requests_share_the_llm_call(tmp_path, label_config):
         assert len(results) == 3
         # The double answers "banana": no pre-label, and the answer is cached as such.
         assert all(o.label is None for batch in results for o in batch)
-        assert labeler.label_many(taxonomy, texts)[0].cached
+        again = labeler.label_many(taxonomy, texts)[0]
+        # From the cache it reads as it did fresh: off the list, not an error to retry.
+        assert again.cached and again.off_list
+        assert all(o.off_list for batch in results for o in batch)
         assert double.requests == 4
 
 
