@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.config import Settings
@@ -32,27 +33,38 @@ log = logging.getLogger(__name__)
 
 QUEUES = {Lane.PRELABEL: "takemeter-prelabel", Lane.TRAINING: "takemeter-training"}
 LOCK_FD = "--lock-fd="
-DAY_MS = 24 * 3600 * 1000
 
 
 class Dispatcher:
     """Record a request and make sure something runs it."""
 
-    def __init__(self, settings: Settings, state: JobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: JobStore,
+        *,
+        start_lane: Callable[[int, str], object] | None = None,
+    ) -> None:
         self.settings = settings
         self.state = state
+        self.start_lane = start_lane  # replaces the mode's way (the service's tests)
 
     @property
     def mode(self) -> str:
         return "distributed" if self.settings.broker_url else "embedded"
 
     def request(self, project: int, reason: str, *, kind: int) -> None:
+        """The one way to ask for a job: recorded (coalescing with what is pending), then
+        the lane's runner started or its queue message sent."""
         self.state.request(project, reason, kind=kind)
         self.kick(project, lane_of(kind))
 
     def kick(self, project: int, lane: str) -> bool:
+        if self.start_lane is not None:
+            self.start_lane(project, lane)
+            return True
         if self.settings.broker_url:
-            actors(self.settings.broker_url)[lane].send(project)
+            send(self.settings.broker_url, project, lane)
             return True
         return start_runner(self.settings, self.state, project, lane)
 
@@ -127,45 +139,42 @@ def start_runner(settings: Settings, state: JobStore, project: int, lane: str) -
 
 
 @functools.cache
-def actors(broker_url: str) -> dict:
-    """The Dramatiq broker for BROKER_URL and one actor per lane, once per process."""
+def broker(broker_url: str):
+    """The Dramatiq broker for BROKER_URL, once per process."""
     import dramatiq
     from dramatiq.broker import Broker
 
     if broker_url.startswith("amqp"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        broker: Broker = RabbitmqBroker(url=broker_url)
+        made: Broker = RabbitmqBroker(url=broker_url)
     else:
         from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 
         # A worker that stops beating for 15 s is dead: its unfinished messages go back
         # to the queue at the next maintenance, which runs on 1 in 20 fetches.
-        broker = RedisBroker(
+        made = RedisBroker(
             url=broker_url, heartbeat_timeout=15000, maintenance_chance=MAINTENANCE_SCALE // 20
         )
-    dramatiq.set_broker(broker)
-
-    def run_lane_job(project: int, lane: str) -> None:
-        # The lane loop and its workflows load only where a message is run.
-        from backend.jobs.lane import run_message
-
-        run_message(project, lane)
-
-    made = {}
-    for lane, queue in QUEUES.items():
-
-        def bound(project: int, _lane: str = lane) -> None:
-            run_lane_job(project, _lane)
-
-        bound.__name__ = f"takemeter_{lane}"
-        made[lane] = dramatiq.actor(
-            actor_name=f"takemeter_{lane}",
-            queue_name=queue,
-            broker=broker,
-            max_retries=20,
-            min_backoff=5000,
-            max_backoff=300000,
-            time_limit=DAY_MS,
-        )(bound)
+    dramatiq.set_broker(made)
     return made
+
+
+def actor_name(lane: str) -> str:
+    return f"takemeter_{lane}"
+
+
+def send(broker_url: str, project: int, lane: str) -> None:
+    """A message for the lane's actor. Sent by name: the sender needs no actor body, the
+    workers declare the actors (backend.jobs.lane.declare_actors) and run them."""
+    import dramatiq
+
+    broker(broker_url).enqueue(
+        dramatiq.Message(
+            queue_name=QUEUES[Lane(lane)],
+            actor_name=actor_name(lane),
+            args=(project,),
+            kwargs={},
+            options={},
+        )
+    )

@@ -13,15 +13,16 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Unpack
 
 from backend.config import ConfigError, Settings, load_settings
-from backend.domain.jobs import Kind, Lane, RunState
+from backend.domain.jobs import Kind, Lane, RetryPolicy, RunState, StatusFields
 from backend.inference.predictor import Predictor
-from backend.jobs.state import JobStore, Lease, LeaseLost, open_state
+from backend.jobs.compose import Parts
+from backend.jobs.dispatch import QUEUES, actor_name
+from backend.jobs.state import JobStore, Lease, LeaseLost
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import for_backend as card_for_backend
-from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.workflows.prelabel import PrelabelFailures, prelabel_project
 from backend.workflows.training import Runner
 
@@ -50,23 +51,19 @@ def retryable(exc: Exception) -> bool:
     )
 
 
-def backoff(attempt: int) -> float:
-    return min(300.0, 5.0 * 2 ** (attempt - 1))
-
-
 def work(
     settings: Settings,
     state: JobStore,
     lease: Lease,
     *,
+    predictor: Predictor,
     client=None,
-    predictor: Predictor | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Run the lane's pending work until none is left; the lease is given up then."""
     project, lane = lease.project, lease.lane
 
-    def report(**fields: Any) -> None:
+    def report(**fields: Unpack[StatusFields]) -> None:
         state.set_status(project, lane, **fields)
 
     try:
@@ -75,25 +72,25 @@ def work(
         while state.take_pending(lease):
             report(state=RunState.FAILED, phase=None, reason=str(exc), finished=time.time())
         return
-    predictor = predictor or Predictor(settings, labeler_from_settings(settings))
     card = card_for_backend(client, settings, state, predictor)
     if lane == Lane.TRAINING:
         runner = Runner(settings, state, client=client, predictor=predictor, card=card)
 
-        def report(**fields: Any) -> None:  # failures and retries reach the card too
+        def report(**fields: Unpack[StatusFields]) -> None:  # failures reach the card too
             runner.report(project, **fields)
 
         def execute(bits: int) -> None:
             runner.train(project) if bits & Kind.TRAIN else runner.rescore(project)
     else:
 
-        def report(**fields: Any) -> None:
+        def report(**fields: Unpack[StatusFields]) -> None:
             card.show(project, state.set_status(project, lane, **fields), lane)
 
         def execute(bits: int) -> None:
             counts = prelabel_project(client, predictor, settings, project, report)
             report(state=RunState.FINISHED, phase=None, attempts=0, finished=time.time(), **counts)
 
+    policy = RetryPolicy.from_settings(settings)
     attempts = 0
     while True:
         if lane == Lane.TRAINING:
@@ -107,7 +104,7 @@ def work(
         except Exception as exc:
             attempts += 1
             reason = ls_client.describe_error(exc)
-            if attempts >= settings.job_retries or not retryable(exc):
+            if attempts >= policy.attempts or not retryable(exc):
                 log.exception("project %d: %s failed", project, lane)
                 report(
                     state=RunState.FAILED,
@@ -118,13 +115,13 @@ def work(
                 )
                 attempts = 0
                 continue
-            delay = backoff(attempts)
+            delay = policy.delay(attempts)
             log.warning(
                 "project %d: %s attempt %d of %d failed (%s); again in %.0f s",
                 project,
                 lane,
                 attempts,
-                settings.job_retries,
+                policy.attempts,
                 reason,
                 delay,
             )
@@ -136,26 +133,52 @@ def work(
                 retry_at=time.time() + delay,
             )
             sleep(delay)
-            state.request(project, f"attempt {attempts + 1} of {settings.job_retries}", kind=bits)
+            state.request(project, f"attempt {attempts + 1} of {policy.attempts}", kind=bits)
 
 
 @functools.cache
-def _worker_predictor(settings: Settings) -> Predictor:
-    """One predictor per worker process: its models and LLM pool serve every job."""
-    return Predictor(settings, labeler_from_settings(settings))
+def _worker_parts() -> Parts:
+    """One set of parts per worker process: its models and LLM pool serve every job."""
+    return Parts(load_settings())
 
 
 def run_message(project: int, lane: str) -> None:
     """A Dramatiq message: run the lane unless another runner holds its lease (that
     runner sees the pending request; a lapsed lease is recovered by the reconcile)."""
-    settings = load_settings()
-    state = open_state(settings)
+    parts = _worker_parts()
+    state = parts.jobs
     lease = state.acquire(project, lane)
     if lease is None:
         return
     try:
-        work(settings, state, lease, predictor=_worker_predictor(settings))
+        work(parts.settings, state, lease, predictor=parts.predictor)
     except LeaseLost as exc:
         log.error("%s; stopping here, the new holder goes on", exc)
     finally:
         lease.release()
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def declare_actors(broker, retry: RetryPolicy) -> None:
+    """A worker's actors, one per lane, on `broker`. A message whose run fails before the
+    loop above takes over (Redis away when the lease is taken, say) is redelivered on the
+    same retry policy as the loop's own attempts."""
+    import dramatiq
+
+    for lane, queue in QUEUES.items():
+
+        def run_lane_job(project: int, _lane: str = lane) -> None:
+            run_message(project, _lane)
+
+        run_lane_job.__name__ = actor_name(lane)
+        dramatiq.actor(
+            actor_name=actor_name(lane),
+            queue_name=queue,
+            broker=broker,
+            max_retries=retry.attempts - 1,
+            min_backoff=int(retry.first_delay * 1000),
+            max_backoff=int(retry.max_delay * 1000),
+            time_limit=DAY_MS,
+        )(run_lane_job)

@@ -76,7 +76,7 @@ def main() -> int:
     own beside gunicorn (a thread in the master would fork into workers mid-transaction
     and leave SQLite's locks in them)."""
     from backend.config import load_settings
-    from backend.jobs.state import open_state
+    from backend.jobs.compose import Parts
 
     settings = load_settings()
     logging.basicConfig(
@@ -86,9 +86,8 @@ def main() -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_forever(
-        Dispatcher(settings, open_state(settings)), lambda: ls_client.connect(settings), stop
-    )
+    parts = Parts(settings)
+    run_forever(parts.dispatcher, parts.connect, stop)
     return 0
 
 

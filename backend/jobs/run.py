@@ -9,12 +9,13 @@ import logging
 import sys
 
 from backend.config import load_settings
-from backend.jobs.dispatch import LOCK_FD, Dispatcher
+from backend.jobs.compose import Parts
+from backend.jobs.dispatch import LOCK_FD
 from backend.jobs.lane import work
-from backend.jobs.state import FileLease, JobState
+from backend.jobs.state import FileLease, JobStore, Lease
 
 
-def handed_lease(state: JobState, project: int, lane: str, args: list[str]) -> FileLease | None:
+def handed_lease(state: JobStore, project: int, lane: str, args: list[str]) -> Lease | None:
     """The lease start_runner handed over (--lock-fd=N), else (a runner started by hand)
     one taken here, or None when another runner has it."""
     for arg in args:
@@ -31,15 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s {lane}[%(process)d] %(message)s",
     )
-    state = JobState(settings.model_dir)
-    lease = handed_lease(state, project, lane, argv[2:])
+    parts = Parts(settings)
+    lease = handed_lease(parts.jobs, project, lane, argv[2:])
     if lease is None:
         return 0  # another runner owns this lane and will see the pending request
     try:
-        work(settings, state, lease)
+        work(settings, parts.jobs, lease, predictor=parts.predictor)
     finally:
         lease.release()
-    Dispatcher(settings, state).recover()  # start what waited for a free runner
+    parts.dispatcher.recover()  # start what waited for a free runner
     return 0
 
 

@@ -24,34 +24,52 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Unpack, cast
 
 from backend.config import Settings
 from backend.connections import redis_client
-from backend.domain.jobs import Kind, Lane, RunState, StatusStore, lane_of
+from backend.domain.jobs import (
+    JobStatus,
+    Kind,
+    Lane,
+    RunState,
+    StatusFields,
+    StatusStore,
+    lane_of,
+)
 from backend.model.registry import Registry
 
 LEASE_SECONDS = 30.0
 
 
-def public_status(status: dict, *, pending: int, running: int, busy: bool) -> dict:
+def _loaded(stored: str | bytes | None) -> JobStatus:
+    """A status as either store keeps it (JSON; nothing before the first write)."""
+    return cast(JobStatus, json.loads(stored or "{}"))
+
+
+def public_status(status: JobStatus, *, pending: int, running: int, busy: bool) -> JobStatus:
     """The stored status as GET /training and GET /jobs show it."""
-    shown = {"state": RunState.IDLE, **status, "pending": bool(pending)}
+    shown: JobStatus = {"state": RunState.IDLE, **status, "pending": bool(pending)}
     if shown["state"] in (RunState.RUNNING, RunState.QUEUED) and not busy and not pending:
         if running:
             shown.update(
-                state=RunState.INTERRUPTED,
-                reason="the job's process ended before it "
-                "finished; it runs again when a runner picks the project up",
+                {
+                    "state": RunState.INTERRUPTED,
+                    "reason": "the job's process ended before it finished; it runs again "
+                    "when a runner picks the project up",
+                }
             )
-        elif shown["state"] == "running":
-            shown.update(state=RunState.FAILED, reason="the job's process ended unexpectedly")
+        elif shown["state"] == RunState.RUNNING:
+            shown.update(
+                {"state": RunState.FAILED, "reason": "the job's process ended unexpectedly"}
+            )
     return shown
 
 
-def shown_status(store: JobStore, project: int, lane: str) -> dict:
+def shown_status(store: JobStore, project: int, lane: str) -> JobStatus:
     """What GET /jobs shows of a lane, from either store's row."""
     pending, running, since, status = store.row(project, lane)
     shown = public_status(status, pending=pending, running=running, busy=store.busy(project, lane))
@@ -60,9 +78,9 @@ def shown_status(store: JobStore, project: int, lane: str) -> dict:
     return shown
 
 
-def mark_requested(status: dict, reason: str) -> None:
+def mark_requested(status: JobStatus, reason: str) -> None:
     """A request noted on the lane's status: queued unless a run is under way."""
-    status.update(requested_by=reason, requested_at=time.time())
+    status.update({"requested_by": reason, "requested_at": time.time()})
     if status.get("state") not in (RunState.RUNNING, RunState.RETRYING):
         status["state"] = RunState.QUEUED
 
@@ -117,13 +135,15 @@ class JobState:
                 raise
             db.execute("COMMIT")
 
-    def _row(self, db: sqlite3.Connection, project: int, lane: str) -> tuple[int, int, int, dict]:
+    def _row(
+        self, db: sqlite3.Connection, project: int, lane: str
+    ) -> tuple[int, int, int, JobStatus]:
         db.execute("INSERT OR IGNORE INTO lanes (project, lane) VALUES (?, ?)", (project, lane))
         pending, running, since, status = db.execute(
             "SELECT pending, running, since_run, status FROM lanes WHERE project = ? AND lane = ?",
             (project, lane),
         ).fetchone()
-        return pending, running, since, json.loads(status or "{}")
+        return pending, running, since, _loaded(status)
 
     def lock_path(self, project: int, lane: str, *, create: bool = True) -> Path:
         return Registry(self.model_dir, project).lock_file(lane, create=create)
@@ -156,17 +176,19 @@ class JobState:
                     return None
                 time.sleep(0.1)
 
-    def status(self, project: int, lane: str = Lane.TRAINING) -> dict:
+    def status(self, project: int, lane: str = Lane.TRAINING) -> JobStatus:
         return shown_status(self, project, lane)
 
-    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
+    def row(self, project: int, lane: str) -> tuple[int, int, int, JobStatus]:
         with self.transaction() as db:
             return self._row(db, project, lane)
 
-    def set_status(self, project: int, lane: str = Lane.TRAINING, **fields: object) -> dict:
+    def set_status(
+        self, project: int, lane: str = Lane.TRAINING, **fields: Unpack[StatusFields]
+    ) -> JobStatus:
         with self.transaction() as db:
             _, _, _, status = self._row(db, project, lane)
-            status.update(fields, updated=time.time())
+            status.update({**fields, "updated": time.time()})
             db.execute(
                 "UPDATE lanes SET status = ?, updated = ? WHERE project = ? AND lane = ?",
                 (json.dumps(status), time.time(), project, lane),
@@ -311,21 +333,21 @@ class RedisJobState:
             time.sleep(0.1)
         return RedisLease(self, project, lane, token)
 
-    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
+    def row(self, project: int, lane: str) -> tuple[int, int, int, JobStatus]:
         raw = self.redis.hmget(self.key(project, lane), "pending", "running", "since_run", "status")
         pending, running, since = (int(v or 0) for v in raw[:3])
-        return pending, running, since, json.loads(raw[3] or "{}")
+        return pending, running, since, _loaded(raw[3])
 
-    def status(self, project: int, lane: str = Lane.TRAINING) -> dict:
+    def status(self, project: int, lane: str = Lane.TRAINING) -> JobStatus:
         return shown_status(self, project, lane)
 
-    def _update(self, project: int, lane: str, change) -> dict:
+    def _update(self, project: int, lane: str, change: Callable[[JobStatus], None]) -> JobStatus:
         """Read-modify-write of the status JSON, retried when another writer raced us."""
         key = self.key(project, lane)
-        result: dict = {}
+        result: JobStatus = {}
 
         def apply(pipe) -> None:
-            status = json.loads(pipe.hget(key, "status") or "{}")
+            status = _loaded(pipe.hget(key, "status"))
             change(status)
             pipe.multi()
             pipe.hset(key, "status", json.dumps(status))
@@ -335,9 +357,11 @@ class RedisJobState:
         self.redis.transaction(apply, key)
         return result
 
-    def set_status(self, project: int, lane: str = Lane.TRAINING, **fields: object) -> dict:
+    def set_status(
+        self, project: int, lane: str = Lane.TRAINING, **fields: Unpack[StatusFields]
+    ) -> JobStatus:
         return self._update(
-            project, lane, lambda status: status.update(fields, updated=time.time())
+            project, lane, lambda status: status.update({**fields, "updated": time.time()})
         )
 
     def request(self, project: int, reason: str, *, kind: int = Kind.TRAIN) -> None:
@@ -386,7 +410,7 @@ class JobStore(StatusStore, Protocol):
     RedisJobState (any host) implement it."""
 
     def busy(self, project: int, lane: str = Lane.TRAINING) -> bool: ...
-    def row(self, project: int, lane: str) -> tuple[int, int, int, dict]:
+    def row(self, project: int, lane: str) -> tuple[int, int, int, JobStatus]:
         """(pending bits, running bits, annotations since the last run, status)."""
         ...
 

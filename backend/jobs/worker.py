@@ -15,10 +15,11 @@ import sys
 import threading
 
 from backend.config import ConfigError, load_settings
+from backend.domain.jobs import Lane, RetryPolicy
 from backend.jobs import reconcile
-from backend.jobs.dispatch import QUEUES, Dispatcher, actors
-from backend.jobs.state import open_state
-from backend.labelstudio import client as ls_client
+from backend.jobs.compose import Parts
+from backend.jobs.dispatch import QUEUES, broker
+from backend.jobs.lane import declare_actors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import dramatiq
 
-    broker = next(iter(actors(settings.broker_url).values())).broker
+    queue_broker = broker(settings.broker_url)
+    declare_actors(queue_broker, RetryPolicy.from_settings(settings))
     worker = dramatiq.Worker(
-        broker, queues={QUEUES[lane] for lane in lanes}, worker_threads=args.threads
+        queue_broker, queues={QUEUES[Lane(lane)] for lane in lanes}, worker_threads=args.threads
     )
     worker.start()
     stop = threading.Event()
@@ -81,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     stop_reconcile = None
     if not args.no_reconcile:
-        stop_reconcile = reconcile.start(
-            Dispatcher(settings, open_state(settings)), lambda: ls_client.connect(settings)
-        )
+        parts = Parts(settings)
+        stop_reconcile = reconcile.start(parts.dispatcher, parts.connect)
     logging.getLogger(__name__).info(
         "worker up: lanes %s, %d threads, broker %s",
         ", ".join(lanes),

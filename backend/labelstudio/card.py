@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from backend.domain.jobs import Lane, RunState
+from backend.domain.jobs import JobStatus, Lane, RunState
 from backend.labelstudio import client as ls_client
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ def _count(n: object, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def _held_out(status: dict) -> str:
+def _held_out(status: JobStatus) -> str:
     held = status.get("held_out_tasks")
     if not isinstance(held, int):
         return ""
     return f"; {_count(held, 'task')} held out for evaluation"
 
 
-def _running(status: dict) -> str:
+def _running(status: JobStatus) -> str:
     phase = status.get("phase") or "starting"
     version = status.get("version")
     kind = phase.partition(" (")[2].rstrip(")")  # "training (head)": a run's candidates
@@ -73,7 +73,7 @@ def _running(status: dict) -> str:
     return f"training: {phase}"
 
 
-def status_text(status: dict) -> str:
+def status_text(status: JobStatus) -> str:
     """One line for the card: queued, running (epoch, loss), promoted with its figures,
     kept and why, skipped and why (with the held-out count), failed and why. Empty for
     a status with nothing to show (no run yet)."""
@@ -107,7 +107,7 @@ def status_text(status: dict) -> str:
     return _one_line(text)
 
 
-def prelabel_text(status: dict) -> str:
+def prelabel_text(status: JobStatus) -> str:
     """One line for the pre-labeling job: queued, running (done of to label), retrying
     and why, failed and why, or what the last run labeled. Empty when a run found nothing
     to label, or before any run."""
@@ -140,7 +140,7 @@ def prelabel_text(status: dict) -> str:
     return _one_line(text + (f" ({', '.join(trouble)})" if trouble else ""))
 
 
-def card_text(training: dict, prelabel: dict) -> str:
+def card_text(training: JobStatus, prelabel: JobStatus) -> str:
     """The card's status: the training job's, then the pre-labeling job's."""
     parts = [status_text(training), prelabel_text(prelabel)]
     return _one_line(SEPARATOR.join(p for p in parts if p), joined=True)
@@ -174,7 +174,7 @@ class Card:
         *,
         backend_url: str | None = None,
         own_versions: Callable[[int], Iterable[str]] | None = None,
-        lane_status: Callable[[int, str], dict] | None = None,
+        lane_status: Callable[[int, str], JobStatus] | None = None,
         every: float = EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -195,13 +195,14 @@ class Card:
         mine = [b for b in backends if b.model_version and b.model_version in own]
         return mine or (backends if len(backends) == 1 else [])
 
-    def show(self, project: int, status: dict, lane: str = Lane.TRAINING) -> bool:
+    def show(self, project: int, status: JobStatus, lane: str = Lane.TRAINING) -> bool:
         """Write a lane's status (with the other lane's) onto the card unless it is
         unchanged or throttled; True when Label Studio took it."""
         other = Lane.PRELABEL if lane == Lane.TRAINING else Lane.TRAINING
+        none: JobStatus = {}
         statuses = {
             lane: status,
-            other: self.lane_status(project, other) if self.lane_status else {},
+            other: self.lane_status(project, other) if self.lane_status else none,
         }
         text = card_text(statuses[Lane.TRAINING], statuses[Lane.PRELABEL])
         phase = (lane, status.get("state"), status.get("phase"))

@@ -30,17 +30,17 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings, load_settings
 from backend.domain import queue
-from backend.domain.jobs import Kind, Lane, lane_of
+from backend.domain.jobs import Kind, Lane
 from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
 from backend.inference.predictor import Predictor
-from backend.jobs.dispatch import Dispatcher
-from backend.jobs.state import JobStore, open_state
+from backend.jobs.compose import Parts
+from backend.jobs.state import JobStore
 from backend.labelstudio import client as ls_client
-from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import SHOWN_NAME, InvalidName, kind_of, name_in
 from backend.service import protocol
 from backend.service.protocol import ProtocolError
 from backend.workflows.sync import ProjectSync
+from backend.workflows.triggers import training_due
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +58,20 @@ def create_app(
     predictor: Predictor | None = None,
     jobs: JobStore | None = None,
     sync: ProjectSync | None = None,
-    kick: Callable[[int, str], object] | None = None,
+    start_lane: Callable[[int, str], object] | None = None,
     project_exists: Callable[[int], bool] | None = None,
 ) -> Flask:
-    """The Flask app. Collaborators left out are built from `settings`: the predictor
-    (LLM labeler + serving models), the job state, the Label Studio sync, what gets a
-    project's job lane run (`kick(project, lane)`: a runner process, or a queue message)
-    and the project check (Label Studio's, when it is configured)."""
+    """The Flask app. Collaborators left out are built by backend.jobs.compose from
+    `settings`: the predictor (LLM labeler + serving models), the job state, the Label
+    Studio sync, what gets a project's job lane run (a runner process or a queue message;
+    `start_lane(project, lane)` instead) and the project check (Label Studio's, when it
+    is configured)."""
     settings = settings or load_settings()
-    predictor = predictor or Predictor(settings, labeler_from_settings(settings))
-    jobs = jobs or open_state(settings)
-    kick = kick or Dispatcher(settings, jobs).kick
-    sync = sync or ProjectSync(settings, predictor, jobs=jobs, kick=kick)
+    parts = Parts(settings, jobs=jobs, predictor=predictor, start_lane=start_lane)
+    predictor, jobs, request_job = parts.predictor, parts.jobs, parts.dispatcher.request
+    sync = sync or ProjectSync(settings, predictor, jobs=jobs, request_job=request_job)
     # With Label Studio configured, the pre-labeling job pushes what /predict lacks.
     pushes = bool(settings.label_studio_url and settings.label_studio_api_key)
-
-    def run_job(project: int, reason: str, kind: int) -> None:
-        jobs.request(project, reason, kind=kind)
-        kick(project, lane_of(kind))
 
     if project_exists is None:
 
@@ -83,7 +79,7 @@ def create_app(
             if not settings.label_studio_url:
                 return True  # nothing to ask; the runner reports a missing project
             try:
-                return ls_client.project_exists(ls_client.connect(settings), project)
+                return ls_client.project_exists(parts.connect(), project)
             except Exception as exc:  # Label Studio down: the runner retries and reports
                 log.warning(
                     "could not check project %d in Label Studio: %s",
@@ -180,8 +176,10 @@ def create_app(
         )
         if queue_rest and missing:
             try:
-                run_job(
-                    project, f"Retrieve Predictions: {missing} posts not asked yet", Kind.PRELABEL
+                request_job(
+                    project,
+                    f"Retrieve Predictions: {missing} posts not asked yet",
+                    kind=Kind.PRELABEL,
                 )
             except Exception as exc:  # the queue away: still answer with what is cached
                 log.warning(
@@ -197,20 +195,22 @@ def create_app(
         action = protocol.action(data)
         if action == protocol.TASKS_EVENT and pushes:
             project = protocol.required_project(data.get("project"))
-            run_job(project, "tasks imported", Kind.PRELABEL)
+            request_job(project, "tasks imported", kind=Kind.PRELABEL)
             return jsonify(status="pre-labeling requested", action=action, project=project), 201
         if action != protocol.TRAINING_EVENT and action not in protocol.ANNOTATION_EVENTS:
             return jsonify(status="ignored", action=action)
         project = protocol.required_project(data.get("project"))
-        if action == protocol.TRAINING_EVENT:
-            reason = "Start Training"
-        elif not jobs.count_annotation(project, settings.train_after_annotations):
+        reason = training_due(
+            jobs,
+            project,
+            clicked=action == protocol.TRAINING_EVENT,
+            every=settings.train_after_annotations,
+        )
+        if reason is None:
             return jsonify(status="counted", action=action)
-        else:
-            reason = f"{settings.train_after_annotations} annotations"
         if not project_exists(project):
             raise ProtocolError(404, f"project {project} does not exist in Label Studio")
-        run_job(project, reason, Kind.TRAIN)
+        request_job(project, reason, kind=Kind.TRAIN)
         return jsonify(
             status="training requested",
             action=action,
@@ -266,7 +266,7 @@ def create_app(
             raise ProtocolError(404, f"no complete model version {given} in project {project}")
         registry.promote(folder)
         version = registry.name(folder)
-        run_job(project, f"promoted {version} by hand", Kind.RESCORE)
+        request_job(project, f"promoted {version} by hand", kind=Kind.RESCORE)
         return jsonify(project=project, serving=version)
 
     @app.get("/training")

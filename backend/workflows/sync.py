@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from backend.config import Settings
-from backend.domain.jobs import Kind, Lane
+from backend.domain.jobs import Kind, RequestJob, StatusStore
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.workflows.triggers import prelabel_due
@@ -31,13 +31,13 @@ class ProjectSync:
         predictor: Predictor,
         *,
         connect: Callable[[], ls_client.LabelStudio] | None = None,
-        jobs=None,
-        kick: Callable[[int, str], object] | None = None,
+        jobs: StatusStore | None = None,
+        request_job: RequestJob | None = None,
     ) -> None:
         self.settings = settings
         self.predictor = predictor
-        self.jobs = jobs  # with `kick`: request the pre-labeling job where it is due
-        self.kick = kick
+        self.jobs = jobs  # with `request_job`: request the pre-labeling job where it is due
+        self.request_job = request_job
         self.connect = connect or (lambda: ls_client.connect(settings))
         self._last: dict[int, float] = {}
         self._refused: set[tuple[int, str]] = set()
@@ -81,11 +81,10 @@ class ProjectSync:
                     ):
                         self._refused.add(key)
                 ls_client.ensure_sampling(client, project, current.sampling)
-                if self.jobs is not None and self.kick is not None:
+                if self.jobs is not None and self.request_job is not None:
                     reason = prelabel_due(client, self.jobs, project)
                     if reason:
-                        self.jobs.request(project, reason, kind=Kind.PRELABEL)
-                        self.kick(project, Lane.PRELABEL)
+                        self.request_job(project, reason, kind=Kind.PRELABEL)
         except Exception as exc:
             with self._lock:
                 self._last.pop(project, None)

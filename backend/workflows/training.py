@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from backend.config import Settings
 from backend.domain import dataset, policy
-from backend.domain.jobs import Lane, RunState, StatusStore
+from backend.domain.jobs import JobStatus, Lane, RunState, StatusFields, StatusStore
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
@@ -225,7 +225,9 @@ class Runner:
         self.predictor = predictor
         self.card = card or card_for_backend(client, settings, state, predictor)
 
-    def report(self, project: int, *, serves: bool = False, **fields: object) -> dict:
+    def report(
+        self, project: int, *, serves: bool = False, **fields: Unpack[StatusFields]
+    ) -> JobStatus:
         """Record the run's progress where GET /training and Label Studio's model card show
         it. A version is reported by its shown name, the one Label Studio knows it by;
         `serves`: it now serves and its predictions are in Label Studio."""
@@ -267,7 +269,7 @@ class Runner:
         if collected.too_few:
             self.report(
                 project,
-                state="skipped",
+                state=RunState.SKIPPED,
                 phase=None,
                 reason=collected.too_few,
                 held_out_tasks=collected.held_out_tasks,

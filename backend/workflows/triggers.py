@@ -1,9 +1,22 @@
-"""When a workflow is due: the rule the project sync (on /setup) and the periodic reconcile
-(backend/jobs/reconcile.py) both apply before requesting the pre-labeling job."""
+"""When a workflow is due: the pre-labeling rule the project sync (on /setup) and the
+periodic reconcile (backend/jobs/reconcile.py) both apply, and the training rule the
+webhook applies to Label Studio's events."""
 
 from __future__ import annotations
 
-from backend.domain.jobs import Lane, RunState, StatusStore
+from backend.domain.jobs import AnnotationCounter, Lane, RunState, StatusStore
+
+
+def training_due(
+    counter: AnnotationCounter, project: int, *, clicked: bool, every: int
+) -> str | None:
+    """Why a training run should start now, or None: "Start Training" always does; an
+    annotation event is counted, and every `every` (TRAIN_AFTER_ANNOTATIONS) of them do."""
+    if clicked:
+        return "Start Training"
+    if counter.count_annotation(project, every):
+        return f"{every} annotations"
+    return None
 
 
 def prelabel_due(client, state: StatusStore, project: int) -> str | None:

@@ -125,7 +125,7 @@ def build_service(
         predictor=predictor,
         jobs=jobs,
         sync=ProjectSync(settings, predictor, connect=connect),
-        kick=lambda project, lane: (
+        start_lane=lambda project, lane: (
             service.started if lane == "training" else service.prelabels
         ).append(project),
         project_exists=lambda project: project in service.existing,
@@ -814,7 +814,7 @@ def test_a_dead_redis_leaves_predict_and_setup_answering(tmp_path):
     kicked: list[tuple[int, str]] = []
     app = create_app(
         settings,
-        kick=lambda project, lane: kicked.append((project, lane)),
+        start_lane=lambda project, lane: kicked.append((project, lane)),
         project_exists=lambda project: True,
     ).test_client()
     tasks = [{"id": 1, "data": {"text": "a post"}}]
