@@ -151,27 +151,11 @@ def embed(
     if path.is_file():
         return np.load(path)
     import torch
-    from transformers import AutoModel, AutoTokenizer
+
+    from backend.model.head import encoder
 
     torch.set_num_threads(2)  # the machine's 2 cores are shared
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    encoder = AutoModel.from_pretrained(folder).eval()
-    vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="MiniLM embeddings", unit="batch"):
-            rows = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in rows],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            hidden = encoder(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            vectors[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    vectors = encoder(str(folder)).embed(texts, max_length=max_length, batch_size=batch_size)
     out.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors

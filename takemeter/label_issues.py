@@ -146,31 +146,10 @@ def encoder_folder(settings: Settings, override: Path | None = None) -> tuple[Pa
 def embed(
     texts: Sequence[str], folder: Path, *, batch_size: int = 32, max_length: int = 128
 ) -> np.ndarray:
-    """Mean-pooled, L2-normalised last hidden states of a frozen encoder."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    """Mean-pooled, L2-normalised last hidden states of a frozen encoder (the head's)."""
+    from backend.model.head import encoder  # torch: only when embedding
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    encoder = AutoModel.from_pretrained(folder).eval()
-    vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in rows],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            hidden = encoder(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-            ).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            vectors[rows] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
-    return vectors
+    return encoder(str(folder)).embed(list(texts), max_length=max_length, batch_size=batch_size)
 
 
 def out_of_fold_probabilities(

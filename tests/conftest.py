@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -214,3 +216,17 @@ def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> objec
             return value
         time.sleep(0.5)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def takemeter(*args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
+    """`takemeter <args>`, the installed command line, run from the clone; `expect`: the
+    exit code it must end with (None: any)."""
+    command = [str(Path(sys.executable).parent / "takemeter"), *args]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if expect is not None:
+        assert done.returncode == expect, (
+            done.returncode,
+            done.stdout[-3000:],
+            done.stderr[-3000:],
+        )
+    return done

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from backend.domain.taxonomy import parse_taxonomy
 from backend.labelstudio import client as ls_client
 from backend.llm import prompt
 from backend.llm.cache import AnswerCache, CachedAnswer
-from tests.conftest import ROOT, wait_for
+from tests.conftest import takemeter, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,18 +38,6 @@ AUTH = ("pat-user", "pat-secret")
 LLM_MODEL = "smollm2-135m-instruct"
 HOLDOUT = 50
 TITLE = "pat"
-
-
-def takemeter(*args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).parent / "takemeter"), *args]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if expect is not None:
-        assert done.returncode == expect, (
-            done.returncode,
-            done.stdout[-3000:],
-            done.stderr[-3000:],
-        )
-    return done
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:

@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from backend.domain import queue
 from backend.domain.dataset import is_held_out, latest_annotation
 from backend.domain.taxonomy import parse_taxonomy
 from backend.labelstudio import client as ls_client
-from tests.conftest import ROOT
+from tests.conftest import takemeter
 
 pytestmark = pytest.mark.e2e
 
@@ -58,23 +57,8 @@ COMMANDS = {
 
 
 def run(script: str, *args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
-    """`takemeter <command>`, the installed command line."""
-    takemeter = Path(sys.executable).parent / "takemeter"
-    done = subprocess.run(
-        [str(takemeter), COMMANDS[script], *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if expect is not None:
-        assert done.returncode == expect, (
-            done.returncode,
-            done.stdout[-3000:],
-            done.stderr[-3000:],
-        )
-    return done
+    """`takemeter <command>` for the script's name."""
+    return takemeter(COMMANDS[script], *args, env=env, expect=expect)
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
