@@ -1,15 +1,17 @@
-"""Benchmark the time from "Start Training" (`ml.train`) to the new version serving, for a
-project with N training annotations, on a real Label Studio and the backend under gunicorn.
+"""Benchmark the time from "Start Training" (`ml.train`) to the new version serving, on a
+real Label Studio and the backend under gunicorn: a first run on N training annotations,
+then a second once `--more` annotations were added.
 
 The project holds BBC News posts (5 topics, a label config of its own: the backend needs
 no change for it), imported bare and pre-labeled by the LLM, then annotated through the
-SDK as annotators would (so, as in real use, the LLM's answers for the judge posts are
-in the cache when the run asks for them). The clock starts at `ml.train`; it reads (a)
-when `/versions` first reports a new serving version (the run's head, promoted before the fine-tune
-starts), (b) when the run finishes (after the fine-tune, from TRAIN_FINETUNE_FROM
-annotations on), and (c) when Label Studio's project model_version is the version then
-serving. Each candidate's own fit time (the head's embedding and fit, the fine-tune's
-training) comes from its version's metrics.
+SDK as annotators would (so, as in real use, the LLM's answers for the judge posts are in
+the cache when the run asks for them). For each run the clock starts at `ml.train` and
+reads when `/versions` first lists the run's head (committed, judged and, if so judged,
+promoted before the fine-tune starts), when the serving version changes, when the run
+finishes (after the fine-tune, from TRAIN_FINETUNE_FROM annotations on) and when Label
+Studio's project model_version is the version then serving. Each candidate's own times
+(the head's embedding, how many posts it embedded, and fit; the fine-tune's training)
+come from its version's metrics: the second run's head embeds only the added posts.
 """
 
 from __future__ import annotations
@@ -48,13 +50,16 @@ def main() -> int:
         default=os.environ.get("BASE_MODEL") or None,
         help="default: the offline MiniLM-L6",
     )
+    parser.add_argument("--more", type=int, default=20, help="labels added before the second run")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     holdout = 20
-    n_tasks = math.ceil(args.annotations / (1 - holdout / 100) * 1.05)
+    # Enough tasks for `annotations` training labels, then `more`, beside the held-out ones.
+    n_tasks = math.ceil((args.annotations + args.more) / (1 - holdout / 100) * 1.05)
+    extra_tasks = math.ceil(args.more / (1 - holdout / 100))
     texts, topics = bbc_posts(n_tasks, seed=7)
     taxonomy = parse_taxonomy(bbc_label_config())
     login = stack.LabelStudioLogin(
@@ -111,59 +116,83 @@ def main() -> int:
                 return 1
             ls_client.retrieve_predictions(client, project)
             time.sleep(5)
-        print(f"annotating {n_tasks} posts through the SDK (not timed)...", flush=True)
         by_text = dict(zip(texts, topics, strict=True))
-        for task in ls_client.all_tasks(client, project):
-            client.annotations.create(
-                id=task["id"], result=taxonomy.result(by_text[task["data"]["text"]])
-            )
+        tasks = ls_client.all_tasks(client, project)
+
+        def annotate(chosen: list[dict]) -> None:
+            print(f"annotating {len(chosen)} posts through the SDK (not timed)...", flush=True)
+            for task in chosen:
+                client.annotations.create(
+                    id=task["id"], result=taxonomy.result(by_text[task["data"]["text"]])
+                )
 
         def versions() -> dict:
             return requests.get(
                 f"{backend_url}/versions", json={"project": project}, timeout=30
             ).json()
 
-        before = versions().get("serving")  # the LLM's name until a version serves
-        clock = time.monotonic()
-        client.ml.train(id=ml_id)
-        first_serving = first_serving_at = None
-        status: dict = {}
-        while time.monotonic() - clock < 900:
-            if first_serving is None and (serving := versions().get("serving")) != before:
-                first_serving, first_serving_at = serving, time.monotonic() - clock
-            status = requests.get(f"{backend_url}/training?project={project}", timeout=30).json()
-            if status.get("state") in ("finished", "failed", "skipped"):
-                break
-            time.sleep(0.25)
-        finished = time.monotonic() - clock
-        if status.get("state") != "finished":
-            print(f"training did not finish: {status}", file=sys.stderr)
+        def timed_run() -> dict | None:
+            """Click "Start Training", and read the clock as the run goes."""
+            before = versions()
+            known = set(before["versions"])
+            clock = time.monotonic()
+            client.ml.train(id=ml_id)
+            head_at = serving_at = None
+            status: dict = {}
+            while time.monotonic() - clock < 900:
+                listed = versions()
+                if head_at is None and set(listed["versions"]) - known:
+                    head_at = time.monotonic() - clock
+                if serving_at is None and listed["serving"] != before["serving"]:
+                    serving_at = time.monotonic() - clock
+                status = requests.get(
+                    f"{backend_url}/training?project={project}", timeout=30
+                ).json()
+                if status.get("state") in ("finished", "failed", "skipped"):
+                    break
+                time.sleep(0.25)
+            finished = time.monotonic() - clock
+            if status.get("state") != "finished":
+                print(f"training did not finish: {status}", file=sys.stderr)
+                return None
+            listed = versions()
+            while client.projects.get(id=project).model_version != listed["serving"]:
+                time.sleep(0.25)
+            in_label_studio = time.monotonic() - clock
+            made = [d for d in listed["details"] if d["version"] not in known]
+            return {
+                "training_annotations": made[0]["data"]["n_examples"],
+                "seconds_to_head_version": round(head_at or finished, 1),
+                "seconds_to_new_serving": None if serving_at is None else round(serving_at, 1),
+                "seconds_to_run_finished": round(finished, 1),
+                "seconds_to_label_studio_model_version": round(in_label_studio, 1),
+                "serving_at_the_end": listed["serving"],
+                "candidates": [
+                    {
+                        "version": d["version"],
+                        "kind": d["kind"],
+                        "promoted": d.get("promoted"),
+                        "fit_seconds": d["metrics"].get("train_seconds"),
+                        "embed_seconds": d["metrics"].get("embed_seconds"),
+                        "embedded_now": d["metrics"].get("embedded_now"),
+                        "steps": d["metrics"].get("steps_run"),
+                        "validation": d["validation"],
+                    }
+                    for d in made
+                ],
+            }
+
+        # The first run learns from every label at once; the second from `--more` labels
+        # on top, as when annotators go on labeling.
+        annotate(tasks[: len(tasks) - extra_tasks])
+        first = timed_run()
+        annotate(tasks[len(tasks) - extra_tasks :])
+        second = timed_run() if first else None
+        if first is None or second is None:
             return 1
-        listed = versions()
-        while client.projects.get(id=project).model_version != listed["serving"]:
-            time.sleep(0.25)
-        in_label_studio = time.monotonic() - clock
-        details = listed["details"]
         figures = {
-            "training_annotations": details[0]["data"]["n_examples"],
-            "base_model": details[0]["base_model"],
-            "seconds_to_first_serving": round(first_serving_at or finished, 1),
-            "first_serving": first_serving or listed["serving"],
-            "seconds_to_run_finished": round(finished, 1),
-            "seconds_to_label_studio_model_version": round(in_label_studio, 1),
-            "serving_at_the_end": listed["serving"],
-            "candidates": [
-                {
-                    "version": d["version"],
-                    "kind": d["kind"],
-                    "promoted": d.get("promoted"),
-                    "fit_seconds": d["metrics"].get("train_seconds"),
-                    "embed_seconds": d["metrics"].get("embed_seconds"),
-                    "steps": d["metrics"].get("steps_run"),
-                    "validation": d["validation"],
-                }
-                for d in details
-            ],
+            "base_model": versions()["details"][0]["base_model"],
+            "runs": [first, second],
             "label_studio_first_start_seconds": round(ls_first_start, 1),
         }
         print(json.dumps(figures, indent=2))

@@ -12,10 +12,15 @@ heads, since a refit costs milliseconds: HEAD_FILE, fit on every label, serves;
 JUDGE_HEAD_FILE, fit without the judge posts, is what the judge compares (the posts that
 judge a version must be posts it never learned from). On 20-60 labels the served head is
 1-5 points better for the judge posts it learned from.
+
+The embeddings of a project's labeled posts are kept in one file per encoder
+(Registry.embeddings_file): a run embeds only the posts no earlier run did, so with labels
+arriving a few dozen at a time each run embeds a few dozen posts, not all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from backend.files import atomic_open
 from backend.model import runtime
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE
 from backend.model.trainer import TrainConfig, TrainResult, split_roles
@@ -82,6 +88,43 @@ def encoder(name_or_path: str) -> Encoder:
         if found is None:
             found = _encoders[name_or_path] = Encoder(name_or_path)
         return found
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def embed_kept(
+    texts: list[str], *, base_model: str, max_length: int, kept: Path | None
+) -> tuple[np.ndarray, int]:
+    """Rows for `texts`, and how many had to be embedded now: the rest come from the file
+    `kept` (None: no file), which is then rewritten with exactly these texts' rows. The
+    file belongs to one encoder and max_length (the caller names it so); a file that cannot
+    be read is embedded over, not trusted."""
+    keys = [_text_key(t) for t in texts]
+    known: dict[bytes, np.ndarray] = {}
+    if kept is not None and kept.is_file():
+        try:
+            with np.load(kept) as stored:
+                known = dict(
+                    zip((bytes(k) for k in stored["keys"]), stored["vectors"], strict=True)
+                )
+        except (OSError, ValueError, KeyError):
+            known = {}
+    missing = sorted({i for i, key in enumerate(keys) if key not in known})
+    if missing:
+        fresh = encoder(base_model).embed([texts[i] for i in missing], max_length=max_length)
+        known.update(zip((keys[i] for i in missing), fresh, strict=True))
+    rows = np.stack([known[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
+    if kept is not None and (missing or len(known) != len(set(keys))):
+        unique = list(dict.fromkeys(keys))
+        with atomic_open(kept, "wb") as handle:  # np.savez would add ".npz" to a bare name
+            np.savez(
+                handle,
+                keys=np.array(unique, dtype="S16"),
+                vectors=np.stack([known[key] for key in unique]),
+            )
+    return rows.astype(np.float32), len(missing)
 
 
 class LinearHead:
@@ -144,10 +187,11 @@ def train_head(
     out_dir: Path,
     keys: list[str],
     seed: int = 0,
+    embeddings_file: Path | None = None,
 ) -> TrainResult:
-    """Embed every post; fit the judged head on the training and validation sides (it
-    picks no epoch) and predict the judge posts with it; fit the served head on every
-    post; save both to out_dir."""
+    """Embed every post (those in `embeddings_file` are read from it, see embed_kept); fit
+    the judged head on the training and validation sides (it picks no epoch) and predict
+    the judge posts with it; fit the served head on every post; save both to out_dir."""
     started = time.monotonic()
     label_id = {name: i for i, name in enumerate(label_names)}
     y = [label_id[label] for label in labels]
@@ -155,7 +199,9 @@ def train_head(
         keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
     )
     fit_idx = sorted(train_idx + val_idx)
-    embeddings = encoder(base_model).embed(texts, max_length=max_length)
+    embeddings, embedded = embed_kept(
+        texts, base_model=base_model, max_length=max_length, kept=embeddings_file
+    )
     embed_seconds = time.monotonic() - started
     fitted, fit_seconds = fit_head(
         embeddings[fit_idx], [y[i] for i in fit_idx], n_classes=len(label_names), seed=seed
@@ -177,6 +223,7 @@ def train_head(
         "n_judge": len(judge_idx),
         "train_seconds": round(fit_seconds, 3),
         "embed_seconds": round(embed_seconds, 3),
+        "embedded_now": embedded,  # the rest came from the project's embeddings file
         "total_seconds": round(time.monotonic() - started, 3),
         "device": str(runtime.device()),
         "head_c": HEAD_C,

@@ -6,6 +6,7 @@ knows the layout of a project's folder:
     MODEL_DIR/projects/<id>/serving               the promoted version's name
     MODEL_DIR/projects/<id>/queue.json            the review queue after the last re-score
     MODEL_DIR/projects/<id>/calibration.json      the score calibrator (domain.calibration)
+    MODEL_DIR/projects/<id>/embeddings/*.npz      labeled posts' embeddings, one per encoder
     MODEL_DIR/projects/<id>/*.lock                cross-process locks (training, sync)
 
 A version is written into a hidden temporary folder and renamed into `versions/` only
@@ -19,6 +20,7 @@ never changed; `folder` maps it back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -127,6 +129,12 @@ class Registry:
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
         return self.root / f"{purpose}.lock"
+
+    def embeddings_file(self, base_model: str, max_length: int) -> Path:
+        """Where the head keeps this project's post embeddings by one encoder (see
+        backend.model.head.embed_kept); the name hashes the encoder and max_length."""
+        digest = hashlib.sha256(f"{base_model}\n{max_length}".encode()).hexdigest()[:16]
+        return self.root / "embeddings" / f"{digest}.npz"
 
     def write_queue(self, summary: dict) -> None:
         write_json_atomic(self.root / "queue.json", summary)

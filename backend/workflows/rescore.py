@@ -15,34 +15,34 @@ from __future__ import annotations
 import logging
 
 from backend.domain import calibration, dataset, policy, queue
-from backend.domain.taxonomy import Taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import LLMOpinion
+from backend.workflows.context import ProjectRun
 
 log = logging.getLogger(__name__)
 
 
 def refit_calibration(
-    predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict]
+    predictor: Predictor, run: ProjectRun, tasks: list[dict]
 ) -> calibration.Calibrator | None:
     """Fit the project's calibrator on its annotated tasks under the version now serving
     and store it. Never raises: a failure is logged and the stored calibrator stays."""
+    project = run.project
     try:
-        registry = predictor.registry(project)
-        trained = trained_on(tasks) if registry.serving() else set()
+        trained = trained_on(tasks) if run.serving() else set()
 
         def opinions(texts: list[str]) -> list:
-            return predictor.opinions(project, taxonomy, texts, llm_only_cached=True)[1]
+            return predictor.opinions(project, run.taxonomy, texts, llm_only_cached=True)[1]
 
         fitted = calibration.fit_from_tasks(
             tasks,
-            taxonomy,
+            run.taxonomy,
             opinions,
             holdout_percent=predictor.settings.holdout_percent,
             usable=lambda task: task not in trained,
         )
-        registry.write_calibration(fitted.to_dict())
+        run.registry.write_calibration(fitted.to_dict())
         log.info("project %d: score calibrator %s", project, fitted.describe())
         return fitted
     except Exception:
@@ -65,13 +65,10 @@ def trained_on(tasks: list[dict]) -> set[int]:
     return {ids[i] for i in train}
 
 
-def rescore(
-    client, predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict]
-) -> dict:
+def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) -> dict:
     """Refresh the predictions of every unlabeled task; keep and return the summary."""
-    calibrator = refit_calibration(predictor, project, taxonomy, tasks) or calibration.load(
-        predictor.registry(project).read_calibration()
-    )
+    project, taxonomy = run.project, run.taxonomy
+    calibrator = refit_calibration(predictor, run, tasks) or run.calibrator()
     with_text = [t for t in tasks if dataset.task_text(t, taxonomy.text_field) is not None]
     unlabeled = [t for t in with_text if dataset.latest_annotation(t) is None]
     # Label Studio accepts a project model_version only once a prediction carries it: in a
@@ -124,7 +121,7 @@ def rescore(
     ls_client.import_predictions(client, project, predictions)
     rows = queue.rows([t["id"] for t in unlabeled], texts, opinions) if unlabeled else []
     summary = queue.summary(version, rows, unlabeled=len(unlabeled))
-    predictor.registry(project).write_queue(summary)
+    run.registry.write_queue(summary)
     log.info(
         "re-scored %d unlabeled tasks under %s: %d in the review queue, %d disagreements (%s)",
         len(unlabeled),
@@ -152,12 +149,12 @@ def own_score(
 
 
 def refresh_label_studio(
-    client, predictor: Predictor, project: int, taxonomy: Taxonomy, tasks: list[dict], version: str
+    client, predictor: Predictor, run: ProjectRun, tasks: list[dict], version: str
 ) -> dict:
     """Re-score the unlabeled tasks under the serving version and point Label Studio at it."""
-    summary = rescore(client, predictor, project, taxonomy, tasks)
+    summary = rescore(client, predictor, run, tasks)
     # After the import: Label Studio accepts a project model_version only once
     # predictions (or a live backend) carry it.
-    ls_client.set_model_version(client, project, version)
-    ls_client.ensure_review_tab(client, project)
+    ls_client.set_model_version(client, run.project, version)
+    ls_client.ensure_review_tab(client, run.project)
     return summary

@@ -17,6 +17,7 @@ from backend.config import Settings
 from backend.domain.jobs import Kind, RequestJob, StatusStore
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
+from backend.model.registry import Registry
 from backend.workflows.triggers import prelabel_due
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class ProjectSync:
     def run(self, project: int, backend_url: str) -> None:
         try:
             # One worker at a time: check-then-create would otherwise make two tabs.
-            with open(self.predictor.registry(project).lock_file("sync"), "a+") as lock:
+            lock_path = Registry(self.settings.model_dir, project).lock_file("sync")
+            with open(lock_path, "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 client = self.connect()
                 if not ls_client.ensure_webhook_auth(

@@ -31,8 +31,8 @@ from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import Card
 from backend.labelstudio.card import for_backend as card_for_backend
 from backend.model.head import train_head
-from backend.model.registry import Registry
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
+from backend.workflows.context import ProjectRun
 from backend.workflows.rescore import refit_calibration, refresh_label_studio
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def fit(
     settings: Settings,
     out_dir: Path,
     progress: Callable[[dict], None],
+    *,
+    embeddings_file: Path | None = None,
 ) -> TrainResult:
     examples = collected.examples
     if kind == "head":
@@ -93,6 +95,7 @@ def fit(
             out_dir=out_dir,
             keys=[str(e.task_id) for e in examples],
             seed=settings.train_seed,
+            embeddings_file=embeddings_file,
         )
     config = TrainConfig(
         base_model=settings.base_model,
@@ -123,13 +126,14 @@ def is_successor(trained_on: list[str], serving_meta: dict | None) -> bool:
     return not isinstance(before, list) or set(before) <= set(trained_on)
 
 
-def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor, project: int) -> Verdict:
+def judge(result: TrainResult, run: ProjectRun, predictor: Predictor) -> Verdict:
     """The new version against the serving version and against the LLM, all scored on
     every judge post the project has now: never trained on by any version and never used
     to pick an epoch. policy.should_promote decides, knowing whether it is a successor."""
     from sklearn.metrics import f1_score
 
     truth, texts = result.judge_labels, result.judge_texts
+    project, taxonomy, registry = run.project, run.taxonomy, run.registry
     names = list(taxonomy.names)
 
     def macro_f1(predicted: Sequence[str | None]) -> float | None:
@@ -143,8 +147,7 @@ def judge(result: TrainResult, taxonomy: Taxonomy, predictor: Predictor, project
 
     new = result.judge_predictions
     llm = [o.label for o in predictor.labeler.label_many(taxonomy, texts, group=project)]
-    registry = predictor.registry(project)
-    serving = registry.serving()
+    serving = run.serving()
     successor = is_successor(result.trained_on, registry.meta(serving) if serving else None)
     old: list[str | None] | None = None
     if serving:
@@ -264,8 +267,9 @@ class Runner:
             promoted=None,
         )
         collected = collect(self.client, project, settings)
+        run = ProjectRun.of(self.predictor, project, collected.taxonomy)
         # Scores follow the annotations even when the run is skipped (logs a failure).
-        refit_calibration(self.predictor, project, collected.taxonomy, collected.tasks)
+        refit_calibration(self.predictor, run, collected.tasks)
         if collected.too_few:
             self.report(
                 project,
@@ -278,27 +282,25 @@ class Runner:
             log.info("project %d: training skipped: %s", project, collected.too_few)
             return
 
-        registry = self.predictor.registry(project)
-        registry.clean_staging()
+        run.registry.clean_staging()
         self.report(project, phase="training", n_examples=len(collected.examples))
         kinds = candidates(len(collected.examples), settings)
         for kind in kinds:
-            self.train_one(project, kind, collected, registry, started, last=kind == kinds[-1])
+            self.train_one(run, kind, collected, started, last=kind == kinds[-1])
 
     def train_one(
         self,
-        project: int,
+        run: ProjectRun,
         kind: str,
         collected: Collected,
-        registry: Registry,
         started: float,
         *,
         last: bool,
     ) -> None:
         """Fit, judge and publish one candidate."""
-        settings = self.settings
-        name = registry.new_version_name()
-        staging = registry.staging_dir()
+        settings, project = self.settings, run.project
+        name = run.registry.new_version_name()
+        staging = run.registry.staging_dir()
 
         def progress(event: dict) -> None:
             self.report(
@@ -310,12 +312,13 @@ class Runner:
 
         self.report(project, phase=f"training ({kind})", epoch=None)
         try:
-            result = fit(kind, collected, settings, staging, progress)
+            kept = run.registry.embeddings_file(settings.base_model, settings.train_max_length)
+            result = fit(kind, collected, settings, staging, progress, embeddings_file=kept)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.report(project, phase=f"validating ({kind})")
-        verdict = judge(result, collected.taxonomy, self.predictor, project)
+        verdict = judge(result, run, self.predictor)
         meta = {
             "created": time.time(),
             "kind": kind,
@@ -337,11 +340,11 @@ class Runner:
             },
             "promoted": verdict.promote,
         }
-        self.publish(project, collected, staging, name, meta, verdict, started, last=last)
+        self.publish(run, collected, staging, name, meta, verdict, started, last=last)
 
     def publish(
         self,
-        project: int,
+        run: ProjectRun,
         collected: Collected,
         staging: Path,
         name: str,
@@ -353,36 +356,30 @@ class Runner:
     ) -> None:
         """Commit, and promote and re-score when judged so. Only the run's `last`
         candidate finishes the run; an earlier one leaves it running."""
-        registry = self.predictor.registry(project)
+        project, registry = run.project, run.registry
         registry.commit(staging, name, meta)
+        shown = registry.name(name)
         done: dict[str, Any] = (
             {"state": RunState.FINISHED, "phase": None, "finished": time.time()} if last else {}
         )
         if not verdict.promote:
-            self.report(project, version=name, promoted=False, reason=verdict.reason, **done)
-            log.info("project %d: %s %s", project, registry.name(name), verdict.reason)
+            self.report(project, version=shown, promoted=False, reason=verdict.reason, **done)
+            log.info("project %d: %s %s", project, shown, verdict.reason)
             return
         registry.promote(name)
         log.info(
             "project %d: promoted %s: %s; %s",
             project,
-            registry.name(name),
+            shown,
             verdict.validation["against_serving"],
             verdict.validation["against_llm"],
         )
-        self.report(project, phase="re-scoring unlabeled tasks", version=name, promoted=True)
-        refresh_label_studio(
-            self.client,
-            self.predictor,
-            project,
-            collected.taxonomy,
-            collected.tasks,
-            registry.name(name),
-        )
+        self.report(project, phase="re-scoring unlabeled tasks", version=shown, promoted=True)
+        refresh_label_studio(self.client, self.predictor, run, collected.tasks, shown)
         self.report(
             project,
             serves=True,
-            version=name,
+            version=shown,
             promoted=True,
             reason=verdict.validation["against_serving"],
             seconds=round(time.time() - started, 2),
@@ -399,14 +396,10 @@ class Runner:
             reason=None,
         )
         taxonomy = parse_taxonomy(self.client.projects.get(id=project).label_config)
-        version = self.predictor.model_version(project)
+        run = ProjectRun.of(self.predictor, project, taxonomy)
+        version = run.serving() or self.predictor.llm_version()
         refresh_label_studio(
-            self.client,
-            self.predictor,
-            project,
-            taxonomy,
-            ls_client.all_tasks(self.client, project),
-            version,
+            self.client, self.predictor, run, ls_client.all_tasks(self.client, project), version
         )
         self.report(
             project,

@@ -416,6 +416,7 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
     from backend.labelstudio.client import all_tasks
     from backend.llm.cache import CachedAnswer
     from backend.llm.labeler import from_settings as labeler_from_settings
+    from backend.workflows.context import ProjectRun
     from backend.workflows.rescore import refit_calibration
     from backend.workflows.training import Runner
     from tests.doubles.label_studio import FakeLabelStudio
@@ -449,7 +450,8 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
         fake.add_task(project, text, label=human, split="train")
     registry = predictor.registry(project)
     try:
-        fitted = refit_calibration(predictor, project, TAXONOMY, all_tasks(fake, project))
+        run = ProjectRun.of(predictor, project, TAXONOMY)
+        fitted = refit_calibration(predictor, run, all_tasks(fake, project))
         assert fitted is not None and fitted.kind == "fitted" and fitted.n == 50
         assert calibration.load(registry.read_calibration()) == fitted
 
@@ -464,14 +466,15 @@ def test_refit_stores_the_calibrator_and_a_skipped_training_run_refits(tmp_path)
 
 
 def test_refit_failure_only_logs(tmp_path, caplog):
+    from backend.workflows.context import ProjectRun
     from backend.workflows.rescore import refit_calibration
 
-    class Broken:
-        settings = load_settings({"MODEL_DIR": str(tmp_path)})
-
-        def registry(self, project: int) -> Registry:
+    class Broken(Registry):
+        def serving(self) -> str | None:
             raise OSError("disk full")
 
+    settings = load_settings({"MODEL_DIR": str(tmp_path)})
+    run = ProjectRun(3, TAXONOMY, Broken(settings.model_dir, 3))
     with caplog.at_level(logging.ERROR):
-        assert refit_calibration(Broken(), 3, TAXONOMY, []) is None  # type: ignore[arg-type]
+        assert refit_calibration(None, run, []) is None  # type: ignore[arg-type]
     assert "calibrator was not refitted" in caplog.text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.model.classifier import Classifier
-from backend.model.head import fit_head, train_head
+from backend.model.head import embed_kept, fit_head, train_head
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, Registry
 from takemeter.offline_models import minilm_path
 
@@ -117,3 +117,25 @@ def test_fit_head_covers_every_label_even_one_without_posts():
     assert proba[:, 1].max() < 1e-6  # label 1 had no training post: it never wins
     single, _ = fit_head(x, [1] * 20, n_classes=3)
     assert set(single.predict_proba(x).argmax(1)) == {1}
+
+
+def test_a_run_embeds_only_the_posts_no_earlier_run_did(tmp_path: Path):
+    texts, _ = posts()
+    model = str(minilm_path())
+    kept = Registry(tmp_path, 3).embeddings_file(model, 64)
+    first, embedded = embed_kept(texts[:20], base_model=model, max_length=64, kept=kept)
+    assert embedded == 20 and kept.is_file()
+    # Labels arrive: the next run embeds the new posts alone, and reads the same rows back.
+    second, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
+    assert embedded == len(texts) - 20
+    assert np.array_equal(second[:20], first)
+    # What the file gives equals what embedding gives.
+    fresh, embedded = embed_kept(texts, base_model=model, max_length=64, kept=None)
+    assert embedded == len(texts) and np.allclose(fresh, second, atol=1e-5)
+    # Another encoder or max_length has a file of its own; a damaged file is embedded over.
+    assert Registry(tmp_path, 3).embeddings_file(model, 128) != kept
+    kept.write_bytes(b"not an npz file")
+    again, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
+    assert embedded == len(texts) and np.allclose(again, second, atol=1e-5)
+    _, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
+    assert embedded == 0

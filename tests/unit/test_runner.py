@@ -29,6 +29,7 @@ from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.model.trainer import TrainResult
+from backend.workflows.context import ProjectRun
 from backend.workflows.training import Runner, Verdict, collect, judge
 from tests.doubles.label_studio import FakeLabelStudio
 
@@ -89,6 +90,11 @@ class World:
     @property
     def registry(self) -> Registry:
         return self.predictor.registry(self.project)
+
+    @property
+    def run(self) -> ProjectRun:
+        """The context a training run of the project hands to its steps."""
+        return ProjectRun.of(self.predictor, self.project, TAXONOMY)
 
     def answer(self, answers: dict[str, str]) -> None:
         """LLM answers, put in the answer cache."""
@@ -260,9 +266,8 @@ def test_judge_promotes_when_nothing_serves(world):
     world.answer(dict(zip(texts, [SS, HC, PE, PE], strict=True)))  # LLM: 2 of 4 right
     verdict = judge(
         judged(texts, truth, [SS, SS, HC, HC]),  # 3 of 4 right
-        TAXONOMY,
+        world.run,
         world.predictor,
-        world.project,
     )
     assert verdict.promote is True and verdict.reason is None
     validation = verdict.validation
@@ -285,9 +290,8 @@ def test_judge_keeps_a_version_worse_than_the_serving_one(world, always_personal
     world.answer(dict(zip(texts, truth, strict=True)))
     verdict = judge(
         judged(texts, truth, [HC] * 6 + [PE, PE]),  # wrong on every post
-        TAXONOMY,
+        world.run,
         world.predictor,
-        world.project,
     )
     assert verdict.promote is False
     assert verdict.reason.startswith(f"kept, not promoted: worse than {serving} on 8 judge")
@@ -305,9 +309,8 @@ def test_judge_keeps_a_challenger_that_is_only_even(world, always_personal):
     world.answer(dict(zip(texts, truth, strict=True)))
     verdict = judge(
         judged(texts, truth, [PE, PE], trained_on=["1", "2", "4"]),
-        TAXONOMY,
+        world.run,
         world.predictor,
-        world.project,
     )
     assert verdict.promote is False and verdict.validation["successor"] is False
     assert verdict.reason.startswith(f"kept, not promoted: even with {serving} on 2 judge")
@@ -322,9 +325,8 @@ def test_judge_serves_a_successor_on_thin_evidence(world, always_personal):
     world.answer(dict(zip(texts, truth, strict=True)))
     verdict = judge(
         judged(texts, truth, [HC, HC, HC], trained_on=["1", "2", "3"]),
-        TAXONOMY,
+        world.run,
         world.predictor,
-        world.project,
     )
     assert verdict.validation["successor"] is True
     assert verdict.validation["against_serving"].startswith("worse than")
@@ -338,7 +340,7 @@ def test_judge_promotes_a_version_clearly_better_than_serving_and_the_llm(world,
     world.answer(
         {text: PE if label != PE else SS for text, label in zip(texts, truth, strict=True)}
     )
-    verdict = judge(judged(texts, truth, truth), TAXONOMY, world.predictor, world.project)
+    verdict = judge(judged(texts, truth, truth), world.run, world.predictor)
     assert verdict.promote is True and verdict.reason is None
     assert verdict.validation["against_serving"].startswith(f"better than {serving}")
     assert verdict.validation["llm_accuracy"] == 0.0
@@ -350,7 +352,7 @@ def test_judge_scores_the_serving_version_without_asking_the_llm(world, always_p
     LLM comparison its labels, not the run."""
     world.install(always_personal)
     texts, truth = ["judge a", "judge b", "judge c"], [PE, PE, HC]
-    verdict = judge(judged(texts, truth, truth), TAXONOMY, world.predictor, world.project)
+    verdict = judge(judged(texts, truth, truth), world.run, world.predictor)
     assert verdict.validation["llm_accuracy"] == 0.0  # the LLM is down: no labels
     assert verdict.validation["serving_accuracy"] == pytest.approx(2 / 3)
     usage = world.predictor.labeler.cache.usage()
@@ -394,7 +396,7 @@ def test_publish_of_a_promoted_version_pushes_it_to_label_studio(world, always_p
         validation=VALIDATION_OF_A_PROMOTED_RUN, promote=True, beats_llm=False, reason=None
     )
     world.runner.publish(
-        world.project, collected, staging, name, version_meta(promoted=True), verdict, time.time()
+        world.run, collected, staging, name, version_meta(promoted=True), verdict, time.time()
     )
 
     assert world.registry.serving() == name
@@ -439,7 +441,7 @@ def test_publish_of_a_kept_version_leaves_serving_and_label_studio_alone(world, 
         reason=reason,
     )
     world.runner.publish(
-        world.project, collected, staging, name, version_meta(promoted=False), verdict, time.time()
+        world.run, collected, staging, name, version_meta(promoted=False), verdict, time.time()
     )
 
     assert world.registry.serving() == serving
