@@ -34,6 +34,19 @@ test: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+## Re-run every benchmark whose result is committed, each with the command its result
+## records (hours on 2 cores); the results in benchmarks/results/ are rewritten.
+bench: install
+	$(VENV)/bin/python -m benchmarks.simulate_promotion
+	$(VENV)/bin/python -m benchmarks.bench_train_to_serve --annotations 200
+	$(VENV)/bin/python benchmarks/bench_training.py --examples 128 --repeats 3 --epochs 1
+	$(VENV)/bin/python benchmarks/bench_predict.py --tasks 1000
+	$(VENV)/bin/python benchmarks/bench_load.py
+	$(VENV)/bin/python -m benchmarks.bench_prelabel --posts 20000
+	$(VENV)/bin/python benchmarks/bench_llm_answer.py
+	$(VENV)/bin/python benchmarks/bench_label_issues.py
+	$(VENV)/bin/python -m benchmarks.bench_learning_curve --seeds 5 --finetune-seeds 1
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .

@@ -104,6 +104,10 @@ class Settings:
             f"read posts and start training"
         )
 
+    def __repr__(self) -> str:  # the dataclass's own would print the secrets
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.public().items())
+        return f"Settings({shown})"
+
     def public(self) -> dict[str, object]:
         """Settings safe to log or show: secrets masked."""
         secret = {

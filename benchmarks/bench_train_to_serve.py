@@ -52,7 +52,9 @@ def main() -> int:
     )
     parser.add_argument("--more", type=int, default=20, help="labels added before the second run")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "train_to_serve.json"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

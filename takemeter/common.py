@@ -26,6 +26,7 @@ from backend.domain.dataset import Example, is_held_out, labeled_examples
 from backend.domain.taxonomy import Taxonomy, TaxonomyError, parse_taxonomy
 from backend.files import atomic_open, write_json_atomic, write_text_atomic
 from backend.labelstudio import client as ls_client
+from takemeter import stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,8 +89,13 @@ def run(main: Callable[[], int | None]) -> NoReturn:
 
 
 def settings() -> Settings:
+    """The backend's settings from the environment; in a folder with a local stack
+    (`takemeter up`) and no Label Studio named, the stack's (takemeter.stack_settings)."""
+    env, said = stack_settings.fill(os.environ)
+    if said:
+        print(said, file=sys.stderr)
     try:
-        return load_settings()
+        return load_settings(env)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
 

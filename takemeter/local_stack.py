@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from backend.config import load_settings
 from backend.labelstudio import client as ls_client
-from takemeter import stack
+from takemeter import stack, stack_settings
 
 ROOT = stack.ROOT
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  Label Studio answered after {time.monotonic() - started:.0f} s", flush=True)
 
             env = backend_env(args, login)
+            settings_file = args.state / stack_settings.FILE_NAME
+            stack_settings.write(settings_file, env)
             backend_url = f"http://127.0.0.1:{args.backend_port}"
             print(
                 f"Starting the backend on {backend_url} (log: {logs / 'backend.log'})", flush=True
@@ -154,17 +157,21 @@ def main(argv: list[str] | None = None) -> int:
             project = json.loads(setup.stdout)["project"]
             prelabel(project, backend_url)
 
+            # What the user chose is theirs to know; only the demo's defaults are shown.
+            password = None if "LABEL_STUDIO_PASSWORD" in os.environ else login.password
+            token = None if "LABEL_STUDIO_API_KEY" in os.environ else login.token
             if args.json:
                 print(
                     json.dumps(
                         {
                             "label_studio": f"{login.url}/projects/{project}/data",
                             "email": login.email,
-                            "password": login.password,
-                            "api_token": login.token,
+                            "password": password,
+                            "api_token": token,
                             "backend": backend_url,
                             "project": project,
                             "llm": os.environ.get("LLM_BASE_URL") or "embedded",
+                            "settings_file": str(settings_file),
                         }
                     ),
                     flush=True,
@@ -172,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             print(file=sys.stderr if args.json else sys.stdout)
             print(f"Label Studio:  {login.url}/projects/{project}/data")
             print(f"  login:       {login.email}")
-            print(f"  password:    {login.password}")
-            print(f"  API token:   {login.token}")
+            print(f"  password:    {password or '(your LABEL_STUDIO_PASSWORD)'}")
+            print(f"  API token:   {token or '(your LABEL_STUDIO_API_KEY)'}")
             print(
                 f"Backend:       {backend_url}  (status: {backend_url}/training?project={project})"
             )
@@ -183,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                     "trying the tool, not for real pre-labels. Set LLM_BASE_URL, LLM_API_KEY "
                     "and LLM_MODEL to use a strong one."
                 )
+            found_by = (
+                f"takemeter commands run in {args.state.parent} read it themselves; "
+                if args.state.name == stack_settings.FOLDER
+                else ""
+            )
+            print(
+                f"Settings:      {settings_file} ({found_by}for another shell:\n"
+                f"  set -a; . {shlex.quote(str(settings_file))}; set +a )"
+            )
             if args.no_wait:
                 return 0
             print("\nPress Ctrl-C to stop.", flush=True)

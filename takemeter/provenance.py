@@ -30,7 +30,7 @@ def _git(*command: str) -> str:
 # if the tree changes before the result is written.
 _CODE = {
     "git_revision": _git("rev-parse", "HEAD") or None,
-    "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    "git_uncommitted_changes": bool(_git("status", "--porcelain")),  # untracked files too
 }
 
 

@@ -28,13 +28,39 @@ def load_posts() -> list[dict]:
     return [row for row in map(json.loads, lines) if "text" in row]
 
 
+# How to get each service the tests use; the end of the run names those that were missing.
+SERVICES = {
+    "Redis": "apt-get install redis-server && redis-server --daemonize yes",
+    "RabbitMQ": "apt-get install rabbitmq-server && rabbitmq-server -detached",
+    "PostgreSQL": "apt-get install postgresql, a server on 127.0.0.1:5432 with trust auth",
+    "chromium": "apt-get install chromium",
+    "network namespaces": "run the tests as root (they make hosts with ip netns)",
+    "ip": "apt-get install iproute2",
+}
+_missing: dict[str, int] = {}
+
+
 def need_service(name: str, problem: Exception) -> None:
     """A local service the test needs is down: a failure under CI=true (no silent
-    skips there), a skip on a developer's machine without it."""
+    skips there), a skip on a developer's machine without it, counted for the summary."""
     message = f"{name} is not reachable: {type(problem).__name__}: {problem}"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
+    _missing[name] = _missing.get(name, 0) + 1
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Which groups of tests did not run for want of a service, and how to get it."""
+    if not _missing:
+        return
+    terminalreporter.section("skipped: services this machine lacks")
+    for name, count in sorted(_missing.items()):
+        how = next((h for key, h in SERVICES.items() if name.startswith(key)), "")
+        terminalreporter.write_line(
+            f"{name}: {count} skipped" + (f"; to get it: {how}" if how else "")
+        )
+    terminalreporter.write_line("CI=true make test fails instead of skipping.")
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -218,11 +244,13 @@ def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> objec
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def takemeter(*args: str, env: dict, expect: int | None = 0) -> subprocess.CompletedProcess:
-    """`takemeter <args>`, the installed command line, run from the clone; `expect`: the
-    exit code it must end with (None: any)."""
+def takemeter(
+    *args: str, env: dict, expect: int | None = 0, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """`takemeter <args>`, the installed command line, run in `cwd` (the clone);
+    `expect`: the exit code it must end with (None: any)."""
     command = [str(Path(sys.executable).parent / "takemeter"), *args]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     if expect is not None:
         assert done.returncode == expect, (
             done.returncode,
@@ -230,3 +258,18 @@ def takemeter(*args: str, env: dict, expect: int | None = 0) -> subprocess.Compl
             done.stderr[-3000:],
         )
     return done
+
+
+# Every endpoint but /health, which basic auth guards (tests/unit/test_service.py checks
+# that this list is the app's whole URL map).
+GUARDED_ENDPOINTS = [
+    ("post", "/setup"),
+    ("post", "/predict"),
+    ("post", "/webhook"),
+    ("get", "/jobs"),
+    ("get", "/versions"),
+    ("post", "/versions/promote"),
+    ("get", "/training"),
+    ("get", "/queue"),
+    ("get", "/metrics"),
+]

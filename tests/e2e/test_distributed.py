@@ -1,4 +1,4 @@
-"""The distributed job mode across hosts (issue 8). Network namespaces stand in for the
+"""The distributed job mode across hosts. Network namespaces stand in for the
 hosts, all on one bridge (10.231.N.0/24, N picked per run):
 
     root namespace  10.231.N.1   this test; Label Studio on PostgreSQL (PostgreSQL

@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 
+from tests.conftest import GUARDED_ENDPOINTS
 from tests.doubles.llm_endpoint import MisbehavingLLM
 
 ADVERSARIAL = (
@@ -119,17 +120,7 @@ def test_setup_and_webhook_reject_bad_input(api):
 
 def test_basic_auth_guards_every_endpoint_but_health(start_backend, label_config):
     guarded = start_backend(auth=("user", "pass"))
-    endpoints = [
-        ("post", "/setup"),
-        ("post", "/predict"),
-        ("post", "/webhook"),
-        ("get", "/versions"),
-        ("post", "/versions/promote"),
-        ("get", "/training"),
-        ("get", "/queue"),
-        ("get", "/metrics"),
-    ]
-    for method, path in endpoints:
+    for method, path in GUARDED_ENDPOINTS:
         response = getattr(requests, method)(guarded.url + path, timeout=30)
         assert response.status_code == 401, path
         for wrong in [("user", "nope"), ("nope", "pass"), ("", "")]:

@@ -35,6 +35,7 @@ ENDPOINTS = [
     ("GET", "/versions"),
     ("POST", "/versions/promote"),
     ("GET", "/training"),
+    ("GET", "/jobs"),
     ("GET", "/queue"),
     ("GET", "/metrics"),
 ]
@@ -469,7 +470,7 @@ def run_fuzz(fuzzer: Fuzzer) -> None:
 
     @settings(FUZZ, max_examples=300)
     @given(
-        path=st.sampled_from(["/versions", "/training", "/queue"]),
+        path=st.sampled_from(["/versions", "/training", "/jobs", "/queue"]),
         project=projects | st.text(max_size=20),
         fmt=st.sampled_from([None, "csv", "x"]),
         body=st.none() | json_values,

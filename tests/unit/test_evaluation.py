@@ -188,7 +188,7 @@ def test_bootstrap_rejects_bad_confidence():
 @pytest.mark.parametrize(
     ("k", "n", "clopper_pearson", "wilson"),
     [
-        # The cases: the percentile bootstrap gave [0.848, 1.000] and [1, 1].
+        # Small samples where the percentile bootstrap gave [0.848, 1.000] and [1, 1].
         (31, 33, (0.798, 0.993), (0.804, 0.983)),
         (30, 30, (0.884, 1.000), (0.886, 1.000)),
     ],

@@ -25,6 +25,7 @@ from backend.llm.labeler import from_settings as labeler_from_settings
 from backend.model.registry import Registry
 from backend.service.app import create_app
 from backend.workflows.sync import ProjectSync
+from tests.conftest import GUARDED_ENDPOINTS
 from tests.doubles.label_studio import FakeLabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,17 +164,15 @@ def shared(tmp_path_factory) -> Service:
 
 # ------------------------------------------------------------------------------ auth
 
-PROTECTED = [
-    ("post", "/setup"),
-    ("post", "/predict"),
-    ("post", "/webhook"),
-    ("get", "/jobs"),
-    ("get", "/versions"),
-    ("post", "/versions/promote"),
-    ("get", "/training"),
-    ("get", "/queue"),
-    ("get", "/metrics"),
-]
+
+def test_the_guarded_list_is_every_route_but_health(shared):
+    routes = {
+        (method.lower(), rule.rule)
+        for rule in shared.client.application.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == {*GUARDED_ENDPOINTS, ("get", "/health")}
 
 
 def test_health_is_open_even_with_basic_auth(shared):
@@ -182,7 +181,7 @@ def test_health_is_open_even_with_basic_auth(shared):
     assert response.json["status"] == "UP" and response.json["llm"] == LLM
 
 
-@pytest.mark.parametrize("method, path", PROTECTED)
+@pytest.mark.parametrize("method, path", GUARDED_ENDPOINTS)
 @pytest.mark.parametrize(
     "credentials",
     [
