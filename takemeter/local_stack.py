@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     args.state.mkdir(parents=True, exist_ok=True)
     logs = args.state / "logs"
+    # What the user chose is theirs to know; only the demo's defaults are shown.
+    chosen = {
+        name for name in ("LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_API_KEY") if name in os.environ
+    }
     login = stack.LabelStudioLogin(
         url=f"http://127.0.0.1:{args.ls_port}",
         email=os.environ.get("LABEL_STUDIO_USERNAME", "admin@takemeter.local"),
@@ -157,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             project = json.loads(setup.stdout)["project"]
             prelabel(project, backend_url)
 
-            # What the user chose is theirs to know; only the demo's defaults are shown.
-            password = None if "LABEL_STUDIO_PASSWORD" in os.environ else login.password
-            token = None if "LABEL_STUDIO_API_KEY" in os.environ else login.token
+            password = None if "LABEL_STUDIO_PASSWORD" in chosen else login.password
+            token = None if "LABEL_STUDIO_API_KEY" in chosen else login.token
             if args.json:
                 print(
                     json.dumps(

@@ -103,15 +103,16 @@ def test_after_takemeter_up_export_and_evaluate_need_nothing_typed(tmp_path, lab
         assert f"from the local stack ({settings_file})" in exported.stderr
         with (folder / "out" / "a.csv").open() as handle:
             rows = list(csv.DictReader(handle))
-        assert len({r["task_id"] for r in rows}) == 24
-        assert sum(bool(r["label"]) for r in rows) == len(held_out)
+        assert sorted(int(r["task_id"]) for r in rows) == sorted(t["id"] for t in held_out)
+        assert all(r["label"] == gold[r["text"]] for r in rows)
 
         evaluated = takemeter(
             "evaluate", "--project", str(project), "--out", "out/eval", "--json",
             env=env, cwd=folder,
         )  # fmt: skip
         assert "from the local stack" in evaluated.stderr
-        assert "no model version" not in evaluated.stderr
+        # No version trained yet: the stack's MODEL_DIR was searched, and the LLM judged.
+        assert f"MODEL_DIR ({folder / '.stack' / 'model-data'})" in evaluated.stderr
         report = json.loads(evaluated.stdout)
         assert len(report["items"]) == len(held_out)
         # The stack's MODEL_DIR holds the LLM's answers: the evaluation asked for none.

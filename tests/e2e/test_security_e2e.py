@@ -99,9 +99,17 @@ def test_the_backends_credentials_reach_only_its_own_webhook(ls, backend, posts,
             what="the annotation webhooks at the listener",
         )
 
-        # Another /setup (Label Studio calls it before each prediction) changes nothing.
-        backend.post("/setup", json={"project": f"{project.id}.1", "schema": label_config})
-        time.sleep(1)
+        # Another sync (Label Studio calls /setup before each prediction; a project is
+        # synced at most every few seconds) leaves the foreign webhooks alone. It shows
+        # that it ran by putting the project's sampling back to the review order.
+        ls.projects.update(id=project.id, sampling="Sequential sampling")
+
+        def synced_again() -> bool:
+            backend.post("/setup", json={"project": f"{project.id}.1", "schema": label_config})
+            time.sleep(0.5)
+            return ls.projects.get(id=project.id).sampling == ls_client.UNCERTAINTY_SAMPLING
+
+        wait_for(synced_again, timeout=60, what="another sync of the project")
         after = hooks()
         received = list(listener.received)
     assert {path for path, _, _ in received} <= {"/webhook", f"/{own}", "/webhook/"}
@@ -131,7 +139,8 @@ def test_start_training_for_unknown_projects_starts_nothing(backend):
         for _ in range(6)
     ]
     assert statuses == [200] * 5 + [404]
-    time.sleep(1)
+    # A handler that requests a run opens the runner's log before it answers: nothing to
+    # wait for.
     for project in unknown:
         for lane in ("training", "prelabel"):
             assert not (backend.model_dir / "logs" / f"{lane}-{project}.log").exists()

@@ -123,6 +123,16 @@ def test_every_unlabeled_task_gets_one_prediction_in_batches(tmp_path, llm, fake
     predictor.labeler.close()
 
 
+def run_prelabel_lane(fake, predictor, project: int, *, sleep) -> JobState:
+    """ "tasks imported", then the pre-labeling lane run as a runner runs it."""
+    state = JobState(predictor.settings.model_dir)
+    state.request(project, "tasks imported", kind=Kind.PRELABEL)
+    lease = state.acquire(project, "prelabel")
+    assert lease is not None
+    work(predictor.settings, state, lease, client=fake, predictor=predictor, sleep=sleep)
+    return state
+
+
 def test_a_dead_llm_is_retried_with_back_off_and_the_reason_is_shown(tmp_path, fake):
     project = fake.add_project(LABEL_CONFIG)
     for i in range(3):
@@ -131,17 +141,8 @@ def test_a_dead_llm_is_retried_with_back_off_and_the_reason_is_shown(tmp_path, f
         predictor = make_predictor(tmp_path, dead, JOB_RETRIES="3")
         with pytest.raises(PrelabelFailures):
             prelabel_project(fake, predictor, predictor.settings, project, lambda **_: None)
-        state = JobState(predictor.settings.model_dir)
-        state.request(project, "tasks imported", kind=Kind.PRELABEL)
         waits: list[float] = []
-        work(
-            predictor.settings,
-            state,
-            state.acquire(project, "prelabel"),
-            client=fake,
-            predictor=predictor,
-            sleep=waits.append,
-        )
+        state = run_prelabel_lane(fake, predictor, project, sleep=waits.append)
     status = state.status(project, "prelabel")
     assert status["state"] == "failed" and status["attempts"] == 3
     assert "3 of 3 posts got no pre-label" in status["reason"]
@@ -163,22 +164,13 @@ def test_a_refusing_label_studio_leaves_the_answers_paid_for_in_the_cache(tmp_pa
         raise ApiError(status_code=503, body={"detail": "maintenance"})
 
     fake.projects.import_predictions = refuse
-    state = JobState(predictor.settings.model_dir)
-    state.request(project, "tasks imported", kind=Kind.PRELABEL)
     waits: list[float] = []
 
     def heal(seconds: float) -> None:  # Label Studio is back after the first back-off
         waits.append(seconds)
         fake.projects.import_predictions = original
 
-    work(
-        predictor.settings,
-        state,
-        state.acquire(project, "prelabel"),
-        client=fake,
-        predictor=predictor,
-        sleep=heal,
-    )
+    state = run_prelabel_lane(fake, predictor, project, sleep=heal)
     status = state.status(project, "prelabel")
     assert status["state"] == "finished" and status["done"] == 3, status
     assert waits == [5.0] and llm.requests == 3  # the retry asked the LLM nothing
