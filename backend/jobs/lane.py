@@ -1,5 +1,6 @@
 """Working through a project's lane, in both modes: `work` inside the embedded mode's
-runner process (run.py), run_message inside a `takemeter worker` in the distributed one.
+runner process (run.py), run_message inside a `takemeter worker` in the distributed one
+(whose actors declare_actors sets up).
 
 Both work through the lane's pending bits with the same loop: a failure that may pass
 (Label Studio or the LLM endpoint away, a refused request, Redis gone for a moment) is
@@ -27,6 +28,8 @@ from backend.workflows.prelabel import PrelabelFailures, prelabel_project
 from backend.workflows.training import Runner
 
 log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000  # Dramatiq's time limit for one message: a long training run
 
 
 def retryable(exc: Exception) -> bool:
@@ -156,9 +159,6 @@ def run_message(project: int, lane: str) -> None:
         log.error("%s; stopping here, the new holder goes on", exc)
     finally:
         lease.release()
-
-
-DAY_MS = 24 * 3600 * 1000
 
 
 def declare_actors(broker, retry: RetryPolicy) -> None:
