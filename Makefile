@@ -39,7 +39,8 @@ test: install
 bench: install
 	$(VENV)/bin/python -m benchmarks.simulate_promotion
 	$(VENV)/bin/python -m benchmarks.bench_train_to_serve --annotations 200
-	$(VENV)/bin/python benchmarks/bench_training.py --examples 128 --repeats 3 --epochs 1
+	$(VENV)/bin/python benchmarks/bench_training.py --examples 200 --epochs 1 --json benchmarks/results/training_200.json
+	$(VENV)/bin/python benchmarks/bench_training.py --examples 2000 --epochs 1 --json benchmarks/results/training_2000.json
 	$(VENV)/bin/python benchmarks/bench_predict.py --tasks 1000
 	$(VENV)/bin/python benchmarks/bench_load.py
 	$(VENV)/bin/python -m benchmarks.bench_prelabel --posts 20000
