@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backend.files import atomic_open
+from takemeter.stack import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ".stack"
 FILE_NAME = "env"
 SHARED = ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "MODEL_DIR", "BASE_MODEL")

@@ -124,7 +124,7 @@ def embed_kept(
                 keys=np.array(unique, dtype="S16"),
                 vectors=np.stack([known[key] for key in unique]),
             )
-    return rows.astype(np.float32), len(missing)
+    return rows.astype(np.float32, copy=False), len(missing)
 
 
 class LinearHead:

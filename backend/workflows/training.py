@@ -397,7 +397,7 @@ class Runner:
         )
         taxonomy = parse_taxonomy(self.client.projects.get(id=project).label_config)
         run = ProjectRun.of(self.predictor, project, taxonomy)
-        version = run.serving() or self.predictor.llm_version()
+        version = self.predictor.model_version(project)
         refresh_label_studio(
             self.client, self.predictor, run, ls_client.all_tasks(self.client, project), version
         )
