@@ -70,6 +70,14 @@ def main() -> int:
         password="bench-password-1",
         token="bench-token-12345",
     )
+    # The backend's settings beyond its URLs and folders, recorded with the result.
+    tuned = {
+        "BASE_MODEL": args.base_model or str(minilm_path()),
+        "TRAIN_EPOCHS": str(args.epochs),
+        "TRAIN_MAX_LENGTH": "128",  # default 256
+        "TRAIN_AFTER_ANNOTATIONS": "100000",  # no automatic run: only the clicks
+        "HOLDOUT_PERCENT": str(holdout),
+    }
     with stack.running() as processes:
         started = time.monotonic()
         processes.append(
@@ -92,11 +100,7 @@ def main() -> int:
                     "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
                     "LABEL_STUDIO_URL": login.url,
                     "LABEL_STUDIO_API_KEY": login.token,
-                    "BASE_MODEL": args.base_model or str(minilm_path()),
-                    "TRAIN_EPOCHS": str(args.epochs),
-                    "TRAIN_MAX_LENGTH": "128",
-                    "TRAIN_AFTER_ANNOTATIONS": "100000",
-                    "HOLDOUT_PERCENT": str(holdout),
+                    **tuned,
                 },
                 port=port,
                 log_path=work / "backend.log",
@@ -195,6 +199,7 @@ def main() -> int:
         figures = {
             "base_model": versions()["details"][0]["base_model"],
             "runs": [first, second],
+            "backend_settings": tuned,
             "label_studio_first_start_seconds": round(ls_first_start, 1),
         }
         print(json.dumps(figures, indent=2))
