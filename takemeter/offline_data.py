@@ -88,11 +88,22 @@ def short_text(story: Story, sentences: int | None, *, headline: bool = True) ->
 
 
 def bbc_posts(
-    n: int, *, seed: int, max_sentences: int = 3, headline: bool = True
+    n: int,
+    *,
+    seed: int,
+    max_sentences: int = 3,
+    headline: bool = True,
+    apart_from: tuple[int, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """`n` short texts (headline and the first 1..max_sentences sentences of distinct
-    stories, so lengths vary like forum posts) and their topics."""
+    stories, so lengths vary like forum posts) and their topics. `apart_from` = (count,
+    seed): none of the stories `bbc_posts(count, seed=seed)` draws, so figures can be
+    reported on posts that played no part in choosing a setting."""
     stories = bbc_stories()
+    if apart_from is not None:
+        count, other_seed = apart_from
+        taken = {s.key for s in random.Random(other_seed).sample(stories, count)}
+        stories = [s for s in stories if s.key not in taken]
     if n > len(stories):
         raise ValueError(f"only {len(stories)} distinct stories, {n} asked for")
     rng = random.Random(seed)
