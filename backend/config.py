@@ -79,6 +79,8 @@ class Settings:
     train_debounce: float
     train_seed: int
     holdout_percent: int
+    # Held-out tasks and judge posts get an empty prediction, no pre-label (domain.roles).
+    blind_labels: bool
 
     @property
     def llm_endpoint(self) -> str:
@@ -261,6 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         train_debounce=_float(env, "TRAIN_DEBOUNCE", 3.0),
         train_seed=_int(env, "TRAIN_SEED", 42),
         holdout_percent=holdout,
+        blind_labels=_bool(env, "BLIND_LABELS", True),
     )
     if settings.broker_url and not settings.redis_url:
         raise ConfigError(

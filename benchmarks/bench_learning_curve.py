@@ -12,13 +12,14 @@ Labels arrive --step (20) at a time up to --max-labels (500), in two orders:
 - queue: the order "Label All Tasks" serves them: after each run the serving version
   scores every unlabeled post (backend.domain.policy.decide, the product's scoring with
   the model's opinion only: this benchmark asks no LLM) and the lowest scores come next;
+  judge posts are blind, each at its random place in the queue (backend.domain.roles);
   the first 20 are random.
 After each step the runner's own pieces run in sequence, as a training run does:
 backend.workflows.training.candidates picks the kinds (the head always; the fine-tune from
 TRAIN_FINETUNE_FROM labels), each candidate is trained by the product's code
 (backend.model.head.fit_head on frozen mean-pooled --base-model embeddings, computed once
 per data set; backend.model.trainer.fine_tune with the default recipe), judged on every
-judge post labeled so far (backend.model.trainer.split_roles: never trained on) against
+judge post labeled so far (backend.domain.roles.split_roles: never trained on) against
 the serving version with backend.domain.policy.compare / should_promote and
 runner.is_successor, and promoted or kept.
 On 2 CPU cores a fine-tune costs a minute or more, so --finetune-at (the label counts
@@ -55,11 +56,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.config import load_settings
-from backend.domain import policy
+from backend.domain import policy, roles
+from backend.domain.roles import split_roles
 from backend.model import head as head_model
 from backend.model.classifier import Classifier
 from backend.model.registry import write_meta
-from backend.model.trainer import TrainConfig, fine_tune, split_roles
+from backend.model.trainer import TrainConfig, fine_tune
 from backend.workflows import training as runner
 from takemeter import offline_data
 from takemeter.offline_models import minilm_path
@@ -198,11 +200,15 @@ def queue_next(
     """The `count` unlabeled posts the review queue puts first under `serving`."""
     if serving is None:
         return rng.sample(unlabeled, count)
+    # As the re-score writes them: judge posts are blind, at their place in the queue.
+    blind = [i for i in unlabeled if roles.is_judge_post(i)]
+    shown = [i for i in unlabeled if not roles.is_judge_post(i)]
     scores = []
-    for i in unlabeled:
+    for i in shown:
         opinion = policy.model_opinion(data.names, serving.pool_proba[i])
         decision = policy.decide(None, None, opinion, prefer_model=True)
         scores.append((decision.score, i))
+    scores += zip(roles.queue_scores(blind, [score for score, _ in scores]), blind, strict=True)
     return [i for _, i in sorted(scores)[:count]]
 
 

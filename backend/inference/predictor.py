@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backend.config import Settings
-from backend.domain import calibration, policy
+from backend.domain import calibration, policy, roles
 from backend.domain.dataset import task_text
 from backend.domain.taxonomy import Taxonomy
 from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
@@ -113,6 +114,44 @@ class Predictor:
             out.append(Opinions(opinion, model, decision))
         return version, out
 
+    def is_blind(self, task: dict) -> bool:
+        """Labeled with no pre-label in view (domain.roles), unless BLIND_LABELS is off."""
+        return self.settings.blind_labels and roles.is_blind(
+            task, holdout_percent=self.settings.holdout_percent
+        )
+
+    def label_studio_predictions(
+        self,
+        taxonomy: Taxonomy,
+        version: str,
+        tasks: Sequence[dict],
+        decisions: Sequence[policy.Decision | None],
+    ) -> list[dict | None]:
+        """One Label Studio prediction per task, None where there is no decision: the
+        pre-label scored with P(right), or for a blind task an empty result placed at
+        random in the queue (roles.queue_scores) among this batch's shown pre-labels."""
+        blind = [self.is_blind(task) for task in tasks]
+        shown = [d.score for d, b in zip(decisions, blind, strict=True) if d and not b]
+        hidden = [task.get("id") for task, b in zip(tasks, blind, strict=True) if b]
+        places = dict(zip(hidden, roles.queue_scores(hidden, shown), strict=True))
+        out: list[dict | None] = []
+        for task, decision, is_blind in zip(tasks, decisions, blind, strict=True):
+            if decision is None:
+                out.append(None)
+            elif is_blind:
+                out.append(
+                    {"result": [], "score": places[task.get("id")], "model_version": version}
+                )
+            else:
+                out.append(
+                    {
+                        "result": taxonomy.result(decision.label),
+                        "score": decision.score,
+                        "model_version": version,
+                    }
+                )
+        return out
+
     def predict(
         self, project: int | None, taxonomy: Taxonomy, tasks: list, *, ask_llm: bool = True
     ) -> tuple[str, list, int]:
@@ -138,16 +177,21 @@ class Predictor:
             llm_only_cached=not ask_llm,
         )
         results: list = [[] for _ in tasks]
-        missing = 0
-        for index, item in zip(usable, opinions, strict=True):
-            if item.llm is not None and item.llm.error == NOT_CACHED:
-                missing += 1
-            elif item.decision is not None:
-                results[index] = {
-                    "result": taxonomy.result(item.decision.label),
-                    "score": item.decision.score,
-                    "model_version": version,
-                }
+        missing = sum(1 for o in opinions if o.llm is not None and o.llm.error == NOT_CACHED)
+        answered = [
+            (index, item.decision)
+            for index, item in zip(usable, opinions, strict=True)
+            if not (item.llm is not None and item.llm.error == NOT_CACHED)
+        ]
+        made = self.label_studio_predictions(
+            taxonomy,
+            version,
+            [tasks[index] for index, _ in answered],
+            [decision for _, decision in answered],
+        )
+        for (index, _), prediction in zip(answered, made, strict=True):
+            if prediction is not None:
+                results[index] = prediction
         labeled = sum(1 for r in results if r)
         log.info(
             "predict: %d tasks, %d pre-labeled, %d wait for the LLM, version %s, %.2f s",

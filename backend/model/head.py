@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from backend.domain.roles import split_roles
 from backend.files import atomic_open
 from backend.model import runtime
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE
-from backend.model.trainer import TrainConfig, TrainResult, split_roles
+from backend.model.trainer import TrainConfig, TrainResult
 
 # L2 strength of the head (sklearn's C), fixed beforehand rather than tuned on any data
 # the learning-curve benchmark reports: normalised embeddings make one value fit most.

@@ -15,7 +15,6 @@ macro-F1, keeping the best.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import time
@@ -29,6 +28,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from backend.domain.roles import JUDGE_SHARE, VALIDATION_SHARE, split_roles
 from backend.model import runtime
 from backend.model.runtime import autocast_dtype
 
@@ -42,8 +42,8 @@ class TrainConfig:
     batch_size: int = 16
     max_length: int = 256
     seed: int = 42
-    validation_share: float = 0.15  # picks the epoch (early stopping)
-    judge_share: float = 0.15  # never trained on, never picks the epoch: judges promotion
+    validation_share: float = VALIDATION_SHARE  # picks the epoch (early stopping)
+    judge_share: float = JUDGE_SHARE  # never trained on, never picks the epoch: judges promotion
     patience: int = 3  # validation judgements without a better macro-F1 before stopping
     evaluations: int = 10  # about how many validation judgements a run makes
 
@@ -70,32 +70,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _bucket(key: str) -> int:
-    return int(hashlib.sha256(f"takemeter-validation:{key}".encode()).hexdigest()[:8], 16) % 10_000
-
-
 def split_validation(keys: list[str], *, share: float) -> tuple[list[int], list[int]]:
     """Indexes (train, validation) by a hash of each example's key (its task id): a post
     stays on the same side in every run, so a later run can score the serving version on
     validation posts it never trained on."""
     train, val, _ = split_roles(keys, validation_share=share, judge_share=0.0)
     return train, val
-
-
-def split_roles(
-    keys: list[str], *, validation_share: float, judge_share: float
-) -> tuple[list[int], list[int], list[int]]:
-    """Indexes (train, validation, judge) by the same stable hash: validation picks the
-    epoch, judge decides promotion, so the posts that judge a version did not also tune
-    it. A post keeps its role as the project grows."""
-    cut_val = int(validation_share * 10_000)
-    cut_judge = cut_val + int(judge_share * 10_000)
-    buckets = [_bucket(key) for key in keys]
-    return (
-        [i for i, b in enumerate(buckets) if b >= cut_judge],
-        [i for i, b in enumerate(buckets) if b < cut_val],
-        [i for i, b in enumerate(buckets) if cut_val <= b < cut_judge],
-    )
 
 
 def length_grouped_batches(

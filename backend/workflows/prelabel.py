@@ -81,19 +81,17 @@ def prelabel_project(
         **counts,
     )
 
-    def push(items: list[tuple[int, str, LLMOpinion]]) -> None:
+    def push(items: list[tuple[dict, str, LLMOpinion]]) -> None:
         _, opinions = predictor.combine(
             project, taxonomy, [text for _, text, _ in items], [opinion for _, _, opinion in items]
         )
+        made = predictor.label_studio_predictions(
+            taxonomy, version, [task for task, _, _ in items], [o.decision for o in opinions]
+        )
         predictions = [
-            {
-                "task": task,
-                "model_version": version,
-                "score": item.decision.score,
-                "result": taxonomy.result(item.decision.label),
-            }
-            for (task, _, _), item in zip(items, opinions, strict=True)
-            if item.decision is not None
+            {"task": task["id"], **prediction}
+            for (task, _, _), prediction in zip(items, made, strict=True)
+            if prediction is not None
         ]
         ls_client.import_predictions(client, project, predictions)
         counts["done"] += len(predictions)
@@ -122,7 +120,7 @@ def prelabel_project(
     # the next one: a Label Studio slower than the LLM gets fewer, larger imports (1.23
     # by default updates every task of the project on each import, so the number of
     # calls, not their size, is what costs).
-    batch: list[tuple[int, str, LLMOpinion]] = []  # (task id, text, LLM opinion)
+    batch: list[tuple[dict, str, LLMOpinion]] = []  # (task, text, LLM opinion)
     todo: list[dict] = []  # every task to label so far, numbered as the LLM's answers are
     texts: list[str] = []
 
@@ -138,7 +136,7 @@ def prelabel_project(
     last_push, pushes = time.monotonic(), list[Future]()
     with ThreadPoolExecutor(1, thread_name_prefix="push") as pusher:
         for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(), group=project):
-            batch.extend((todo[i]["id"], texts[i], opinion) for i in indexes)
+            batch.extend((todo[i], texts[i], opinion) for i in indexes)
             while pushes and pushes[0].done():
                 pushes.pop(0).result()  # a refusing Label Studio stops the run early
             # Full batches, and at least every few seconds so a slow endpoint shows

@@ -3,7 +3,8 @@ version and push the predictions in bulk.
 
 First the project's calibrator is refitted for the version now serving (refit_calibration,
 also run before each training run), so the scores are P(right) for what is served. Each
-unlabeled task gets the serving version's prediction (policy label, P(right) as score).
+unlabeled task gets the serving version's prediction (policy label, P(right) as score;
+a blind task an empty one at its place in the queue, domain.roles).
 Where the model and the LLM disagree, both opinions are added as predictions of their
 own ("zero-shot:<llm>" and "<version>:model"), each scored with the P(right) of its own
 label, so the annotator sees both labels in the labeling view. The review-queue summary
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.domain import calibration, dataset, policy, queue
+from backend.domain import calibration, dataset, policy, queue, roles
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import LLMOpinion
@@ -54,13 +55,11 @@ def trained_on(tasks: list[dict]) -> set[int]:
     """Task ids a version may have trained on: those in the trainer's training bucket
     (not validation, not judge). Their model probabilities look surer than they are, so
     the calibrator is not fitted on them."""
-    from backend.model.trainer import TrainConfig, split_roles  # torch: only when needed
-
     ids = [t["id"] for t in tasks if isinstance(t.get("id"), int)]
-    train, _, _ = split_roles(
+    train, _, _ = roles.split_roles(
         [str(i) for i in ids],
-        validation_share=TrainConfig.validation_share,
-        judge_share=TrainConfig.judge_share,
+        validation_share=roles.VALIDATION_SHARE,
+        judge_share=roles.JUDGE_SHARE,
     )
     return {ids[i] for i in train}
 
@@ -78,22 +77,19 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
     version, opinions = predictor.opinions(project, taxonomy, texts)
     llm_version = predictor.llm_version()
     existing = ls_client.prediction_versions(client, project)
+    made = predictor.label_studio_predictions(
+        taxonomy, version, targets, [item.decision for item in opinions]
+    )
     predictions = []
-    for task, item in zip(targets, opinions, strict=True):
-        if item.decision is None:
+    for task, item, prediction in zip(targets, opinions, made, strict=True):
+        if item.decision is None or prediction is None:
             continue
-        predictions.append(
-            {
-                "task": task["id"],
-                "model_version": version,
-                "score": item.decision.score,
-                "result": taxonomy.result(item.decision.label),
-            }
-        )
+        predictions.append({"task": task["id"], **prediction})
         llm, model = item.llm, item.model
         if (
             not item.decision.disagree
             or not unlabeled
+            or not prediction["result"]  # a blind task shows neither opinion
             or llm is None
             or llm.label is None
             or model is None
@@ -119,7 +115,11 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
                 }
             )
     ls_client.import_predictions(client, project, predictions)
-    rows = queue.rows([t["id"] for t in unlabeled], texts, opinions) if unlabeled else []
+    # The queue's rows are the pre-labels shown: a blind task has none to review.
+    shown = [i for i, p in enumerate(made) if p and p["result"]] if unlabeled else []
+    rows = queue.rows(
+        [targets[i]["id"] for i in shown], [texts[i] for i in shown], [opinions[i] for i in shown]
+    )
     summary = queue.summary(version, rows, unlabeled=len(unlabeled))
     run.registry.write_queue(summary)
     log.info(

@@ -9,6 +9,7 @@ its validation scores can be worked out by hand; LLM answers come from the answe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -19,7 +20,7 @@ import pytest
 from label_studio_sdk.core.api_error import ApiError
 
 from backend.config import Settings, load_settings
-from backend.domain import queue
+from backend.domain import queue, roles
 from backend.domain.jobs import Kind
 from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
@@ -152,6 +153,7 @@ def world(tmp_path, always_personal) -> World:
             "LLM_TIMEOUT": "0.5",
             "LLM_MAX_RETRIES": "0",
             "TRAIN_MIN_PER_LABEL": "2",
+            "BLIND_LABELS": "false",  # every task pre-labeled; the blind ones have their tests
             "TRAIN_DEBOUNCE": "0",
             "TRAIN_EPOCHS": "1",
             "TRAIN_BATCH_SIZE": "8",
@@ -486,6 +488,36 @@ def test_rescore_after_a_promotion_by_hand(world, always_personal):
         LLM_VERSION
     ) == 1
     assert len(fake.project(project).views) == 1  # the tab is not made twice
+
+
+def test_rescore_leaves_blind_tasks_empty_with_no_second_opinion_and_out_of_the_queue(
+    world, always_personal
+):
+    settings = dataclasses.replace(world.settings, blind_labels=True)
+    predictor = Predictor(settings, world.predictor.labeler)
+    runner = Runner(settings, world.state, client=world.fake, predictor=predictor)
+    fake, project = world.fake, world.project
+    ids = labeled_and_unlabeled(world)
+    held = fake.add_task(project, "tips for lows at night, anyone?", split="test")
+    world.answer({"tips for lows at night, anyone?": SS})  # the model says PE: a disagreement
+    version = world.install(always_personal)
+    runner.rescore(project)
+
+    unlabeled = (ids["disagree"], ids["agree"], ids["llm_down"])
+    shown = {
+        i
+        for i in unlabeled
+        if not roles.is_blind({"id": i, "data": {}}, holdout_percent=settings.holdout_percent)
+    }
+    assert shown, "no task of this project is shown a pre-label: pick other ids"
+    predictions = fake.predictions_of(project, held)
+    assert [(p.model_version, p.result) for p in predictions] == [(version, [])]
+    # Its score is a place among the shown pre-labels' scores, not a confidence of its own.
+    main = {p.task: p for p in fake.predictions_of(project) if p.model_version == version}
+    assert predictions[0].score in {main[t].score for t in shown} | {roles.place(held)}
+    assert {t for t, p in main.items() if p.result} == shown
+    rows = predictor.registry(project).read_queue()["rows"]
+    assert {r["task"] for r in rows} == shown
 
 
 def test_a_fully_annotated_project_still_gets_its_model_version(world, always_personal):

@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from backend.config import Settings, load_settings
-from backend.domain import policy, queue
+from backend.domain import policy, queue, roles
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Opinions, Predictor
 from backend.jobs.state import JobState
@@ -107,6 +107,7 @@ def build_service(
         "LLM_TIMEOUT": "0.5",
         "LLM_MAX_RETRIES": "0",
         "TRAIN_AFTER_ANNOTATIONS": "3",
+        "BLIND_LABELS": "false",  # every task pre-labeled; the blind ones have their tests
         **env,
     }
     if auth:
@@ -336,6 +337,25 @@ def test_predict_answers_from_the_cache_in_order_with_empty_results_for_no_text(
     assert response.json["model_version"] == f"zero-shot:{LLM}"
     usage = service.get("/metrics").json
     assert usage["cache_hits"] == 3 and usage["llm_calls"] == 0
+
+
+def test_predict_leaves_held_out_tasks_and_judge_posts_blind_by_default(make_service):
+    service = make_service(BLIND_LABELS="true")
+    service.cache(TAXONOMY, POSTS)
+    texts = list(POSTS)
+    judge = next(i for i in range(1, 1000) if roles.is_judge_post(i))
+    plain = [i for i in range(1, 1000) if not roles.is_judge_post(i)][:2]
+    tasks = [
+        {"id": judge, "data": {"text": texts[0]}},
+        {"id": plain[0], "data": {"text": texts[1], "split": "test"}},
+        {"id": plain[1], "data": {"text": texts[2], "split": "train"}},
+    ]
+    results = predict(service, tasks).json["results"]
+    # The blind ones: an empty result (nothing pre-selected) at its place in the queue,
+    # which is the only shown pre-label's score here.
+    assert [r["result"] for r in results[:2]] == [[], []]
+    assert results[0]["score"] == results[1]["score"] == results[2]["score"]
+    assert TAXONOMY.label_of(results[2]["result"]) == POSTS[texts[2]]
 
 
 def test_predict_gives_no_prelabel_quickly_when_the_llm_is_down(service):

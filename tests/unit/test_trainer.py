@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from backend.domain.roles import split_roles
 from backend.model import runtime
 from backend.model.classifier import Classifier
 from backend.model.registry import write_meta
@@ -13,7 +14,6 @@ from backend.model.trainer import (
     TrainConfig,
     fine_tune,
     length_grouped_batches,
-    split_roles,
     split_validation,
 )
 
