@@ -27,6 +27,10 @@ COMMANDS = {
         "takemeter.evaluate",
         "held-out evaluation: fine-tuned model vs zero-shot LLM vs humans",
     ),
+    "report": (
+        "takemeter.report",
+        "what pre-labels did: acceptance, time saved, anchoring, cost (--plan: before a run)",
+    ),
     "learning-curve": (
         "takemeter.learning_curve",
         "held-out accuracy of models trained on growing shares",

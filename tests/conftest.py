@@ -202,6 +202,9 @@ def start_backend(tmp_path_factory, logs, llm_url, tiny_model) -> Callable[..., 
             "TRAIN_MAX_LENGTH": "128",
             "TRAIN_LEARNING_RATE": "1e-3",
             "LOG_LEVEL": "INFO",
+            # Every task pre-labeled, so tests of other behaviour may pick any task;
+            # tests/e2e/test_blind.py runs the default (held-out and judge posts blind).
+            "BLIND_LABELS": "false",
             **env,
         }
         if auth:

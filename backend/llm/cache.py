@@ -41,6 +41,9 @@ class CachedAnswer:
     label: str | None  # None: the LLM answered something outside the label set
     confidence: float | None  # None: the endpoint gave no logprobs
     raw: str
+    # What the answer cost, as the endpoint counted it (0: stored before they were kept).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Cache(Protocol):
@@ -83,6 +86,10 @@ class AnswerCache:
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, label TEXT,"
                 " confidence REAL, raw TEXT, model TEXT, created REAL)"
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+            for column in ("prompt_tokens", "completion_tokens"):  # caches made before them
+                if column not in columns:
+                    db.execute(f"ALTER TABLE answers ADD COLUMN {column} INTEGER DEFAULT 0")
             db.execute("CREATE TABLE IF NOT EXISTS usage (name TEXT PRIMARY KEY, value INTEGER)")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, expires REAL)"
@@ -125,20 +132,30 @@ class AnswerCache:
         for i in range(0, len(keys), 500):  # SQLite caps the number of parameters
             chunk = keys[i : i + 500]
             rows = db.execute(
-                f"SELECT key, label, confidence, raw FROM answers WHERE key IN "
-                f"({','.join('?' * len(chunk))})",
+                f"SELECT key, label, confidence, raw, prompt_tokens, completion_tokens "
+                f"FROM answers WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
-            for key, label, confidence, raw in rows:
-                found[key] = CachedAnswer(label, confidence, raw)
+            for key, label, confidence, raw, prompt, completion in rows:
+                found[key] = CachedAnswer(label, confidence, raw, prompt or 0, completion or 0)
         return found
 
     def put(self, key: str, answer: CachedAnswer, *, model: str) -> None:
         """Store the answer and drop the key's claim: waiters find the answer."""
         with self._writing() as db:
             db.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                (key, answer.label, answer.confidence, answer.raw, model, time.time()),
+                "INSERT OR REPLACE INTO answers (key, label, confidence, raw, model, created,"
+                " prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    answer.label,
+                    answer.confidence,
+                    answer.raw,
+                    model,
+                    time.time(),
+                    answer.prompt_tokens,
+                    answer.completion_tokens,
+                ),
             )
             db.execute("DELETE FROM claims WHERE key = ?", (key,))
 

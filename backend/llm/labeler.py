@@ -304,7 +304,7 @@ class ZeroShotLabeler:
         )
         try:
             response = self._complete(taxonomy, messages, fmt)
-            spent = self._count(response)
+            prompt_tokens, completion_tokens = self._count(response)
             reading = self._read(response, taxonomy, fmt)
             if self.calibrate and reading.probs is not None:
                 prior = self._prior(taxonomy, fmt)
@@ -337,20 +337,26 @@ class ZeroShotLabeler:
         self.breaker.succeeded()
         label, confidence = reading.label, reading.confidence
         self.cache.put(
-            key, CachedAnswer(label, confidence, reading.content[:500]), model=self.model
+            key,
+            CachedAnswer(
+                label, confidence, reading.content[:500], prompt_tokens, completion_tokens
+            ),
+            model=self.model,
         )
+        spent = prompt_tokens + completion_tokens
         if label is None:
             return LLMOpinion(None, None, error=OFF_LIST, tokens=spent)
         return LLMOpinion(label, confidence, tokens=spent)
 
-    def _count(self, response: dict) -> int:
+    def _count(self, response: dict) -> tuple[int, int]:
+        """The call's (prompt, completion) tokens, added to the usage counters."""
         usage = response.get("usage") or {}
-        prompt_tokens = usage.get("prompt_tokens") or 0
-        completion_tokens = usage.get("completion_tokens") or 0
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
         self.cache.count(
             llm_calls=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
-        return prompt_tokens + completion_tokens
+        return prompt_tokens, completion_tokens
 
     def _read(self, response: dict, taxonomy: Taxonomy, fmt: str) -> _Reading:
         """The label, its confidence and, where the logprobs give it, every label's share,

@@ -340,6 +340,7 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
             "LLM_MAX_RETRIES": "0",
             "LLM_TIMEOUT": "30",
             "LLM_CONCURRENCY": "8",
+            "BLIND_LABELS": "false",  # every task's pre-label is checked against the truth
             "BASE_MODEL": str(tiny_model),
             # Each run fits the head, then fine-tunes (TRAIN_FINETUNE_FROM=1): the kill
             # comes within a second of the fine-tune's start, which takes several seconds

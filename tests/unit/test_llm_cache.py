@@ -24,6 +24,28 @@ def test_put_get_round_trip(cache):
     assert cache.get_many(["k1"]) == {"k1": answer}
 
 
+def test_an_answer_keeps_what_it_cost(cache):
+    answer = CachedAnswer("health_claim", 0.75, "{}", prompt_tokens=412, completion_tokens=9)
+    cache.put("k1", answer, model="m")
+    assert cache.get_many(["k1"])["k1"] == answer
+
+
+def test_a_cache_made_before_token_counts_opens_and_reads_them_as_zero(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the table as earlier versions made it
+        db.execute(
+            "CREATE TABLE answers (key TEXT PRIMARY KEY, label TEXT,"
+            " confidence REAL, raw TEXT, model TEXT, created REAL)"
+        )
+        db.execute("INSERT INTO answers VALUES ('old', 'x', 0.5, 'x', 'm', 0)")
+    cache = AnswerCache(path)
+    assert cache.get_many(["old"]) == {"old": CachedAnswer("x", 0.5, "x", 0, 0)}
+    cache.put("new", CachedAnswer("y", 0.5, "y", 3, 4), model="m")
+    assert cache.get_many(["new"])["new"].completion_tokens == 4
+
+
 def test_get_many_returns_only_found_keys(cache):
     cache.put("a", CachedAnswer("x", 0.5, "x"), model="m")
     cache.put("b", CachedAnswer("y", 0.25, "y"), model="m")
