@@ -81,6 +81,11 @@ class Settings:
     holdout_percent: int
     # Held-out tasks and judge posts get an empty prediction, no pre-label (domain.roles).
     blind_labels: bool
+    # What labels cost, for `takemeter report` and the model card: the LLM per million
+    # prompt and completion tokens, an annotator per hour (any one currency).
+    llm_price_input: float | None
+    llm_price_output: float | None
+    annotation_hourly_rate: float | None
 
     @property
     def llm_endpoint(self) -> str:
@@ -152,6 +157,12 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
     return float(_number(env, name, default, float, minimum))
+
+
+def _price(env: Mapping[str, str], name: str) -> float | None:
+    """An optional amount of money (unset: unknown, and the figures that need it are left
+    out)."""
+    return None if _str(env, name) is None else _float(env, name, 0.0)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -264,6 +275,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         train_seed=_int(env, "TRAIN_SEED", 42),
         holdout_percent=holdout,
         blind_labels=_bool(env, "BLIND_LABELS", True),
+        llm_price_input=_price(env, "LLM_PRICE_INPUT"),
+        llm_price_output=_price(env, "LLM_PRICE_OUTPUT"),
+        annotation_hourly_rate=_price(env, "ANNOTATION_HOURLY_RATE"),
     )
     if settings.broker_url and not settings.redis_url:
         raise ConfigError(

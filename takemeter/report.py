@@ -14,9 +14,10 @@ randomized comparison. Figures (takemeter.evaluation.prelabels says how each is 
     cache, the model's from the serving version), the difference with Newcombe's
     interval, and a warning when held-out labels were made with a pre-label in view;
   - money: the LLM tokens the project's posts cost (as the endpoint counted them, kept
-    with each cached answer) at --input-price / --output-price per million tokens, cost
-    per correct pre-label, annotation cost at --hourly-rate, and cost per label with and
-    without pre-labels;
+    with each cached answer) at --input-price / --output-price per million tokens
+    (LLM_PRICE_INPUT, LLM_PRICE_OUTPUT), cost per correct pre-label, annotation cost at
+    --hourly-rate (ANNOTATION_HOURLY_RATE), and cost per label with and without
+    pre-labels;
   - the same acceptance and time figures per annotator with 5 labels or more (the others
     pooled, unnamed).
 What it cannot tell: with few labels the intervals are wide (it says so rather than
@@ -42,10 +43,12 @@ from pathlib import Path
 from backend.config import Settings
 from backend.domain import roles
 from backend.domain.dataset import latest_annotation, task_text
+from backend.domain.labelings import LLM, OUTCOMES, labelings
 from backend.domain.taxonomy import Taxonomy
+from backend.labelstudio import client as ls_client
 from takemeter import common
 from takemeter.evaluation import prelabels
-from takemeter.evaluation.prelabels import LLM, Prices
+from takemeter.evaluation.prelabels import Prices
 
 MODEL = "model"
 
@@ -54,24 +57,6 @@ def _labeler(settings: Settings):
     from backend.llm.labeler import from_settings  # openai: only when needed
 
     return from_settings(settings)
-
-
-def cached_costs(settings: Settings, taxonomy: Taxonomy, texts: list[str]) -> dict:
-    """Tokens the posts' cached answers cost, each distinct post once."""
-    labeler = _labeler(settings)
-    try:
-        keys = {labeler.key(taxonomy, text) for text in texts}
-        found = labeler.cache.get_many(keys)
-    finally:
-        labeler.close()
-    return {
-        "answered_posts": len(found),
-        "prompt_tokens": sum(a.prompt_tokens for a in found.values()),
-        "completion_tokens": sum(a.completion_tokens for a in found.values()),
-        "answers_without_counts": sum(
-            1 for a in found.values() if not (a.prompt_tokens or a.completion_tokens)
-        ),
-    }
 
 
 def blind_answers(
@@ -154,7 +139,8 @@ def plan(
     }
     if prices.input_per_million is not None and prices.output_per_million is not None:
         estimate["cost"] = (
-            prompt * rest * prices.input_per_million + completion * rest * prices.output_per_million
+            estimate["prompt_tokens"] * prices.input_per_million
+            + estimate["completion_tokens"] * prices.output_per_million
         ) / 1e6
     out["estimate"] = estimate
     return out
@@ -163,13 +149,21 @@ def plan(
 def build(settings: Settings, source: common.Source, prices: Prices) -> dict:
     taxonomy = source.taxonomy
     notes: list[str] = []
-    items = prelabels.labelings(source.tasks, taxonomy, holdout_percent=settings.holdout_percent)
+    tasks = source.tasks
+    if source.client is not None and source.project is not None:
+        tasks = ls_client.with_predictions(source.client, source.project, tasks)
+    elif any(not isinstance(p, dict) for t in tasks for p in t.get("predictions") or []):
+        raise common.CliError(
+            f"{source.description} lists predictions by id only (as Label Studio exports "
+            f"them): what annotators had in view needs them in full; use --project"
+        )
+    items = labelings(tasks, taxonomy, holdout_percent=settings.holdout_percent)
     if not items:
         raise common.CliError(f"{source.description} has no annotation to report on")
-    texts = {t.get("id"): task_text(t, taxonomy.text_field) for t in source.tasks}
+    texts = {t.get("id"): task_text(t, taxonomy.text_field) for t in tasks}
     remaining = sum(
         1
-        for t in source.tasks
+        for t in tasks
         if latest_annotation(t) is None
         and texts.get(t.get("id"))
         and not (
@@ -181,11 +175,15 @@ def build(settings: Settings, source: common.Source, prices: Prices) -> dict:
         i.task: text for i in items if i.outcome == "blind" and (text := texts.get(i.task))
     }
     answers = blind_answers(settings, source.project, taxonomy, blind_posts, notes)
-    costs = cached_costs(settings, taxonomy, [t for t in texts.values() if t])
-    if costs["answers_without_counts"]:
+    labeler = _labeler(settings)
+    try:
+        spent = labeler.spent(taxonomy, [t for t in texts.values() if t])
+    finally:
+        labeler.close()
+    if spent.without_counts:
         notes.append(
-            f"{costs['answers_without_counts']} cached answers were stored before token "
-            f"counts were kept: their cost counts as 0"
+            f"{spent.without_counts} cached answers were stored before token counts were "
+            f"kept: their cost counts as 0"
         )
     held = prelabels.assisted_held_out(items)
     assisted = sum(n for k, n in held.items() if k != "blind")
@@ -200,19 +198,12 @@ def build(settings: Settings, source: common.Source, prices: Prices) -> dict:
         "source": source.description,
         "project": source.project,
         "labels": len(items),
-        "outcomes": {o: sum(i.outcome == o for i in items) for o in (*prelabels.OUTCOMES, "blind")},
+        "outcomes": {o: sum(i.outcome == o for i in items) for o in (*OUTCOMES, "blind")},
         "acceptance": prelabels.acceptance(items),
         "time": times,
         "anchoring": prelabels.anchoring(items, answers),
         "held_out_labels": held,
-        "money": prelabels.money(
-            items,
-            prompt_tokens=costs["prompt_tokens"],
-            completion_tokens=costs["completion_tokens"],
-            answered_posts=costs["answered_posts"],
-            prices=prices,
-            times=times,
-        ),
+        "money": prelabels.money(items, spent=spent, prices=prices, times=times),
         "per_annotator": prelabels.per_annotator(items, remaining=remaining),
         "warnings": warnings,
         "notes": notes,
@@ -241,7 +232,7 @@ def lines_of(report: dict) -> list[str]:
     out += [f"note: {n}" for n in report["notes"]]
     out.append("\nacceptance (share of the labels made with that source's pre-label in view):")
     for source, figures in report["acceptance"].items():
-        shares = ", ".join(f"{o} {_share(figures[o])}" for o in prelabels.OUTCOMES)
+        shares = ", ".join(f"{o} {_share(figures[o])}" for o in OUTCOMES)
         out.append(f"  {source} (n={figures['n']}): {shares}")
     t = report["time"]
     out.append(
@@ -302,7 +293,7 @@ def write_files(report: dict, out: Path) -> list[Path]:
     ax = fig.subplots()
     sources = list(report["acceptance"])
     left = [0.0] * len(sources)
-    for outcome in prelabels.OUTCOMES:
+    for outcome in OUTCOMES:
         shares = [report["acceptance"][s][outcome]["share"] or 0.0 for s in sources]
         ax.barh(sources, shares, left=left, label=outcome)
         left = [a + b for a, b in zip(left, shares, strict=True)]
@@ -331,9 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
     common.add_source_arguments(parser)
     parser.add_argument("--out", type=Path, help="write report.md, report.json and PNGs here")
-    parser.add_argument("--input-price", type=float, help="per million prompt tokens")
-    parser.add_argument("--output-price", type=float, help="per million completion tokens")
-    parser.add_argument("--hourly-rate", type=float, help="an annotator hour")
+    parser.add_argument(
+        "--input-price", type=float, help="per million prompt tokens (default: LLM_PRICE_INPUT)"
+    )
+    parser.add_argument(
+        "--output-price",
+        type=float,
+        help="per million completion tokens (default: LLM_PRICE_OUTPUT)",
+    )
+    parser.add_argument(
+        "--hourly-rate", type=float, help="an annotator hour (default: ANNOTATION_HOURLY_RATE)"
+    )
     parser.add_argument(
         "--plan", action="store_true", help="estimate a pre-labeling run of the unlabeled tasks"
     )
@@ -345,8 +344,12 @@ def main(argv: list[str] | None = None) -> int:
             raise common.CliError(f"--{name.replace('_', '-')} cannot be negative")
     if args.sample < 1:
         raise common.CliError("--sample must be at least 1")
-    prices = Prices(args.input_price, args.output_price, args.hourly_rate)
     settings = common.settings()
+    prices = Prices(
+        settings.llm_price_input if args.input_price is None else args.input_price,
+        settings.llm_price_output if args.output_price is None else args.output_price,
+        settings.annotation_hourly_rate if args.hourly_rate is None else args.hourly_rate,
+    )
     source = common.load_source(args, settings)
     if args.plan:
         estimate = plan(settings, source.taxonomy, source.tasks, args.sample, prices)

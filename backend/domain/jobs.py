@@ -69,6 +69,7 @@ class StatusFields(TypedDict, total=False):
     promoted: bool | None
     n_examples: int
     held_out_tasks: int
+    prelabels: str  # what pre-labels did so far (domain.labelings.headline)
     seconds: float  # from the run's start to its version serving
     epoch: int | None  # the fine-tune's progress (backend.model.trainer's events)
     epochs: int

@@ -4,8 +4,9 @@ Label Studio 1.23 gives no training feedback of its own ("Start Training" answer
 "Request Sent! Response: {}"), and its backend card shows the connection's title, state,
 URL and age, not its description. So the jobs' status goes into the title, after the title
 the user gave the connection ("TakeMeter · training: epoch 2 of 4, loss 0.531 ·
-pre-labeling: 1,200 of 20,000 tasks"), and the same text into the description, where the
-API shows it.
+pre-labels accepted 64% (32 of 50), 6.5 s saved a task (9 blind, 50 timed) ·
+pre-labeling: 1,200 of 20,000 tasks"), and the same text into the description, where
+the API shows it.
 
 `status_text` (training) and `prelabel_text` are pure functions of the status dicts the
 jobs record (GET /jobs); `Card` finds this backend's connections to a project and updates
@@ -141,8 +142,10 @@ def prelabel_text(status: JobStatus) -> str:
 
 
 def card_text(training: JobStatus, prelabel: JobStatus) -> str:
-    """The card's status: the training job's, then the pre-labeling job's."""
-    parts = [status_text(training), prelabel_text(prelabel)]
+    """The card's status: the training job's, what pre-labels did so far (the last run
+    counted it), then the pre-labeling job's."""
+    headline = _one_line(training.get("prelabels") or "")
+    parts = [status_text(training), headline, prelabel_text(prelabel)]
     return _one_line(SEPARATOR.join(p for p in parts if p), joined=True)
 
 

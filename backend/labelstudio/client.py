@@ -207,6 +207,15 @@ def prediction_versions(client: LabelStudio, project: int) -> dict[int, set[str]
     return found
 
 
+def with_predictions(client: LabelStudio, project: int, tasks: list[dict]) -> list[dict]:
+    """The tasks with their predictions in full: an export lists only their ids, and what
+    an annotator had in view (domain.labelings) needs their results and times."""
+    by_task: dict[object, list[dict]] = {}
+    for prediction in client.predictions.list(project=project):
+        by_task.setdefault(prediction.task, []).append(prediction.model_dump(mode="json"))
+    return [{**task, "predictions": by_task.get(task.get("id"), [])} for task in tasks]
+
+
 def set_model_version(
     client: LabelStudio, project: int, version: str, *, quiet: bool = False
 ) -> bool:

@@ -53,6 +53,26 @@ class LLMOpinion:
         return cls(answer.label, answer.confidence, cached=True, error=error)
 
 
+@dataclass(frozen=True)
+class Spent:
+    """Tokens the cached answers of some posts cost, as the endpoint counted them."""
+
+    answered: int  # posts with a cached answer
+    prompt_tokens: int
+    completion_tokens: int
+    without_counts: int  # answers stored before token counts were kept (counted as 0)
+
+    def cost(
+        self, input_per_million: float | None, output_per_million: float | None
+    ) -> float | None:
+        """In the prices' currency; None when a price is unknown."""
+        if input_per_million is None or output_per_million is None:
+            return None
+        return (
+            self.prompt_tokens * input_per_million + self.completion_tokens * output_per_million
+        ) / 1e6
+
+
 class ZeroShotLabeler:
     def __init__(
         self,
@@ -119,6 +139,18 @@ class ZeroShotLabeler:
             )
             found = {}
         return [LLMOpinion.from_cache(found[k]) if k in found else None for k in keys]
+
+    def spent(self, taxonomy: Taxonomy, texts: Iterable[str]) -> Spent:
+        """What the cached answers for these posts cost, each distinct post once."""
+        found = self.cache.get_many(self.key(taxonomy, text) for text in set(texts))
+        return Spent(
+            answered=len(found),
+            prompt_tokens=sum(a.prompt_tokens for a in found.values()),
+            completion_tokens=sum(a.completion_tokens for a in found.values()),
+            without_counts=sum(
+                1 for a in found.values() if not (a.prompt_tokens or a.completion_tokens)
+            ),
+        )
 
     def label_many(
         self,

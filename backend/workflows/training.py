@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Unpack
 
 from backend.config import Settings
-from backend.domain import dataset, policy
+from backend.domain import dataset, labelings, policy
 from backend.domain.jobs import JobStatus, Lane, RunState, StatusFields, StatusStore
 from backend.domain.taxonomy import Taxonomy, parse_taxonomy
 from backend.inference.predictor import Predictor
@@ -287,6 +287,26 @@ class Runner:
         kinds = candidates(len(collected.examples), settings)
         for kind in kinds:
             self.train_one(run, kind, collected, started, last=kind == kinds[-1])
+        # After the run, so that it costs the click-to-serving time nothing.
+        self.report(project, prelabels=self.prelabel_headline(project, collected))
+
+    def prelabel_headline(self, project: int, collected: Collected) -> str:
+        """What pre-labels did so far, for the model card (domain.labelings.headline),
+        with the cost when LLM prices are set. Never fails a run: empty when it cannot
+        say."""
+        settings, taxonomy = self.settings, collected.taxonomy
+        try:
+            tasks = ls_client.with_predictions(self.client, project, collected.tasks)
+            items = labelings.labelings(tasks, taxonomy, holdout_percent=settings.holdout_percent)
+            cost = None
+            if settings.llm_price_input is not None and settings.llm_price_output is not None:
+                texts = (dataset.task_text(t, taxonomy.text_field) for t in tasks)
+                spent = self.predictor.labeler.spent(taxonomy, [t for t in texts if t])
+                cost = spent.cost(settings.llm_price_input, settings.llm_price_output)
+            return labelings.headline(items, llm_cost=cost)
+        except Exception:
+            log.exception("the pre-label headline was not computed")
+            return ""
 
     def train_one(
         self,

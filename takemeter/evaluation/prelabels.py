@@ -1,13 +1,5 @@
-"""What pre-labels did in a project, from its tasks as Label Studio exports them.
-
-Every kept annotation (each annotator's latest, skipped ones left out) is read as one
-labeling: who labeled, the label, the lead time Label Studio recorded, and what was in
-view. The pre-label in view is the prediction the annotation was made from
-(`parent_prediction`); an annotation made from none is "blind" when the task held no
-pre-label then (a blind task's prediction is empty, domain.roles) and "ignored" when it
-did (the annotator labeled from scratch). One made from a pre-label was "accepted" when
-its label is the pre-label's, else "changed". The source of a pre-label is "LLM" for the
-zero-shot versions and the model version's name otherwise.
+"""What pre-labels did in a project: the figures of `takemeter report`, with their
+intervals, from the labelings backend.domain.labelings reads out of the exported tasks.
 
 Held-out tasks and judge posts are blind by a hash of the task id, the others are
 pre-labeled, so within a project blind and pre-labeled labeling is a randomized
@@ -23,105 +15,15 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 
-from backend.domain.dataset import is_held_out, latest_per_annotator
-from backend.domain.taxonomy import Taxonomy
+from backend.domain.labelings import LLM, OUTCOMES, Labeling
+from backend.llm.labeler import Spent
 from takemeter.evaluation.statistics import WILSON, Interval, proportion_ci
 
-LLM = "LLM"
-OUTCOMES = ("accepted", "changed", "ignored")
 MIN_PER_ANNOTATOR = 5  # annotators with fewer are pooled, unnamed
 MIN_PER_GROUP = 5  # lead times a side needs before a time difference is reported
-
-
-@dataclass(frozen=True)
-class Labeling:
-    """One annotator's kept label of one task, and what they had in view."""
-
-    task: int
-    annotator: object
-    label: str | None
-    seconds: float | None  # Label Studio's lead time
-    outcome: str  # accepted, changed, ignored or blind
-    source: str | None  # who made the pre-label in view: LLM or a model version
-    shown: str | None  # that pre-label
-    held_out: bool
-
-
-def source_of(model_version: str | None) -> str | None:
-    if not model_version:
-        return None
-    return LLM if model_version.startswith("zero-shot:") else model_version
-
-
-def _stamp(value: object) -> float:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return math.inf  # unknown: not "before" anything
-
-
-def _in_view(task: dict, annotation: dict, taxonomy: Taxonomy) -> tuple[dict | None, bool]:
-    """The prediction the annotation came from, and whether it was made from it; else
-    the pre-label the task held when it was made (second opinions, `<version>:model` and
-    an LLM beside a model, are extra predictions and not what the labeling view loads)."""
-    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
-    parent = annotation.get("parent_prediction")
-    for prediction in predictions:
-        if parent is not None and prediction.get("id") == parent:
-            return prediction, True
-    made = _stamp(annotation.get("created_at"))
-    earlier = [
-        p
-        for p in predictions
-        if taxonomy.label_of(p.get("result") or []) is not None
-        and not str(p.get("model_version") or "").endswith(":model")
-        and _stamp(p.get("created_at")) <= made
-    ]
-    origins = {r.get("origin") for r in annotation.get("result") or [] if isinstance(r, dict)}
-    from_prediction = bool(origins & {"prediction", "prediction-changed"})
-    if not earlier:
-        return None, from_prediction
-    newest = max(earlier, key=lambda p: (_stamp(p.get("created_at")), p.get("id") or 0))
-    return newest, from_prediction
-
-
-def labelings(tasks: Sequence[dict], taxonomy: Taxonomy, *, holdout_percent: int) -> list[Labeling]:
-    out = []
-    for task in tasks:
-        if not isinstance(task, dict):
-            continue
-        held = is_held_out(task, percent=holdout_percent)
-        for annotator, annotation in latest_per_annotator(task).items():
-            label = taxonomy.label_of(annotation.get("result") or [])
-            prediction, made_from = _in_view(task, annotation, taxonomy)
-            shown = taxonomy.label_of(prediction.get("result") or []) if prediction else None
-            if shown is None:
-                outcome, source = "blind", None
-            else:
-                source = source_of(prediction.get("model_version") if prediction else None)
-                if not made_from:
-                    outcome = "ignored"
-                else:
-                    outcome = "accepted" if label == shown else "changed"
-            lead = annotation.get("lead_time")
-            out.append(
-                Labeling(
-                    task=task.get("id") or 0,
-                    annotator=annotator,
-                    label=label,
-                    seconds=float(lead) if isinstance(lead, int | float) and lead >= 0 else None,
-                    outcome=outcome,
-                    source=source,
-                    shown=shown,
-                    held_out=held,
-                )
-            )
-    out.sort(key=lambda item: item.task)
-    return out
 
 
 def _share(hits: int, n: int) -> dict:
@@ -258,37 +160,23 @@ class Prices:
     hourly_rate: float | None = None  # an annotator hour
 
 
-def money(
-    items: Sequence[Labeling],
-    *,
-    prompt_tokens: int,
-    completion_tokens: int,
-    answered_posts: int,
-    prices: Prices,
-    times: dict,
-) -> dict:
-    """LLM tokens and cost so far, cost per correct pre-label (accepted as is), and per
-    label with and without pre-labels (LLM cost per post + the median lead time at the
-    hourly rate; human labels count as correct)."""
+def money(items: Sequence[Labeling], *, spent: Spent, prices: Prices, times: dict) -> dict:
+    """LLM tokens and cost so far, cost per correct pre-label (an LLM pre-label accepted
+    as is), and per label with and without pre-labels (LLM cost per post + the median lead
+    time at the hourly rate; human labels count as correct)."""
+    cost = spent.cost(prices.input_per_million, prices.output_per_million)
+    accepted = sum(1 for i in items if i.source == LLM and i.outcome == "accepted")
     out: dict = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "answered_posts": answered_posts,
-        "llm_cost": None,
-        "cost_per_correct_prelabel": None,
+        "prompt_tokens": spent.prompt_tokens,
+        "completion_tokens": spent.completion_tokens,
+        "answered_posts": spent.answered,
+        "llm_cost": cost,
+        "cost_per_correct_prelabel": cost / accepted if cost is not None and accepted else None,
         "cost_per_label_with_prelabels": None,
         "cost_per_label_blind": None,
     }
-    if prices.input_per_million is not None and prices.output_per_million is not None:
-        cost = (
-            prompt_tokens * prices.input_per_million + completion_tokens * prices.output_per_million
-        ) / 1e6
-        out["llm_cost"] = cost
-        accepted = sum(1 for i in items if i.source == LLM and i.outcome == "accepted")
-        if accepted:
-            out["cost_per_correct_prelabel"] = cost / accepted
     if prices.hourly_rate is not None:
-        per_post = (out["llm_cost"] or 0.0) / answered_posts if answered_posts else 0.0
+        per_post = (cost or 0.0) / spent.answered if spent.answered else 0.0
         shown = times["prelabeled"]["median_seconds"]
         blind = times["blind"]["median_seconds"]
         if shown is not None:

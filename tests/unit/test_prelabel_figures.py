@@ -1,4 +1,5 @@
-"""The pre-label report's figures (takemeter.evaluation.prelabels) on hand-computed cases."""
+"""What annotators had in view (backend.domain.labelings) and the pre-label report's
+figures (takemeter.evaluation.prelabels), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from backend.domain import labelings
+from backend.domain.labelings import LLM, Labeling
 from backend.domain.taxonomy import parse_taxonomy
+from backend.llm.labeler import Spent
 from takemeter.evaluation import prelabels
-from takemeter.evaluation.prelabels import LLM, Labeling, Prices
+from takemeter.evaluation.prelabels import Prices
 
 TAXONOMY = parse_taxonomy((Path(__file__).parents[2] / "label_config.xml").read_text())
 PE, HC, SS = TAXONOMY.names
@@ -70,7 +74,7 @@ def test_each_annotation_is_read_as_accepted_changed_ignored_or_blind() -> None:
         # No parent, but made from the pre-label (Label Studio's region origin says so).
         task(7, [prediction(70, "zero-shot:m", HC)], [annotation(HC, origin="prediction")]),
     ]
-    found = {i.task: i for i in prelabels.labelings(tasks, TAXONOMY, holdout_percent=0)}
+    found = {i.task: i for i in labelings.labelings(tasks, TAXONOMY, holdout_percent=0)}
     assert sorted(found) == [1, 2, 3, 4, 5, 7]
     assert (found[1].outcome, found[1].source, found[1].shown) == ("accepted", LLM, PE)
     assert (found[2].outcome, found[2].source, found[2].label) == ("changed", "v2 head 80%/30", SS)
@@ -136,9 +140,7 @@ def test_money_adds_tokens_at_the_prices_and_lead_times_at_the_rate() -> None:
     times = {"prelabeled": {"median_seconds": 10.0}, "blind": {"median_seconds": 30.0}}
     found = prelabels.money(
         items,
-        prompt_tokens=1_000_000,
-        completion_tokens=100_000,
-        answered_posts=100,
+        spent=Spent(100, prompt_tokens=1_000_000, completion_tokens=100_000, without_counts=0),
         prices=Prices(input_per_million=0.15, output_per_million=0.60, hourly_rate=36.0),
         times=times,
     )
@@ -146,9 +148,7 @@ def test_money_adds_tokens_at_the_prices_and_lead_times_at_the_rate() -> None:
     assert found["cost_per_correct_prelabel"] == pytest.approx(0.07)  # 3 accepted
     assert found["cost_per_label_with_prelabels"] == pytest.approx(0.0021 + 0.1)
     assert found["cost_per_label_blind"] == pytest.approx(0.3)
-    unpriced = prelabels.money(
-        items, prompt_tokens=5, completion_tokens=1, answered_posts=1, prices=Prices(), times=times
-    )
+    unpriced = prelabels.money(items, spent=Spent(1, 5, 1, 0), prices=Prices(), times=times)
     assert unpriced["llm_cost"] is None and unpriced["cost_per_label_blind"] is None
 
 
@@ -169,3 +169,15 @@ def test_held_out_labels_are_counted_by_what_was_in_view() -> None:
         Labeling(3, 1, PE, 5.0, "accepted", LLM, PE, held_out=False),
     ]
     assert prelabels.assisted_held_out(items) == {"blind": 1, "with a LLM pre-label": 1}
+
+
+def test_the_card_headline_says_the_accepted_share_the_time_saved_and_the_cost() -> None:
+    items = [item("accepted", seconds=s, task=s) for s in (4, 6)]
+    items += [item("changed", source="v2", label=SS, seconds=8, task=8)]
+    items += [item("blind", source=None, shown=None, seconds=s, task=s) for s in (12, 20)]
+    assert labelings.headline(items, llm_cost=0.5) == (
+        "pre-labels accepted 67% (2 of 3), 10.0 s saved a task (2 blind, 3 timed), "
+        "0.25 an accepted LLM pre-label"  # medians 16 and 6; 0.5 for 2 accepted
+    )
+    assert labelings.headline(items[:3]) == "pre-labels accepted 67% (2 of 3)"
+    assert labelings.headline(items[3:]) == ""  # nothing shown yet

@@ -602,14 +602,29 @@ def test_a_training_run_on_a_tiny_model_is_judged_published_and_served(world):
         texts[f"has anyone else had lows after run {i}? any tips?"] = SS
         texts[f"cinnamon lowers a1c for everyone, fact {i}"] = HC
         texts[f"my numbers were fine after dinner {i}"] = PE
-    for text, label in texts.items():
-        fake.add_task(project, text, label=label, split="train")
+    ids = [
+        fake.add_task(project, text, label=label, split="train") for text, label in texts.items()
+    ]
     unlabeled = fake.add_task(project, "what should I eat before a run?")
     world.answer({**texts, "what should I eat before a run?": SS})
+    # Two labels were made from an LLM pre-label in view: one accepted, one changed.
+    fake.projects.import_predictions(
+        id=project,
+        request=[
+            {"task": ids[0], "model_version": LLM_VERSION, "result": TAXONOMY.result(SS)},
+            {"task": ids[1], "model_version": LLM_VERSION, "result": TAXONOMY.result(SS)},
+        ],
+    )
+    for task, prediction in zip(ids[:2], fake.predictions_of(project), strict=True):
+        (annotation,) = next(t for t in fake.project(project).tasks if t["id"] == task)[
+            "annotations"
+        ]
+        annotation["parent_prediction"] = prediction.id
 
     world.runner.train(project)
     status = world.status()
     assert status["state"] == "finished", status
+    assert status["prelabels"] == "pre-labels accepted 50% (1 of 2)"  # SS right, then HC
     head, tuned = world.registry.versions()
     assert (head["kind"], tuned["kind"]) == ("head", "fine-tune")
     assert head["shown_name"].split()[1] == "head" and tuned["shown_name"].split()[1] == "tune"
