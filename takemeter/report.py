@@ -207,6 +207,19 @@ def build(settings: Settings, source: common.Source, prices: Prices) -> dict:
         "per_annotator": prelabels.per_annotator(items, remaining=remaining),
         "warnings": warnings,
         "notes": notes,
+        # Each label as read, for spreadsheets; who made it only in per_annotator.
+        "items": [
+            {
+                "task": i.task,
+                "outcome": i.outcome,
+                "source": i.source,
+                "shown": i.shown,
+                "label": i.label,
+                "seconds": i.seconds,
+                "held_out": i.held_out,
+            }
+            for i in items
+        ],
     }
 
 

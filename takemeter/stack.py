@@ -6,6 +6,7 @@ Shared by scripts/local_stack.py and the test fixtures, so both run the stack th
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,79 @@ LEAKY = ("USERNAME", "PASSWORD", "PORT", "HOST", "DEBUG")
 FAST_PREDICTION_IMPORT = {
     "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short": "true"
 }
+
+# The reserved ranges Label Studio 1.23 refuses to reach (its SSRF check, for ML backends,
+# webhooks and every URL a user gives it), as its core/utils/io.py lists them.
+RESERVED_SUBNETS = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "233.252.0.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/32",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+)
+
+
+def banned_subnets_except(allowed: Iterable[str]) -> list[str]:
+    """The reserved ranges with the backend's network(s) cut out: what Label Studio bans
+    when its defaults are off (USE_DEFAULT_BANNED_SUBNETS=false) so that it reaches the
+    backend and nothing else reserved."""
+    holes = [ipaddress.ip_network(net) for net in allowed]
+    out: list[str] = []
+    for reserved in RESERVED_SUBNETS:
+        pieces: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+            ipaddress.ip_network(reserved)
+        ]
+        for hole in holes:
+            pieces = [rest for piece in pieces for rest in _cut(piece, hole)]
+        out += sorted(str(piece) for piece in pieces)
+    return out
+
+
+def _cut(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    hole: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`net` without `hole` (whole when the hole lies outside it)."""
+    if net.version != hole.version or not hole.subnet_of(net):  # type: ignore[arg-type]
+        return [net]
+    return list(net.address_exclude(hole))  # type: ignore[arg-type]
+
+
+def label_studio_guards(backend_networks: Iterable[str]) -> dict[str, str]:
+    """Label Studio's SSRF check on (for ML backends and webhooks too), the backend's
+    network(s) alone exempt from it."""
+    return {
+        "ML_BLOCK_LOCAL_IP": "true",
+        "SSRF_PROTECTION_ENABLED": "true",
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(banned_subnets_except(backend_networks)),
+    }
 
 
 @dataclass(frozen=True)
@@ -112,9 +186,11 @@ def start_label_studio(
     host: str = "127.0.0.1",
     wrap: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    backend_networks: tuple[str, ...] = ("127.0.0.0/8",),
 ) -> subprocess.Popen:
     """A headless Label Studio with a known user and a legacy API token, listening on
-    `host`; SQLite unless `extra_env` chooses another database (DJANGO_DB, POSTGRE_*)."""
+    `host`; SQLite unless `extra_env` chooses another database (DJANGO_DB, POSTGRE_*). Its
+    SSRF check stays on except for `backend_networks`, where the backend runs."""
     ls_bin = ls_bin or ROOT / ".venv-ls" / "bin" / "label-studio"
     if not ls_bin.exists():
         raise FileNotFoundError(f"{ls_bin} is missing: run `make install`")
@@ -127,8 +203,7 @@ def start_label_studio(
             "LABEL_STUDIO_USER_TOKEN": login.token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-            "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on loopback or a private address
-            "SSRF_PROTECTION_ENABLED": "false",  # else webhooks to such addresses are never sent
+            **label_studio_guards(backend_networks),
             "LATEST_VERSION_CHECK": "false",
             "COLLECT_ANALYTICS": "false",
             **FAST_PREDICTION_IMPORT,

@@ -41,9 +41,13 @@ class Labeling:
 
 
 def source_of(model_version: str | None) -> str | None:
+    """Who made a prediction: the LLM, or a model version (its second opinion in a
+    disagreement, `<version>:model`, is that version's too)."""
     if not model_version:
         return None
-    return LLM if model_version.startswith("zero-shot:") else model_version
+    if model_version.startswith("zero-shot:"):
+        return LLM
+    return model_version.removesuffix(":model")
 
 
 def _stamp(value: object) -> float:

@@ -3,16 +3,22 @@ browser against the test Label Studio and a real backend (the local LLM, the tin
 DistilBERT):
 
 - "Label All Tasks" serves the unlabeled tasks lowest prediction score first (the backend
-  set the project's sampling), and what the annotator submits is saved: a pre-label
-  accepted as is, another corrected;
+  set the project's sampling), a held-out task among them with nothing pre-selected, and
+  what the annotator submits is saved: a pre-label accepted as is, another corrected, the
+  blind one labeled from scratch; `takemeter report` reads the three back with their lead
+  times;
 - the model card in Settings > Model says what the pre-labeling job did; after "Start
-  Training" on it, the card's title says how the run ended, and the new version's name
-  shows in a task's prediction tab.
+  Training" on it, the card's title says how the run ended and what pre-labels did, and
+  the new version's name shows in a task's prediction tab.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -39,25 +45,32 @@ def ui_backend(start_backend, label_studio):
         LABEL_STUDIO_API_KEY=label_studio.token,
         TRAIN_AFTER_ANNOTATIONS="100000",
         LLM_TIMEOUT="120",
+        BLIND_LABELS="true",  # the default: held-out tasks and judge posts come blind
     )
 
 
-def scores_now(ls, project: int) -> dict[int, tuple[float, str]]:
+def scores_now(ls, project: int) -> dict[int, tuple[float, str | None]]:
     """task -> (score, label) of its prediction under the project's model_version, for
-    the tasks without annotations: what uncertainty sampling orders by."""
+    the tasks without annotations: what uncertainty sampling orders by. A blind task's
+    label is None (its prediction is empty)."""
     version = ls.projects.get(id=project).model_version
     unlabeled = {t["id"] for t in ls_client.all_tasks(ls, project) if not t["annotations"]}
     found = {}
     for prediction in ls.predictions.list(project=project):
         if prediction.task in unlabeled and prediction.model_version == version:
-            found[prediction.task] = (prediction.score, prediction.result[0]["value"]["choices"][0])
+            result = prediction.result
+            found[prediction.task] = (
+                prediction.score,
+                result[0]["value"]["choices"][0] if result else None,
+            )
     return found
 
 
 @pytest.fixture(scope="module")
 def ui_project(ls, ui_backend, posts, label_config):
-    """30 short demo posts, labels balanced: 22 annotated (enough to train on), 8 to label.
-    The backend is connected and its own pre-labeling job has pre-labeled the 8."""
+    """30 short demo posts, labels balanced: 22 annotated (enough to train on), 8 to label,
+    the last of them held out (so blind). The backend is connected and its own
+    pre-labeling job has pre-labeled the 8."""
     taxonomy = parse_taxonomy(label_config)
     short = [p for p in posts if len(p["text"]) < 300]
     groups = [[p for p in short if p["label"] == name] for name in taxonomy.names]
@@ -67,7 +80,11 @@ def ui_project(ls, ui_backend, posts, label_config):
         id=project,
         request=[
             {
-                "data": {"text": p["text"], "ref_id": p["id"]},
+                "data": {
+                    "text": p["text"],
+                    "ref_id": p["id"],
+                    **({"split": "test"} if i == 29 else {}),
+                },
                 "annotations": [{"result": taxonomy.result(p["label"])}] if i < 22 else [],
             }
             for i, p in enumerate(sample)
@@ -100,7 +117,7 @@ def current_task(page: Page, previous: int | None = None) -> int:
 
 
 def test_label_all_tasks_serves_the_lowest_score_first_and_saves_the_choice(
-    page, ls, label_studio, ui_project, label_config
+    page, ls, label_studio, ui_backend, ui_project, label_config
 ):
     project, _ = ui_project
     names = parse_taxonomy(label_config).names
@@ -109,26 +126,53 @@ def test_label_all_tasks_serves_the_lowest_score_first_and_saves_the_choice(
 
     page.goto(f"{label_studio.url}/projects/{project}/data")
     page.get_by_role("button", name="Label All Tasks").click()
-    submitted = []
+    submitted = {}  # outcome -> (task, label, origin)
     task = current_task(page)
-    for correct in (False, True):
+    while len(submitted) < 3:
         scores = scores_now(ls, project)
         assert scores[task][0] == min(score for score, _ in scores.values()), (task, scores)
         prelabel = scores[task][1]
-        label = next(n for n in names if n != prelabel) if correct else prelabel
-        if correct:
+        if prelabel is None:  # blind: nothing is pre-selected, the annotator picks
+            outcome, label, origin = "blind", names[0], "manual"
+        elif "accepted" not in submitted:
+            outcome, label, origin = "accepted", prelabel, "prediction"
+        else:
+            outcome = "changed"
+            label, origin = next(n for n in names if n != prelabel), "prediction-changed"
+        if outcome != "accepted":
             page.locator("label").filter(has_text=label).click()
         page.get_by_test_id(SUBMIT).click()
-        submitted.append((task, label, "prediction-changed" if correct else "prediction"))
+        submitted.setdefault(outcome, (task, label, origin))
         task = current_task(page, previous=task)
-    scores = scores_now(ls, project)  # the third task served: again the lowest left
+    scores = scores_now(ls, project)  # the next task served: again the lowest left
     assert scores[task][0] == min(score for score, _ in scores.values()), (task, scores)
 
-    for task_id, label, origin in submitted:
+    for task_id, label, origin in submitted.values():
         (annotation,) = ls.annotations.list(id=task_id)
         (result,) = annotation.result
         assert result["value"]["choices"] == [label]
-        assert result["origin"] == origin  # accepted as pre-labeled, or changed
+        assert result["origin"] == origin  # accepted as pre-labeled, changed, or blind
+
+    # The report reads each back: what was in view, and how long the task was open.
+    done = subprocess.run(
+        [sys.executable, "-m", "takemeter", "report", "--project", str(project), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.token,
+            "MODEL_DIR": str(ui_backend.model_dir),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",  # the report asks the LLM nothing
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    read = {item["task"]: item for item in json.loads(done.stdout)["items"]}
+    for outcome, (task_id, label, _) in submitted.items():
+        assert (read[task_id]["outcome"], read[task_id]["label"]) == (outcome, label)
+        assert read[task_id]["seconds"] > 0  # the labeling view's lead time
 
 
 def test_start_training_shows_on_the_model_card_and_names_the_new_version(
@@ -157,6 +201,8 @@ def test_start_training_shows_on_the_model_card_and_names_the_new_version(
     assert re.fullmatch(r"v1 head (\d{1,3}%(/\d+)?|unmeasured)", version), version
     page.reload()  # Label Studio reads the card when the page loads
     expect(card).to_have_text(re.compile(rf"^TakeMeter · promoted {re.escape(version)}: "))
+    # What pre-labels did, counted by the run: the first test accepted one pre-label.
+    expect(card).to_contain_text(re.compile(r"pre-labels accepted \d+% \(1 of \d+\)"))
     assert ls.ml.get(id=ml_id).description == card.inner_text().split(" · ", 1)[1]
 
     # A task still to label carries the new version's pre-label, named in its tab.

@@ -370,6 +370,8 @@ def cluster(tmp_path: Path, logs: Path, tiny_model: Path) -> Iterator[Cluster]:
                     log_path=log_dir / "label-studio.log",
                     host=net.root.address,
                     timeout=300,
+                    # Its SSRF check on, as the compose file runs it: the bridge alone exempt.
+                    backend_networks=(f"{net.prefix}.0/24",),
                     extra_env={
                         "DJANGO_DB": "default",
                         "POSTGRE_NAME": database,

@@ -1,6 +1,7 @@
-"""Security end to end with a real Label Studio: the backend's credentials reach its own
-webhook only, START_TRAINING for unknown projects starts nothing, and
-MAX_TRAINING_RUNNERS holds when several projects ask for training at once."""
+"""Security end to end with a real Label Studio: its SSRF check stays on with the
+backend's network alone exempt, the backend's credentials reach its own webhook only,
+START_TRAINING for unknown projects starts nothing, and MAX_TRAINING_RUNNERS holds when
+several projects ask for training at once."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ class Listener:
             except (ValueError, AttributeError):
                 found.append(None)
         return found
+
+
+def test_label_studio_refuses_a_backend_at_a_reserved_address_outside_the_backends_network(
+    ls, backend, label_config
+):
+    """The test Label Studio runs as the compose file does: SSRF check on, loopback (where
+    the backends listen) cut out of the reserved ranges. The backend connects; a cloud
+    metadata address or a private network elsewhere does not."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    project = ls_client.ensure_project(ls, title="ssrf", label_config=label_config).id
+    ls_client.connect_backend(ls, project, url=backend.url, title="takemeter", auth=backend.auth)
+    for url in ("http://169.254.169.254/latest", "http://10.1.2.3:9090", "http://[::1]:9090"):
+        with pytest.raises(ApiError) as refused:
+            ls.ml.create(project=project, url=url, title="elsewhere")
+        assert refused.value.status_code in (400, 403), (url, refused.value.body)
+        assert "reserved" in json.dumps(refused.value.body).lower(), refused.value.body
+    assert [b.url for b in ls.ml.list(project=project)] == [backend.url]
 
 
 def test_the_backends_credentials_reach_only_its_own_webhook(ls, backend, posts, label_config):
