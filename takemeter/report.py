@@ -305,10 +305,11 @@ def write_files(report: dict, out: Path) -> list[Path]:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     sources = list(report["acceptance"])
+    names = [f"{s} (n={report['acceptance'][s]['n']})" for s in sources]
     left = [0.0] * len(sources)
     for outcome in OUTCOMES:
         shares = [report["acceptance"][s][outcome]["share"] or 0.0 for s in sources]
-        ax.barh(sources, shares, left=left, label=outcome)
+        ax.barh(names, shares, left=left, label=outcome)
         left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of labels made with the source's pre-label in view")

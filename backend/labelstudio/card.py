@@ -213,7 +213,12 @@ class Card:
         last = self._shown.get(project)
         if not text and not last:
             return False  # nothing to show, nothing shown to take back
-        if last and (last[0] == text or (last[1] == phase and now - last[2] < self.every)):
+        # Progress (epochs, batches) is throttled; an outcome, or what is added to it
+        # afterwards (what pre-labels did), goes at once.
+        progress = phase[1] == RunState.RUNNING
+        if last and (
+            last[0] == text or (progress and last[1] == phase and now - last[2] < self.every)
+        ):
             return False
         failed_at = self._failed_at
         if (
