@@ -129,7 +129,7 @@ def headline(items: Sequence[Labeling], *, llm_cost: float | None = None) -> str
     blind = [i.seconds for i in items if i.outcome == "blind" and i.seconds is not None]
     timed = [i.seconds for i in shown if i.seconds is not None]
     if blind and timed:
-        saved = statistics.median(blind) - statistics.median(timed)
+        saved = round(statistics.median(blind) - statistics.median(timed), 1) + 0.0  # no -0.0
         parts.append(f"{saved:.1f} s saved a task ({len(blind)} blind, {len(timed)} timed)")
     accepted_llm = sum(i.outcome == "accepted" and i.source == LLM for i in shown)
     if llm_cost is not None and accepted_llm:

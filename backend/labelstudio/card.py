@@ -144,17 +144,19 @@ def prelabel_text(status: JobStatus) -> str:
 def card_text(training: JobStatus, prelabel: JobStatus) -> str:
     """The card's status: the training job's, what pre-labels did so far (the last run
     counted it), then the pre-labeling job's."""
-    headline = _one_line(training.get("prelabels") or "")
-    parts = [status_text(training), headline, prelabel_text(prelabel)]
+    others = [p for p in (_one_line(training.get("prelabels") or ""), prelabel_text(prelabel)) if p]
+    # A long reason is cut, not the short parts after it.
+    room = max(MAX_CHARS // 3, MAX_CHARS - sum(len(p) + len(SEPARATOR) for p in others))
+    parts = [_one_line(status_text(training), limit=room), *others]
     return _one_line(SEPARATOR.join(p for p in parts if p), joined=True)
 
 
-def _one_line(text: str, *, joined: bool = False) -> str:
+def _one_line(text: str, *, joined: bool = False, limit: int = MAX_CHARS) -> str:
     """Bounded, on one line, without the separator (unless it joins the parts)."""
     if not joined:
         text = text.replace(SEPARATOR.strip(), "-")
     text = " ".join(text.split())
-    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def base_title(title: str | None) -> str:

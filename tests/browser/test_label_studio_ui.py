@@ -201,8 +201,15 @@ def test_start_training_shows_on_the_model_card_and_names_the_new_version(
     assert re.fullmatch(r"v1 head (\d{1,3}%(/\d+)?|unmeasured)", version), version
     page.reload()  # Label Studio reads the card when the page loads
     expect(card).to_have_text(re.compile(rf"^TakeMeter · promoted {re.escape(version)}: "))
-    # What pre-labels did, counted by the run: the first test accepted one pre-label.
-    expect(card).to_contain_text(re.compile(r"pre-labels accepted \d+% \(1 of \d+\)"))
+    # What pre-labels did, counted at the end of the run: the first test accepted one.
+    headline = re.compile(r"pre-labels accepted \d+% \(1 of \d+\)")
+    wait_for(
+        lambda: headline.search(ls.ml.get(id=ml_id).title),
+        timeout=60,
+        what="what pre-labels did, on the model card",
+    )
+    page.reload()
+    expect(card).to_contain_text(headline)
     assert ls.ml.get(id=ml_id).description == card.inner_text().split(" · ", 1)[1]
 
     # A task still to label carries the new version's pre-label, named in its tab.

@@ -191,6 +191,10 @@ def test_card_text_puts_training_first_and_leaves_out_an_empty_lane():
     assert card_text({**training, "prelabels": headline}, prelabel) == (
         f"queued (Start Training) · {headline} · pre-labeling: 4 of 10 tasks"
     )
+    # A long reason is what gets cut: the short parts after it stay whole.
+    long = {"state": "finished", "version": "v2", "reason": "kept: " + "because " * 60}
+    text = card_text({**long, "prelabels": headline}, prelabel)
+    assert len(text) <= 300 and text.endswith(f"... · {headline} · pre-labeling: 4 of 10 tasks")
 
 
 def test_one_card_shows_both_lanes_each_written_from_its_own_process():
