@@ -2,6 +2,7 @@
 Label Studio, the backend under gunicorn and the real local LLM. Held-out tasks and judge
 posts get an empty prediction, and Label Studio's "Label All Tasks" (its next-task API)
 serves them among the others by score instead of leaving them for last. `takemeter
+report --plan` estimates the pre-labeling beforehand from a sample, and `takemeter
 report` then reads back what the annotators did: accepted, changed, ignored, blind, their
 lead times and what the LLM's answers cost."""
 
@@ -38,7 +39,7 @@ def current(ls, project: int) -> dict[int, tuple[float, list]]:
 
 
 def test_held_out_tasks_and_judge_posts_are_served_blind_and_the_report_reads_back_the_labels(
-    ls, start_backend, label_studio, posts, label_config, tmp_path
+    ls, start_backend, label_studio, llm_url, posts, label_config, tmp_path
 ):
     taxonomy = parse_taxonomy(label_config)
     cache = tmp_path / "answers.sqlite"  # this project's own: the report's costs are its posts'
@@ -62,6 +63,46 @@ def test_held_out_tasks_and_judge_posts_are_served_blind_and_the_report_reads_ba
     tasks = {t["id"]: t for t in ls_client.all_tasks(ls, project)}
     blind = {i for i in ids if roles.is_blind(tasks[i], holdout_percent=HOLDOUT)}
     assert blind and len(blind) < len(ids)
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "MODEL_DIR": str(backend.model_dir),
+        "LLM_CACHE": str(cache),
+        "LLM_BASE_URL": llm_url,
+        "LLM_MODEL": "smollm2-135m-instruct",
+    }
+
+    def takemeter(*args: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "takemeter", *args, "--project", str(project), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    # Before the backend connects: what pre-labeling the project would take, from 3 posts.
+    plan = takemeter(
+        "report", "--plan", "--sample", "3", "--input-price", "0.5", "--output-price", "2"
+    )
+    assert (plan["unlabeled_posts"], plan["not_answered"], plan["sampled"]) == (24, 24, 3)
+    with sqlite3.connect(cache) as db:
+        sampled = db.execute("SELECT prompt_tokens, completion_tokens FROM answers").fetchall()
+    assert len(sampled) == 3 and all(p > 0 for p, _ in sampled)
+    per_post = [sum(column) / 3 for column in zip(*sampled, strict=True)]
+    estimate = plan["estimate"]
+    assert [estimate["prompt_tokens"], estimate["completion_tokens"]] == [
+        round(t * 21) for t in per_post
+    ]
+    assert estimate["cost"] == pytest.approx(
+        (estimate["prompt_tokens"] * 0.5 + estimate["completion_tokens"] * 2) / 1e6
+    )
+    assert estimate["seconds"] > 0
+
     ls_client.connect_backend(ls, project, url=backend.url, title="takemeter", auth=backend.auth)
     wait_for(
         lambda: (
@@ -143,38 +184,10 @@ def test_held_out_tasks_and_judge_posts_are_served_blind_and_the_report_reads_ba
             task, taxonomy.names[1], origin="manual", seconds=seconds, parent=True, outcome="blind"
         )
 
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_URL": label_studio.url,
-        "LABEL_STUDIO_API_KEY": label_studio.token,
-        "MODEL_DIR": str(backend.model_dir),
-        "LLM_CACHE": str(cache),
-        "LLM_BASE_URL": "http://127.0.0.1:9/v1",  # the report asks the LLM nothing
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "takemeter",
-            "report",
-            "--project",
-            str(project),
-            "--json",
-            "--input-price",
-            "0.5",
-            "--output-price",
-            "2",
-            "--hourly-rate",
-            "36",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
+    env["LLM_BASE_URL"] = "http://127.0.0.1:9/v1"  # the report asks the LLM nothing
+    report = takemeter(
+        "report", "--input-price", "0.5", "--output-price", "2", "--hourly-rate", "36"
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
     # The served tasks were annotated without a parent, origin or lead time: beside a
     # pre-label that reads "ignored", on a blind task "blind".
     expected = Counter(o for _, o, _ in made)
