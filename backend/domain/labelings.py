@@ -117,10 +117,18 @@ def labelings(tasks: Sequence[dict], taxonomy: Taxonomy, *, holdout_percent: int
     return out
 
 
-def headline(items: Sequence[Labeling], *, llm_cost: float | None = None) -> str:
+def headline(
+    items: Sequence[Labeling],
+    *,
+    llm_cost: float | None = None,
+    answered_posts: int = 0,
+    hourly_rate: float | None = None,
+) -> str:
     """One line for the model card: the share of pre-labels accepted as is, the median
-    time a pre-label saved (blind minus pre-labeled), and with `llm_cost` what a correct
-    pre-label cost. Empty before any label was made with a pre-label in view."""
+    time a pre-label saved (blind minus pre-labeled), with `llm_cost` what an accepted LLM
+    pre-label cost, and with `hourly_rate` too what a label costs with pre-labels (the LLM
+    per post, `llm_cost / answered_posts`, plus the median time) and blind. Empty before
+    any label was made with a pre-label in view."""
     shown = [i for i in items if i.outcome != "blind"]
     if not shown:
         return ""
@@ -134,4 +142,11 @@ def headline(items: Sequence[Labeling], *, llm_cost: float | None = None) -> str
     accepted_llm = sum(i.outcome == "accepted" and i.source == LLM for i in shown)
     if llm_cost is not None and accepted_llm:
         parts.append(f"{llm_cost / accepted_llm:.4g} an accepted LLM pre-label")
+    if llm_cost is not None and hourly_rate is not None and blind and timed:
+        per_post = llm_cost / answered_posts if answered_posts else 0.0
+        with_prelabels = per_post + statistics.median(timed) / 3600 * hourly_rate
+        parts.append(
+            f"a label {with_prelabels:.3g} with pre-labels, "
+            f"{statistics.median(blind) / 3600 * hourly_rate:.3g} blind"
+        )
     return ", ".join(parts)

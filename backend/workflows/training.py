@@ -298,12 +298,18 @@ class Runner:
         try:
             tasks = ls_client.with_predictions(self.client, project, collected.tasks)
             items = labelings.labelings(tasks, taxonomy, holdout_percent=settings.holdout_percent)
-            cost = None
+            cost, answered = None, 0
             if settings.llm_price_input is not None and settings.llm_price_output is not None:
                 texts = (dataset.task_text(t, taxonomy.text_field) for t in tasks)
                 spent = self.predictor.labeler.spent(taxonomy, [t for t in texts if t])
                 cost = spent.cost(settings.llm_price_input, settings.llm_price_output)
-            return labelings.headline(items, llm_cost=cost)
+                answered = spent.answered
+            return labelings.headline(
+                items,
+                llm_cost=cost,
+                answered_posts=answered,
+                hourly_rate=settings.annotation_hourly_rate,
+            )
         except Exception:
             log.exception("the pre-label headline was not computed")
             return ""

@@ -179,5 +179,9 @@ def test_the_card_headline_says_the_accepted_share_the_time_saved_and_the_cost()
         "pre-labels accepted 67% (2 of 3), 10.0 s saved a task (2 blind, 3 timed), "
         "0.25 an accepted LLM pre-label"  # medians 16 and 6; 0.5 for 2 accepted
     )
+    # With an hourly rate of 36: 6 s is 0.06 and 16 s 0.16, plus 0.5 / 10 posts answered.
+    assert labelings.headline(items, llm_cost=0.5, answered_posts=10, hourly_rate=36.0).endswith(
+        ", 0.25 an accepted LLM pre-label, a label 0.11 with pre-labels, 0.16 blind"
+    )
     assert labelings.headline(items[:3]) == "pre-labels accepted 67% (2 of 3)"
     assert labelings.headline(items[3:]) == ""  # nothing shown yet
