@@ -42,6 +42,8 @@ def make_predictor(tmp_path, llm: MisbehavingLLM, **env: str) -> Predictor:
             "LLM_TIMEOUT": "5",
             "LLM_CONCURRENCY": "4",
             "PRELABEL_BATCH": "4",
+            # Every task's pre-label is checked; tests/e2e/test_blind.py runs the default.
+            "BLIND_LABELS": "false",
             **env,
         }
     )
