@@ -61,6 +61,7 @@ def _labeler(settings: Settings):
 
 def blind_answers(
     settings: Settings,
+    labeler,
     project: int | None,
     taxonomy: Taxonomy,
     posts: dict[int, str],
@@ -72,11 +73,7 @@ def blind_answers(
 
     ids, texts = list(posts), list(posts.values())
     out: dict[str, dict[int, str | None]] = {}
-    labeler = _labeler(settings)
-    try:
-        cached = labeler.cached(taxonomy, texts)
-    finally:
-        labeler.close()
+    cached = labeler.cached(taxonomy, texts)
     out[LLM] = {i: o.label for i, o in zip(ids, cached, strict=True) if o is not None}
     if len(out[LLM]) < len(ids):
         notes.append(f"{len(ids) - len(out[LLM])} blind posts have no cached LLM answer")
@@ -174,9 +171,9 @@ def build(settings: Settings, source: common.Source, prices: Prices) -> dict:
     blind_posts = {
         i.task: text for i in items if i.outcome == "blind" and (text := texts.get(i.task))
     }
-    answers = blind_answers(settings, source.project, taxonomy, blind_posts, notes)
     labeler = _labeler(settings)
     try:
+        answers = blind_answers(settings, labeler, source.project, taxonomy, blind_posts, notes)
         spent = labeler.spent(taxonomy, [t for t in texts.values() if t])
     finally:
         labeler.close()
