@@ -58,6 +58,7 @@ import numpy as np
 from backend.config import load_settings
 from backend.domain import policy, roles
 from backend.domain.roles import split_roles
+from backend.model import embeddings
 from backend.model import head as head_model
 from backend.model.classifier import Classifier
 from backend.model.registry import write_meta
@@ -446,7 +447,7 @@ def main() -> None:
     for name in args.data.split(","):
         data = load(name)
         began = time.monotonic()
-        data.embeddings = head_model.encoder(args.base_model).embed(
+        data.embeddings = embeddings.encoder(args.base_model).embed(
             data.pool + data.test, max_length=args.max_length
         )
         print(

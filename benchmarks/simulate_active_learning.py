@@ -152,7 +152,7 @@ def embed(
         return np.load(path)
     import torch
 
-    from backend.model.head import encoder
+    from backend.model.embeddings import encoder
 
     torch.set_num_threads(2)  # the machine's 2 cores are shared
     vectors = encoder(str(folder)).embed(texts, max_length=max_length, batch_size=batch_size)

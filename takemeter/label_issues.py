@@ -147,7 +147,7 @@ def embed(
     texts: Sequence[str], folder: Path, *, batch_size: int = 32, max_length: int = 128
 ) -> np.ndarray:
     """Mean-pooled, L2-normalised last hidden states of a frozen encoder (the head's)."""
-    from backend.model.head import encoder  # torch: only when embedding
+    from backend.model.embeddings import encoder  # torch: only when embedding
 
     return encoder(str(folder)).embed(list(texts), max_length=max_length, batch_size=batch_size)
 

@@ -13,7 +13,8 @@ from backend.domain import calibration, policy, roles
 from backend.domain.dataset import task_text
 from backend.domain.taxonomy import Taxonomy
 from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
-from backend.model.classifier import ServingModels
+from backend.model import embeddings
+from backend.model.classifier import Classifier, ServingModels
 from backend.model.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,22 @@ class Predictor:
             )
         return registry
 
+    def embedding_store(
+        self, project: int, base_model: str | None = None, max_length: int | None = None
+    ) -> embeddings.EmbeddingStore:
+        """The project's store of embeddings by `base_model` and `max_length` (default: the
+        ones the next head trains with, BASE_MODEL and TRAIN_MAX_LENGTH)."""
+        base_model = base_model or self.settings.base_model
+        max_length = max_length or self.settings.train_max_length
+        folder = self.registry(project).embeddings_folder(base_model, max_length)
+        return embeddings.store(folder, base_model, max_length)
+
+    def store_for(self, project: int, classifier: Classifier) -> embeddings.EmbeddingStore | None:
+        """The store a head version reads its posts' embeddings from (None: a fine-tune)."""
+        if classifier.kind != "head":
+            return None
+        return self.embedding_store(project, classifier.base_model, classifier.max_length)
+
     def model_version(self, project: int | None) -> str:
         """What /setup and /predict report: the serving fine-tuned version, else the LLM."""
         if project is not None:
@@ -65,17 +82,26 @@ class Predictor:
         *,
         deadline: float | None = None,
         llm_only_cached: bool = False,
+        kept: bool = False,
     ) -> tuple[str, list[Opinions]]:
-        """Both opinions and the decision for each text, and the version they belong to."""
+        """Both opinions and the decision for each text, and the version they belong to.
+        `kept`: a head reads and keeps the embeddings in the project's store (the jobs do;
+        a /predict request embeds its few posts and holds no store in memory)."""
         if llm_only_cached:
             cached = self.labeler.cached(taxonomy, texts)
             llm = [o or LLMOpinion(None, None, error=NOT_CACHED) for o in cached]
         else:
             llm = self.labeler.label_many(taxonomy, texts, deadline=deadline, group=project)
-        return self.combine(project, taxonomy, texts, llm)
+        return self.combine(project, taxonomy, texts, llm, kept=kept)
 
     def combine(
-        self, project: int | None, taxonomy: Taxonomy, texts: list[str], llm: list[LLMOpinion]
+        self,
+        project: int | None,
+        taxonomy: Taxonomy,
+        texts: list[str],
+        llm: list[LLMOpinion],
+        *,
+        kept: bool = False,
     ) -> tuple[str, list[Opinions]]:
         """The serving model's opinion beside the LLM's given ones, and the decisions."""
         version = self.model_version(project)
@@ -89,7 +115,8 @@ class Predictor:
         models: list[policy.ModelOpinion | None] = [None] * len(texts)
         prefer_model = False
         if classifier is not None and classifier.labels == list(taxonomy.names):
-            probabilities = classifier.predict_proba(texts)
+            store = self.store_for(project, classifier) if kept and project is not None else None
+            probabilities = classifier.predict_proba(texts, store=store)
             models = [policy.model_opinion(classifier.labels, row) for row in probabilities]
             prefer_model = bool(classifier.meta.get("beats_llm", False))
         elif classifier is not None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from backend.model import head
+from backend.model import embeddings, head
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, kind_of, read_meta
 from backend.model.runtime import clip, device
 
@@ -26,7 +26,8 @@ class Classifier:
         self.device = device()
         self._lock = threading.Lock()  # one forward pass at a time per worker
         if self.kind == "head":
-            self.encoder = head.encoder(meta["base_model"])
+            self.base_model: str = meta["base_model"]
+            self.encoder = embeddings.encoder(self.base_model)
             self.head = head.LinearHead.load(folder / HEAD_FILE)
             judged = folder / JUDGE_HEAD_FILE
             self.judged_head = head.LinearHead.load(judged) if judged.is_file() else self.head
@@ -36,17 +37,27 @@ class Classifier:
         self.model.eval()
 
     def predict_proba(
-        self, texts: list[str], *, batch_size: int = 32, judging: bool = False
+        self,
+        texts: list[str],
+        *,
+        batch_size: int = 32,
+        judging: bool = False,
+        store: embeddings.EmbeddingStore | None = None,
     ) -> np.ndarray:
         """Class probabilities, rows in input order, columns in `self.labels` order.
         `judging`: from the weights that never learned from a judge post (a head's judged
-        twin; a fine-tune never trains on them)."""
+        twin; a fine-tune never trains on them). `store`: where a head finds the posts
+        already embedded and keeps the others (used only if it holds this encoder's)."""
         if self.kind == "head":
-            embeddings = self.encoder.embed(
-                texts, max_length=self.max_length, batch_size=batch_size
-            )
+            if store is not None and (store.base_model, store.max_length) == (
+                self.base_model,
+                self.max_length,
+            ):
+                rows, _ = store.rows(texts)
+            else:
+                rows = self.encoder.embed(texts, max_length=self.max_length, batch_size=batch_size)
             chosen = self.judged_head if judging else self.head
-            return chosen.predict_proba(embeddings).astype(np.float32)
+            return chosen.predict_proba(rows).astype(np.float32)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         texts = clip(texts, self.max_length)
         # Sorting by length keeps padding small inside each batch.

@@ -6,7 +6,7 @@ knows the layout of a project's folder:
     MODEL_DIR/projects/<id>/serving               the promoted version's name
     MODEL_DIR/projects/<id>/queue.json            the review queue after the last re-score
     MODEL_DIR/projects/<id>/calibration.json      the score calibrator (domain.calibration)
-    MODEL_DIR/projects/<id>/embeddings/*.npz      labeled posts' embeddings, one per encoder
+    MODEL_DIR/projects/<id>/embeddings/<hash>/    post embeddings, a store per encoder
     MODEL_DIR/projects/<id>/*.lock                cross-process locks (training, sync)
 
 A version is written into a hidden temporary folder and renamed into `versions/` only
@@ -130,11 +130,11 @@ class Registry:
             self.root.mkdir(parents=True, exist_ok=True)
         return self.root / f"{purpose}.lock"
 
-    def embeddings_file(self, base_model: str, max_length: int) -> Path:
-        """Where the head keeps this project's post embeddings by one encoder (see
-        backend.model.head.embed_kept); the name hashes the encoder and max_length."""
+    def embeddings_folder(self, base_model: str, max_length: int) -> Path:
+        """Where this project's post embeddings by one encoder are stored (see
+        backend.model.embeddings); the name hashes the encoder and max_length."""
         digest = hashlib.sha256(f"{base_model}\n{max_length}".encode()).hexdigest()[:16]
-        return self.root / "embeddings" / f"{digest}.npz"
+        return self.root / "embeddings" / digest
 
     def write_queue(self, summary: dict) -> None:
         write_json_atomic(self.root / "queue.json", summary)

@@ -1,5 +1,7 @@
 """Bulk pre-labeling: every task of a project that has no pre-label of the serving version
-gets one, pushed to Label Studio in batches as the LLM answers arrive.
+gets one, pushed to Label Studio in batches as the LLM answers arrive. Each pushed batch is
+then embedded into the project's store for the next head (backend.model.embeddings), so the
+first "Start Training" finds its posts embedded.
 
 Runs as the "prelabel" job (backend/jobs): started when a backend connects to a project,
 when tasks are imported (TASKS_CREATED), when "Retrieve Predictions" finds posts not yet
@@ -21,6 +23,7 @@ from backend.domain.taxonomy import parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import LLMOpinion
+from backend.model.embeddings import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,17 @@ def prelabel_project(
         **counts,
     )
 
+    # The next head's embeddings (BASE_MODEL's); None once the encoder failed.
+    store: EmbeddingStore | None = predictor.embedding_store(project)
+
     def push(items: list[tuple[dict, str, LLMOpinion]]) -> None:
+        nonlocal store
         _, opinions = predictor.combine(
-            project, taxonomy, [text for _, text, _ in items], [opinion for _, _, opinion in items]
+            project,
+            taxonomy,
+            [text for _, text, _ in items],
+            [opinion for _, _, opinion in items],
+            kept=True,
         )
         made = predictor.label_studio_predictions(
             taxonomy, version, [task for task, _, _ in items], [o.decision for o in opinions]
@@ -114,6 +125,17 @@ def prelabel_project(
             counts["done"] / elapsed if elapsed else 0.0,
         )
         report(**counts)
+        if store is not None:
+            try:  # after the import: the pre-labels are in Label Studio first
+                store.rows([text for _, text, _ in items])
+            except Exception as exc:  # pre-labels never wait on the encoder
+                log.warning(
+                    "project %d: posts not embedded ahead of training (%s); the first "
+                    "run embeds them",
+                    project,
+                    exc,
+                )
+                store = None
 
     # Pushes run beside the stream, one at a time and in order: the LLM stays busy while
     # Label Studio stores the batches. While a push is under way, answers gather into

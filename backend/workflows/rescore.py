@@ -34,7 +34,9 @@ def refit_calibration(
         trained = trained_on(tasks) if run.serving() else set()
 
         def opinions(texts: list[str]) -> list:
-            return predictor.opinions(project, run.taxonomy, texts, llm_only_cached=True)[1]
+            return predictor.opinions(
+                project, run.taxonomy, texts, llm_only_cached=True, kept=True
+            )[1]
 
         fitted = calibration.fit_from_tasks(
             tasks,
@@ -74,7 +76,7 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
     # fully annotated project the labeled tasks get the new version's predictions instead.
     targets = unlabeled or with_text
     texts = [t["data"][taxonomy.text_field] for t in targets]
-    version, opinions = predictor.opinions(project, taxonomy, texts)
+    version, opinions = predictor.opinions(project, taxonomy, texts, kept=True)
     llm_version = predictor.llm_version()
     existing = ls_client.prediction_versions(client, project)
     made = predictor.label_studio_predictions(

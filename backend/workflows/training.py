@@ -30,6 +30,7 @@ from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import Card
 from backend.labelstudio.card import for_backend as card_for_backend
+from backend.model.embeddings import EmbeddingStore
 from backend.model.head import train_head
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
 from backend.workflows.context import ProjectRun
@@ -82,20 +83,20 @@ def fit(
     out_dir: Path,
     progress: Callable[[dict], None],
     *,
-    embeddings_file: Path | None = None,
+    store: EmbeddingStore,
 ) -> TrainResult:
+    """Train one candidate of `kind` into out_dir; a head reads its posts' embeddings from
+    `store` (BASE_MODEL's at TRAIN_MAX_LENGTH)."""
     examples = collected.examples
     if kind == "head":
         return train_head(
             [e.text for e in examples],
             [e.label for e in examples],
             label_names=list(collected.taxonomy.names),
-            base_model=settings.base_model,
-            max_length=settings.train_max_length,
+            store=store,
             out_dir=out_dir,
             keys=[str(e.task_id) for e in examples],
             seed=settings.train_seed,
-            embeddings_file=embeddings_file,
         )
     config = TrainConfig(
         base_model=settings.base_model,
@@ -158,7 +159,9 @@ def judge(result: TrainResult, run: ProjectRun, predictor: Predictor) -> Verdict
             old = (
                 [
                     classifier.labels[i]
-                    for i in classifier.predict_proba(texts, judging=True).argmax(1)
+                    for i in classifier.predict_proba(
+                        texts, judging=True, store=predictor.store_for(project, classifier)
+                    ).argmax(1)
                 ]
                 if texts
                 else []
@@ -338,8 +341,8 @@ class Runner:
 
         self.report(project, phase=f"training ({kind})", epoch=None)
         try:
-            kept = run.registry.embeddings_file(settings.base_model, settings.train_max_length)
-            result = fit(kind, collected, settings, staging, progress, embeddings_file=kept)
+            store = self.predictor.embedding_store(project)
+            result = fit(kind, collected, settings, staging, progress, store=store)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

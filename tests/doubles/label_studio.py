@@ -99,30 +99,34 @@ class FakeLabelStudio:
         if split is not None:
             task_data["split"] = split
         task_id = next(self._ids)
-        annotations = []
-        if label is not None:
-            stamp = datetime.now(UTC).isoformat()
-            annotations.append(
-                {
-                    "id": next(self._ids),
-                    "completed_by": 1,
-                    "was_cancelled": cancelled,
-                    "created_at": stamp,
-                    "updated_at": stamp,
-                    "result": [
-                        {
-                            "from_name": state.from_name,
-                            "to_name": state.to_name,
-                            "type": "choices",
-                            "value": {"choices": [label]},
-                        }
-                    ],
-                }
-            )
         state.tasks.append(
-            {"id": task_id, "project": project, "data": task_data, "annotations": annotations}
+            {"id": task_id, "project": project, "data": task_data, "annotations": []}
         )
+        if label is not None:
+            self.annotate(project, task_id, label, cancelled=cancelled)
         return task_id
+
+    def annotate(self, project: int, task: int, label: str, *, cancelled: bool = False) -> None:
+        """An annotator labels `task` with `label`."""
+        state = self.project(project)
+        stamp = datetime.now(UTC).isoformat()
+        next(t for t in state.tasks if t["id"] == task)["annotations"].append(
+            {
+                "id": next(self._ids),
+                "completed_by": 1,
+                "was_cancelled": cancelled,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "result": [
+                    {
+                        "from_name": state.from_name,
+                        "to_name": state.to_name,
+                        "type": "choices",
+                        "value": {"choices": [label]},
+                    }
+                ],
+            }
+        )
 
     def add_webhook(self, project: int, url: str, headers: dict | None = None) -> int:
         """Register a webhook on the project; return its id."""

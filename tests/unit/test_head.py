@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.model import embeddings
 from backend.model.classifier import Classifier
-from backend.model.head import embed_kept, fit_head, train_head
+from backend.model.embeddings import EmbeddingStore, store
+from backend.model.head import fit_head, train_head
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, Registry
 from takemeter.offline_models import minilm_path
 
@@ -54,8 +56,7 @@ def test_a_head_learns_is_committed_and_serves(tmp_path: Path):
         texts,
         labels,
         label_names=NAMES,
-        base_model=str(minilm_path()),
-        max_length=64,
+        store=store(registry.embeddings_folder(str(minilm_path()), 64), str(minilm_path()), 64),
         out_dir=staging,
         keys=keys,
     )
@@ -119,23 +120,35 @@ def test_fit_head_covers_every_label_even_one_without_posts():
     assert set(single.predict_proba(x).argmax(1)) == {1}
 
 
-def test_a_run_embeds_only_the_posts_no_earlier_run_did(tmp_path: Path):
+def test_a_project_embeds_each_post_once_across_jobs_and_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     texts, _ = posts()
     model = str(minilm_path())
-    kept = Registry(tmp_path, 3).embeddings_file(model, 64)
-    first, embedded = embed_kept(texts[:20], base_model=model, max_length=64, kept=kept)
-    assert embedded == 20 and kept.is_file()
-    # Labels arrive: the next run embeds the new posts alone, and reads the same rows back.
-    second, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
+    folder = Registry(tmp_path, 3).embeddings_folder(model, 64)
+    first, embedded = EmbeddingStore(folder, model, 64).rows(texts[:20])
+    assert embedded == 20 and first.shape == (20, 384)
+    # Another process (a store of its own on the same folder): the 20 come from disk, the
+    # new posts alone are embedded, and the rows equal what embedding gives.
+    other = EmbeddingStore(folder, model, 64)
+    second, embedded = other.rows(texts)
     assert embedded == len(texts) - 20
     assert np.array_equal(second[:20], first)
-    # What the file gives equals what embedding gives.
-    fresh, embedded = embed_kept(texts, base_model=model, max_length=64, kept=None)
-    assert embedded == len(texts) and np.allclose(fresh, second, atol=1e-5)
-    # Another encoder or max_length has a file of its own; a damaged file is embedded over.
-    assert Registry(tmp_path, 3).embeddings_file(model, 128) != kept
-    kept.write_bytes(b"not an npz file")
-    again, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
+    fresh = embeddings.encoder(model).embed(texts, max_length=64)
+    assert np.allclose(fresh, second, atol=1e-5)
+    assert other.rows(list(reversed(texts)))[1] == 0 and len(other) == len(texts)
+    # Another encoder or max_length has a store of its own.
+    assert Registry(tmp_path, 3).embeddings_folder(model, 128) != folder
+    # A damaged shard is embedded over, not trusted.
+    for shard in folder.iterdir():
+        shard.write_bytes(b"not an npz file")
+    again, embedded = EmbeddingStore(folder, model, 64).rows(texts)
     assert embedded == len(texts) and np.allclose(again, second, atol=1e-5)
-    _, embedded = embed_kept(texts, base_model=model, max_length=64, kept=kept)
-    assert embedded == 0
+    # Past MAX_SHARDS the shards are merged into one that holds every row.
+    monkeypatch.setattr(embeddings, "MAX_SHARDS", 3)
+    writer = EmbeddingStore(folder, model, 64)
+    for i in range(4):
+        writer.rows([f"a post never seen before, number {i}"])
+    assert len(list(folder.iterdir())) <= 3
+    reader = EmbeddingStore(folder, model, 64)
+    assert reader.rows([*texts, "a post never seen before, number 3"])[1] == 0

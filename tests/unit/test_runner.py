@@ -641,3 +641,29 @@ def test_a_training_run_on_a_tiny_model_is_judged_published_and_served(world):
     assert serving == (tuned if tuned["promoted"] else head)["shown_name"]
     assert set(main_predictions(fake, project, serving)) == {unlabeled}
     assert fake.project(project).model_version == serving
+
+
+def test_pre_labeling_embeds_the_posts_so_the_first_head_embeds_none(world):
+    """The pre-labeling job fills the project's embedding store as it pushes; once the
+    posts are annotated, the first run's head reads them all from it."""
+    from backend.workflows.prelabel import prelabel_project
+
+    fake, project = world.fake, world.project
+    texts = {}
+    for i in range(4):
+        texts[f"any tips for lows after a swim {i}?"] = SS
+        texts[f"okra water cures diabetes, claim {i}"] = HC
+        texts[f"my sugar was steady after lunch {i}"] = PE
+    ids = {fake.add_task(project, text, split="train"): label for text, label in texts.items()}
+    world.answer(texts)
+    store = world.predictor.embedding_store(project)
+    assert len(store) == 0
+
+    counts = prelabel_project(fake, world.predictor, world.settings, project, lambda **_: None)
+    assert counts["done"] == len(texts) and len(store) == len(texts)
+    for task, label in ids.items():
+        fake.annotate(project, task, label)
+    world.runner.train(project)
+    head = world.registry.versions()[0]
+    assert head["kind"] == "head" and head["data"]["n_examples"] == len(texts)
+    assert head["metrics"]["embedded_now"] == 0
