@@ -27,6 +27,7 @@ import requests
 
 from backend.labelstudio import client as ls_client
 from takemeter import stack
+from takemeter.offline_models import minilm_path
 from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,8 @@ def main() -> int:
                     "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
                     "LABEL_STUDIO_URL": login.url,
                     "LABEL_STUDIO_API_KEY": login.token,
+                    # As `make up` runs it: the job embeds the posts with MiniLM-L6 too.
+                    "BASE_MODEL": str(minilm_path()),
                 },
                 port=port,
                 log_path=work / "backend.log",

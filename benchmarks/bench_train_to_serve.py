@@ -10,8 +10,9 @@ reads when `/versions` first lists the run's head (committed, judged and, if so 
 promoted before the fine-tune starts), when the serving version changes, when the run
 finishes (after the fine-tune, from TRAIN_FINETUNE_FROM annotations on) and when Label
 Studio's project model_version is the version then serving. Each candidate's own times
-(the head's embedding, how many posts it embedded, and fit; the fine-tune's training)
-come from its version's metrics: the second run's head embeds only the added posts.
+(the head's embedding, how many posts it embedded, its fit and its whole build; the
+fine-tune's training) come from its version's metrics: the pre-labeling job embedded every
+post, so neither run's head should embed any.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def main() -> int:
         client.projects.import_tasks(id=project, request=[{"data": {"text": t}} for t in texts])
         ml_id = ls_client.connect_backend(client, project, url=backend_url, title="takemeter")
         print(f"pre-labeling {n_tasks} posts with the LLM (not timed)...", flush=True)
+
+        def jobs() -> dict:
+            return requests.get(f"{backend_url}/jobs?project={project}", timeout=30).json()
+
         # Connecting starts the pre-labeling job; "Retrieve Predictions" asks again.
         deadline = time.monotonic() + 1800
         while len(ls_client.prediction_versions(client, project)) < n_tasks:
@@ -122,6 +127,9 @@ def main() -> int:
                 return 1
             ls_client.retrieve_predictions(client, project)
             time.sleep(5)
+        # The job embeds each batch after pushing it: the last one's embeddings come last.
+        while jobs()["prelabel"].get("state") == "running":
+            time.sleep(1)
         by_text = dict(zip(texts, topics, strict=True))
         tasks = ls_client.all_tasks(client, project)
 
@@ -181,6 +189,7 @@ def main() -> int:
                         "fit_seconds": d["metrics"].get("train_seconds"),
                         "embed_seconds": d["metrics"].get("embed_seconds"),
                         "embedded_now": d["metrics"].get("embedded_now"),
+                        "head_seconds": d["metrics"].get("total_seconds"),
                         "steps": d["metrics"].get("steps_run"),
                         "validation": d["validation"],
                     }

@@ -20,6 +20,9 @@ from takemeter import stack
 from takemeter.offline_models import build_distilbert
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests reach no model hub: a hub name (the default BASE_MODEL) fails at once, not
+# after a minute of retries, wherever a test leaves BASE_MODEL unset.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BACKEND_AUTH = ("takemeter", "backend-secret")
 
 

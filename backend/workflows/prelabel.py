@@ -1,7 +1,7 @@
 """Bulk pre-labeling: every task of a project that has no pre-label of the serving version
 gets one, pushed to Label Studio in batches as the LLM answers arrive. Each pushed batch is
-then embedded into the project's store for the next head (backend.model.embeddings), so the
-first "Start Training" finds its posts embedded.
+then embedded, beside the stream, into the project's store for the next head
+(backend.model.embeddings), so the first "Start Training" finds its posts embedded.
 
 Runs as the "prelabel" job (backend/jobs): started when a backend connects to a project,
 when tasks are imported (TASKS_CREATED), when "Retrieve Predictions" finds posts not yet
@@ -87,8 +87,21 @@ def prelabel_project(
     # The next head's embeddings (BASE_MODEL's); None once the encoder failed.
     store: EmbeddingStore | None = predictor.embedding_store(project)
 
-    def push(items: list[tuple[dict, str, LLMOpinion]]) -> None:
+    def embed(texts: list[str]) -> None:
         nonlocal store
+        if store is None:
+            return
+        try:
+            store.rows(texts)
+        except Exception as exc:  # the first run embeds them instead
+            log.warning(
+                "project %d: posts not embedded ahead of training (%s); the first run embeds them",
+                project,
+                exc,
+            )
+            store = None
+
+    def push(items: list[tuple[dict, str, LLMOpinion]]) -> None:
         _, opinions = predictor.combine(
             project,
             taxonomy,
@@ -125,17 +138,7 @@ def prelabel_project(
             counts["done"] / elapsed if elapsed else 0.0,
         )
         report(**counts)
-        if store is not None:
-            try:  # after the import: the pre-labels are in Label Studio first
-                store.rows([text for _, text, _ in items])
-            except Exception as exc:  # pre-labels never wait on the encoder
-                log.warning(
-                    "project %d: posts not embedded ahead of training (%s); the first "
-                    "run embeds them",
-                    project,
-                    exc,
-                )
-                store = None
+        embedder.submit(embed, [text for _, text, _ in items])  # pushes never wait on it
 
     # Pushes run beside the stream, one at a time and in order: the LLM stays busy while
     # Label Studio stores the batches. While a push is under way, answers gather into
@@ -156,7 +159,11 @@ def prelabel_project(
             yield texts[len(texts) - len(found) :]
 
     last_push, pushes = time.monotonic(), list[Future]()
-    with ThreadPoolExecutor(1, thread_name_prefix="push") as pusher:
+    # Each pushed batch is embedded beside the stream; the job ends when all are in.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="embed") as embedder,
+        ThreadPoolExecutor(1, thread_name_prefix="push") as pusher,
+    ):
         for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(), group=project):
             batch.extend((todo[i], texts[i], opinion) for i in indexes)
             while pushes and pushes[0].done():
