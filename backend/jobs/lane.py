@@ -97,7 +97,7 @@ def work(
     attempts = 0
     while True:
         if lane == Lane.TRAINING:
-            sleep(settings.train_debounce)  # let a burst of annotations settle
+            sleep(settle_time(state, project, settings.train_debounce))
         bits = state.take_pending(lease)
         if not bits:
             return
@@ -137,6 +137,16 @@ def work(
             )
             sleep(delay)
             state.request(project, f"attempt {attempts + 1} of {policy.attempts}", kind=bits)
+
+
+def settle_time(state: JobStore, project: int, debounce: float) -> float:
+    """How long to wait for a burst of annotations to settle: until `debounce` seconds
+    after the latest request. A click's runner usually needs longer than that to start, so
+    it waits no more; a skewed clock on another host makes it wait at most `debounce`."""
+    requested = state.status(project, Lane.TRAINING).get("requested_at")
+    if not isinstance(requested, (int, float)):
+        return debounce
+    return min(debounce, max(0.0, debounce - (time.time() - requested)))
 
 
 @functools.cache

@@ -26,8 +26,9 @@ class Classifier:
         self.device = device()
         self._lock = threading.Lock()  # one forward pass at a time per worker
         if self.kind == "head":
+            # The encoder loads on the first post to embed: a job finds its posts in the
+            # project's store and may never need it.
             self.base_model: str = meta["base_model"]
-            self.encoder = embeddings.encoder(self.base_model)
             self.head = head.LinearHead.load(folder / HEAD_FILE)
             judged = folder / JUDGE_HEAD_FILE
             self.judged_head = head.LinearHead.load(judged) if judged.is_file() else self.head
@@ -55,7 +56,9 @@ class Classifier:
             ):
                 rows, _ = store.rows(texts)
             else:
-                rows = self.encoder.embed(texts, max_length=self.max_length, batch_size=batch_size)
+                rows = embeddings.encoder(self.base_model).embed(
+                    texts, max_length=self.max_length, batch_size=batch_size
+                )
             chosen = self.judged_head if judging else self.head
             return chosen.predict_proba(rows).astype(np.float32)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

@@ -1,6 +1,6 @@
 """Bulk pre-labeling: every task of a project that has no pre-label of the serving version
-gets one, pushed to Label Studio in batches as the LLM answers arrive. Each pushed batch is
-then embedded, beside the stream, into the project's store for the next head
+gets one, pushed to Label Studio in batches as the LLM answers arrive. Beside the stream,
+every post of the project is embedded into its store for the next head
 (backend.model.embeddings), so the first "Start Training" finds its posts embedded.
 
 Runs as the "prelabel" job (backend/jobs): started when a backend connects to a project,
@@ -74,6 +74,7 @@ def prelabel_project(
         "failed": 0,
         "unusable": 0,
         "batches": 0,
+        "embedded": 0,  # posts the job embedded for the next head (the others were in)
     }
     report(
         state=RunState.RUNNING,
@@ -92,7 +93,7 @@ def prelabel_project(
         if store is None:
             return
         try:
-            store.rows(texts)
+            counts["embedded"] += store.rows(texts)[1]
         except Exception as exc:  # the first run embeds them instead
             log.warning(
                 "project %d: posts not embedded ahead of training (%s); the first run embeds them",
@@ -138,7 +139,6 @@ def prelabel_project(
             counts["done"] / elapsed if elapsed else 0.0,
         )
         report(**counts)
-        embedder.submit(embed, [text for _, text, _ in items])  # pushes never wait on it
 
     # Pushes run beside the stream, one at a time and in order: the LLM stays busy while
     # Label Studio stores the batches. While a push is under way, answers gather into
@@ -156,10 +156,14 @@ def prelabel_project(
             counts["to_label"] += len(found)
             todo.extend(found)
             texts.extend(dataset.task_text(t, taxonomy.text_field) or "" for t in found)
+            # Every post of the page, labeled or pre-labeled before included: the next run
+            # trains on the labeled ones and re-scores the others.
+            listed = (dataset.task_text(t, taxonomy.text_field) for t in page)
+            embedder.submit(embed, [text for text in listed if text])
             yield texts[len(texts) - len(found) :]
 
     last_push, pushes = time.monotonic(), list[Future]()
-    # Each pushed batch is embedded beside the stream; the job ends when all are in.
+    # Each page of tasks is embedded beside the stream; the job ends when all are in.
     with (
         ThreadPoolExecutor(1, thread_name_prefix="embed") as embedder,
         ThreadPoolExecutor(1, thread_name_prefix="push") as pusher,
@@ -182,6 +186,7 @@ def prelabel_project(
             pushes.append(pusher.submit(push, list(batch)))
         for future in pushes:
             future.result()
+        counts["pushed_seconds"] = round(time.monotonic() - started, 2)  # every pre-label in
     if counts["to_label"]:
         ls_client.set_model_version(client, project, version, quiet=True)
     counts["seconds"] = round(time.monotonic() - started, 2)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from backend.domain.jobs import Kind, lane_of
+from backend.jobs.lane import settle_time
 from backend.jobs.state import (
     LEASE_SECONDS,
     JobState,
@@ -47,6 +48,20 @@ def test_requests_coalesce_into_one_pending_run(state):
     assert state.take_pending(lease) == Kind.TRAIN | Kind.RESCORE
     assert state.take_pending(lease) == 0  # nothing left: the lease is given up
     assert not state.busy(3, "training")
+
+
+def test_a_run_waits_for_a_burst_to_settle_counted_from_the_latest_request(state):
+    assert settle_time(state, 3, 3.0) == 3.0  # no request recorded: the whole wait
+    state.request(3, "Start Training")
+    assert 2.5 < settle_time(state, 3, 3.0) <= 3.0
+    # A runner that took longer than that to start waits no more.
+    state.set_status(3, "training", requested_at=time.time() - 5)
+    assert settle_time(state, 3, 3.0) == 0.0
+    state.set_status(3, "training", requested_at=time.time() - 1)
+    assert 1.5 < settle_time(state, 3, 3.0) <= 2.0
+    # A clock ahead on the requesting host: never more than the debounce.
+    state.set_status(3, "training", requested_at=time.time() + 60)
+    assert settle_time(state, 3, 3.0) == 3.0
 
 
 def test_lanes_run_independently(state):

@@ -655,15 +655,17 @@ def test_pre_labeling_embeds_the_posts_so_the_first_head_embeds_none(world):
         texts[f"okra water cures diabetes, claim {i}"] = HC
         texts[f"my sugar was steady after lunch {i}"] = PE
     ids = {fake.add_task(project, text, split="train"): label for text, label in texts.items()}
+    # Labeled before any pre-label: the job asks nothing for it, and embeds it all the same.
+    fake.add_task(project, "is a low after a run normal?", label=SS, split="train")
     world.answer(texts)
     store = world.predictor.embedding_store(project)
     assert len(store) == 0
 
     counts = prelabel_project(fake, world.predictor, world.settings, project, lambda **_: None)
-    assert counts["done"] == len(texts) and len(store) == len(texts)
+    assert counts["done"] == len(texts) and counts["embedded"] == len(store) == len(texts) + 1
     for task, label in ids.items():
         fake.annotate(project, task, label)
     world.runner.train(project)
     head = world.registry.versions()[0]
-    assert head["kind"] == "head" and head["data"]["n_examples"] == len(texts)
+    assert head["kind"] == "head" and head["data"]["n_examples"] == len(texts) + 1
     assert head["metrics"]["embedded_now"] == 0
