@@ -172,7 +172,12 @@ class TokenLogprob:
 
 
 def label_confidence(
-    content: str, label: str, labels: tuple[str, ...], tokens: list[TokenLogprob]
+    content: str,
+    label: str,
+    labels: tuple[str, ...],
+    tokens: list[TokenLogprob],
+    *,
+    at: int = 0,
 ) -> float | None:
     """The probability share of `label` among the labels, by the chain rule over the
     tokens that spell it.
@@ -183,9 +188,10 @@ def label_confidence(
     (not_spam / not_sure / spam) the mass that went to "spam" at the first token counts,
     not only the choice between the two "not_" labels. Labels absent from a token's list
     are counted at its smallest listed probability (an upper bound), so the result errs
-    low. None when the answer cannot be aligned with its tokens.
+    low. None when the answer cannot be aligned with its tokens. `at`: where in `content`
+    to look for the label (an answer to several questions holds several).
     """
-    steps = _label_tokens(content, label, tokens)
+    steps = _label_tokens(content, label, tokens, at=at)
     if steps is None:
         return None
     confidence = 1.0
@@ -201,13 +207,13 @@ def label_confidence(
 
 
 def _label_tokens(
-    content: str, label: str, tokens: list[TokenLogprob]
+    content: str, label: str, tokens: list[TokenLogprob], *, at: int = 0
 ) -> list[tuple[TokenLogprob, str, str, str]] | None:
-    """The tokens from the one where `label` starts in the answer, each with the label's
-    text before it, the token's own text before the label, and the label's text through
-    it. None when the label is not in the answer."""
-    start = content.find('"' + label)  # the value in {"label": "<label>"}
-    start = start + 1 if start >= 0 else content.find(label)  # or a bare label
+    """The tokens from the one where `label` starts in the answer (from `at` on), each
+    with the label's text before it, the token's own text before the label, and the label's
+    text through it. None when the label is not in the answer."""
+    start = content.find('"' + label, at)  # the value in {"label": "<label>"}
+    start = start + 1 if start >= 0 else content.find(label, at)  # or a bare label
     if start < 0 or not tokens:
         return None
     steps, offset = [], 0

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.domain.taxonomy import Label, Taxonomy, TaxonomyError, parse_taxonomy
+from backend.domain.taxonomy import (
+    Label,
+    Taxonomy,
+    TaxonomyError,
+    parse_questions,
+    parse_taxonomy,
+)
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 MAIN_LABELS = ("seeking_support", "health_claim", "personal_experience")
@@ -97,6 +103,60 @@ def test_skips_multiple_choice_and_takes_first_single_choice():
     assert taxonomy.text_field == "body"
 
 
+# Label Studio's "Multi-Label Text Classification" template, and a second question beside.
+MULTI_LABEL = """
+<View>
+  <Text name="text" value="$text"/>
+  <View style="box-shadow: 2px 2px 5px #999; padding: 20px; margin-top: 2em">
+    <Header value="Choose text sentiment"/>
+    <Choices name="sentiment" toName="text" choice="single" showInline="true" required="true">
+      <Choice value="Positive"/>
+      <Choice value="Negative"/>
+      <Choice value="Neutral"/>
+    </Choices>
+    <Choices name="topics" toName="text" choice="multiple">
+      <Choice value="Politics" alias="pol" hint="elections, parties, government"/>
+      <Choice value="Sports"/>
+      <Choice value="Business"/>
+    </Choices>
+  </View>
+</View>
+"""
+
+
+def test_every_question_of_a_config_in_order_single_or_multiple():
+    sentiment, topics = parse_questions(MULTI_LABEL)
+    assert (sentiment.from_name, sentiment.multiple, sentiment.required) == (
+        "sentiment",
+        False,
+        True,
+    )
+    assert sentiment.names == ("Positive", "Negative", "Neutral")
+    assert (topics.from_name, topics.multiple, topics.required) == ("topics", True, False)
+    assert topics.names == ("Politics", "Sports", "Business")
+    assert topics.labels[0] == Label("Politics", "elections, parties, government", "pol")
+    assert {q.text_field for q in (sentiment, topics)} == {"text"}
+    assert sentiment.instructions == topics.instructions == "Choose text sentiment"
+    # The single-question view the backend serves today: the first single choice.
+    assert parse_taxonomy(MULTI_LABEL) == sentiment
+    assert parse_questions(LABEL_CONFIG.read_text()) == (parse_taxonomy(LABEL_CONFIG.read_text()),)
+
+
+def test_a_multiple_choice_answer_round_trips_through_aliases():
+    topics = parse_questions(MULTI_LABEL)[1]
+    (region,) = topics.result_of_set(["Sports", "Politics"])
+    # In the config's order, by the stored value (the alias where there is one).
+    assert region["value"] == {"choices": ["pol", "Sports"]} and region["from_name"] == "topics"
+    assert topics.labels_of([region]) == frozenset({"Politics", "Sports"})
+    assert topics.labels_of(topics.result_of_set([])) == frozenset()  # "none of them"
+    # Another question's region, an unknown choice, or no region: no answer.
+    assert topics.labels_of(parse_questions(MULTI_LABEL)[0].result("Positive")) is None
+    unknown = [{**region, "value": {"choices": ["pol", "Weather"]}}]
+    assert topics.labels_of(unknown) is None and topics.labels_of([]) is None
+    with pytest.raises(ValueError, match="Weather"):
+        topics.result_of_set(["Weather"])
+
+
 # --- unusable configs ------------------------------------------------------------------
 
 
@@ -114,12 +174,22 @@ def test_skips_multiple_choice_and_takes_first_single_choice():
         (
             '<View><Text name="text" value="$text"/><Choices name="c" toName="text" '
             'choice="multiple"><Choice value="a"/><Choice value="b"/></Choices></View>',
-            "single-choice",
+            "single-choice .*multiple-choice questions \\(<Choices name='c'>\\) are not",
         ),
         (
             '<View><Image name="img" value="$image"/><Choices name="c" toName="img">'
             '<Choice value="a"/><Choice value="b"/></Choices></View>',
-            "single-choice",
+            "<Choices name='c'> must label a <Text> object",
+        ),
+        (
+            '<View><Text name="text" value="$text"/><Choices name="c" toName="text" '
+            'perRegion="true"><Choice value="a"/><Choice value="b"/></Choices></View>',
+            "per region",
+        ),
+        (
+            '<View><Text name="text" value="$text"/><Choices name="c" toName="text" '
+            'value="$options"/></View>',
+            "from the task data",
         ),
         (
             '<View><Text name="text" value="$text"/><Choices name="c" toName="text">'
@@ -127,7 +197,17 @@ def test_skips_multiple_choice_and_takes_first_single_choice():
             "at least two choices",
         ),
     ],
-    ids=["empty", "blank", "malformed", "ner-only", "multiple", "image", "one-choice"],
+    ids=[
+        "empty",
+        "blank",
+        "malformed",
+        "ner-only",
+        "multiple",
+        "image",
+        "per-region",
+        "dynamic",
+        "one-choice",
+    ],
 )
 def test_unusable_configs_raise_taxonomy_error(config, message):
     with pytest.raises(TaxonomyError, match=message):

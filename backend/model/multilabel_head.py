@@ -1,0 +1,132 @@
+"""The multi-label head: for multiple-choice projects, where a post may carry any set of
+labels, one independent binary logistic regression per label over the same frozen,
+L2-normalised embeddings as backend.model.head (whose fit each label reuses).
+
+A softmax makes labels compete for one post; here each label has its own sigmoid and its
+own decision threshold. Balanced weighting calibrates the scores toward 0.5 on the
+training rows, not toward the F1 each label wants, so each threshold is chosen on
+validation rows the weights never saw; the served head is then refit on every row and
+keeps those thresholds, since (as with head.py's served head) the weights gain from every
+label while the thresholds needed held-apart posts to be chosen at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from backend.model.head import HEAD_C, fit_head
+
+DEFAULT_THRESHOLD = 0.5  # the balanced regression's own boundary
+
+
+class MultiLabelHead:
+    """Weights (labels x width), biases and per-label thresholds; independent sigmoids."""
+
+    def __init__(self, weights: np.ndarray, biases: np.ndarray, thresholds: np.ndarray) -> None:
+        self.weights = weights.astype(np.float32)
+        self.biases = biases.astype(np.float32)
+        self.thresholds = thresholds.astype(np.float64)  # exact: a float past a score
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """N x L probabilities, each label's on its own (rows need not sum to 1)."""
+        logits = embeddings @ self.weights.T + self.biases
+        return 0.5 * (1.0 + np.tanh(logits / 2))  # the sigmoid, without exp's overflow
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """N x L booleans: whether each label's probability reaches its threshold."""
+        return self.predict_proba(embeddings) >= self.thresholds
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as handle:  # np.savez would add ".npz" to a bare name
+            np.savez(handle, weights=self.weights, biases=self.biases, thresholds=self.thresholds)
+
+    @classmethod
+    def load(cls, path: Path) -> MultiLabelHead:
+        with np.load(path) as stored:
+            return cls(stored["weights"], stored["biases"], stored["thresholds"])
+
+
+def _f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    tp = int(np.sum(predicted & truth))
+    wrong = int(np.sum(predicted != truth))  # false positives plus false negatives
+    return 2 * tp / (2 * tp + wrong) if tp else 0.0
+
+
+def best_threshold(proba: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The threshold maximising F1 of `proba >= threshold` against `truth` (which holds a
+    positive), and that F1. F1 only changes at the scores, so the nearest point to 0.5 of
+    each interval of equal F1 is 0.5 itself, a score, or the float just above one; ties
+    go to the threshold closest to 0.5 (the lower one when two are equally close)."""
+    truth = truth.astype(bool)
+    scores = np.unique(proba)
+    candidates = np.unique(np.concatenate([scores, np.nextafter(scores, 2.0), [0.5]]))
+    f1 = np.array([_f1(proba >= c, truth) for c in candidates])
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    chosen = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[chosen]), float(f1[chosen])
+
+
+def _fit_labels(
+    embeddings: np.ndarray, y: np.ndarray, thresholds: np.ndarray, seed: int
+) -> MultiLabelHead:
+    """Each label as fit_head over two classes (absent, present): the same balanced
+    regression at C=HEAD_C, and a label with one class among these rows gets weights 0 and
+    a bias (±1e4) that always gives that class. The label's logit is the rows' difference."""
+    weights = np.zeros((y.shape[1], embeddings.shape[1]), dtype=np.float32)
+    biases = np.zeros(y.shape[1], dtype=np.float32)
+    for k in range(y.shape[1]):
+        pair, _ = fit_head(embeddings, y[:, k].tolist(), n_classes=2, seed=seed)
+        weights[k] = pair.weights[1] - pair.weights[0]
+        biases[k] = pair.biases[1] - pair.biases[0]
+    return MultiLabelHead(weights, biases, thresholds)
+
+
+def fit_multilabel_head(
+    embeddings: np.ndarray,
+    y: np.ndarray,
+    *,
+    validation: np.ndarray | list[int] | None = None,
+    seed: int = 0,
+) -> tuple[MultiLabelHead, dict]:
+    """The served head, fit on all rows of `y` (N x L of 0/1), with thresholds chosen on
+    the `validation` rows (a boolean mask or row indices) by a head fit without them, and
+    what was chosen for the version's metrics. A label keeps 0.5 where nothing can be
+    chosen: no validation rows, no positive among them (F1 is undefined), or only one
+    class among the training rows (its validation scores are constant)."""
+    y = np.asarray(y)
+    if y.ndim != 2 or len(y) != len(embeddings) or not np.isin(y, (0, 1)).all():
+        raise ValueError("y must be N x L of 0/1, one row per embedding")
+    y = y.astype(np.int64)
+    held = np.zeros(len(y), dtype=bool)
+    if validation is not None:
+        rows = np.asarray(validation)
+        if rows.dtype == bool:
+            held |= rows
+        else:
+            held[rows.astype(np.int64)] = True
+    if held.all():
+        raise ValueError("every row is a validation row: nothing left to fit on")
+    thresholds = np.full(y.shape[1], DEFAULT_THRESHOLD)
+    validation_f1: list[float | None] = [None] * y.shape[1]
+    if held.any():
+        fitted = _fit_labels(embeddings[~held], y[~held], thresholds, seed)
+        proba = fitted.predict_proba(embeddings[held])
+        for k in range(y.shape[1]):
+            truth = y[held, k].astype(bool)
+            if not truth.any():
+                continue
+            if len(np.unique(y[~held, k])) == 2:
+                thresholds[k], validation_f1[k] = best_threshold(proba[:, k], truth)
+            else:
+                validation_f1[k] = _f1(proba[:, k] >= DEFAULT_THRESHOLD, truth)
+    served = _fit_labels(embeddings, y, thresholds, seed)
+    chosen = {
+        "thresholds": [float(t) for t in thresholds],
+        "validation_f1": validation_f1,
+        "n_rows": len(y),
+        "n_validation": int(held.sum()),
+        "head_c": HEAD_C,
+    }
+    return served, chosen
