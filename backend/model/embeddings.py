@@ -84,8 +84,11 @@ def encoder(name_or_path: str) -> Encoder:
         return found
 
 
+KEY_BYTES = 16
+
+
 def text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES]
 
 
 def _read_shard(path: Path) -> dict[bytes, np.ndarray]:
@@ -93,7 +96,8 @@ def _read_shard(path: Path) -> dict[bytes, np.ndarray]:
     embedded over, not trusted)."""
     try:
         with np.load(path) as stored:
-            return dict(zip((bytes(k) for k in stored["keys"]), stored["vectors"], strict=True))
+            keys = [row.tobytes() for row in stored["keys"]]
+            return dict(zip(keys, stored["vectors"], strict=True))
     except (OSError, ValueError, KeyError):
         return {}
 
@@ -103,7 +107,8 @@ def _write_shard(folder: Path, rows: dict[bytes, np.ndarray]) -> Path:
     with atomic_open(path, "wb") as handle:  # np.savez would add ".npz" to a bare name
         np.savez(
             handle,
-            keys=np.array(list(rows), dtype="S16"),
+            # Raw bytes, not numpy's "S16": that strips a key's trailing zero bytes.
+            keys=np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), KEY_BYTES),
             vectors=np.stack(list(rows.values())).astype(np.float32),
         )
     return path

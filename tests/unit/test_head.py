@@ -137,6 +137,10 @@ def test_a_project_embeds_each_post_once_across_jobs_and_processes(
     fresh = embeddings.encoder(model).embed(texts, max_length=64)
     assert np.allclose(fresh, second, atol=1e-5)
     assert other.rows(list(reversed(texts)))[1] == 0 and len(other) == len(texts)
+    # A key ending in a zero byte (1 post in 256) reads back whole.
+    zero_end = next(f"post {i}" for i in range(10_000) if embeddings.text_key(f"post {i}")[-1] == 0)
+    assert EmbeddingStore(folder, model, 64).rows([zero_end])[1] == 1
+    assert EmbeddingStore(folder, model, 64).rows([zero_end])[1] == 0
     # Another encoder or max_length has a store of its own.
     assert Registry(tmp_path, 3).embeddings_folder(model, 128) != folder
     # A damaged shard is embedded over, not trusted.
