@@ -257,6 +257,27 @@ def test_setup_refuses_a_bad_schema(shared, schema):
     assert "label config" in response.json["error"]
 
 
+@pytest.mark.parametrize(
+    ("schema", "named"),
+    [
+        (
+            '<View><Text name="text" value="$text"/><Choices name="topics" toName="text" '
+            'choice="multiple"><Choice value="a"/><Choice value="b"/></Choices></View>',
+            "multiple-choice questions (<Choices name='topics'>) are not trained on yet",
+        ),
+        (
+            '<View><Text name="text" value="$text"/><Choices name="span" toName="text" '
+            'perRegion="true"><Choice value="a"/><Choice value="b"/></Choices></View>',
+            "<Choices name='span'> is per region",
+        ),
+    ],
+    ids=["multi-label template", "per-region choices"],
+)
+def test_setup_names_what_a_config_asks_that_is_not_supported(shared, schema, named):
+    response = shared.post("/setup", json={"project": PROJECT, "schema": schema})
+    assert response.status_code == 400 and named in response.json["error"]
+
+
 def test_setup_refuses_a_body_that_is_not_an_object(shared):
     for payload in ("[1, 2]", "{not json", '"a string"'):
         response = shared.post("/setup", data=payload, content_type="application/json")
