@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,10 @@ class EmbeddingStore:
                 os.unlink(path)
 
 
-_stores: dict[Path, EmbeddingStore] = {}
+# A worker serves many projects: the stores used last stay in memory, the others are read
+# from disk again when next used.
+STORES_IN_MEMORY = 4
+_stores: OrderedDict[Path, EmbeddingStore] = OrderedDict()
 _stores_lock = threading.Lock()
 
 
@@ -182,4 +186,7 @@ def store(folder: Path, base_model: str, max_length: int) -> EmbeddingStore:
         found = _stores.get(folder)
         if found is None:
             found = _stores[folder] = EmbeddingStore(folder, base_model, max_length)
+            while len(_stores) > STORES_IN_MEMORY:
+                _stores.popitem(last=False)
+        _stores.move_to_end(folder)
         return found

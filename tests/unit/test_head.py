@@ -156,3 +156,15 @@ def test_a_project_embeds_each_post_once_across_jobs_and_processes(
     assert len(list(folder.iterdir())) <= 3
     reader = EmbeddingStore(folder, model, 64)
     assert reader.rows([*texts, "a post never seen before, number 3"])[1] == 0
+
+
+def test_a_process_keeps_the_stores_it_used_last_in_memory(tmp_path: Path):
+    model = str(minilm_path())
+    first = store(tmp_path / "0", model, 64)
+    assert store(tmp_path / "0", model, 64) is first  # its rows are read once
+    for i in range(1, embeddings.STORES_IN_MEMORY + 1):
+        store(tmp_path / str(i), model, 64)
+    assert store(tmp_path / "0", model, 64) is not first  # the oldest was let go
+    assert store(tmp_path / str(embeddings.STORES_IN_MEMORY), model, 64) is store(
+        tmp_path / str(embeddings.STORES_IN_MEMORY), model, 64
+    )
