@@ -1,6 +1,8 @@
 """Benchmark the time from "Start Training" (`ml.train`) to the new version serving, on a
 real Label Studio and the backend under gunicorn: a first run on N training annotations,
-then a second once `--more` annotations were added.
+then a second once `--more` annotations were added. The jobs run as `make up` runs them (a
+runner process started by the click), or with `--distributed` on a `takemeter worker`
+already running, as a team's deployment runs them.
 
 The project holds BBC News posts (5 topics, a label config of its own: the backend needs
 no change for it), imported bare and pre-labeled by the LLM, then annotated through the
@@ -18,12 +20,14 @@ post, so neither run's head should embed any.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -36,6 +40,24 @@ from takemeter.offline_models import minilm_path
 from takemeter.provenance import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def empty_redis(url: str | None) -> Iterator[None]:
+    """The distributed mode's Redis database: refused unless empty, emptied after the run
+    (nothing to do without one)."""
+    if url is None:
+        yield
+        return
+    import redis
+
+    database = redis.Redis.from_url(url)
+    if database.dbsize():
+        raise SystemExit(f"{url} is not an empty database")
+    try:
+        yield
+    finally:
+        database.flushdb()
 
 
 def main() -> int:
@@ -52,6 +74,12 @@ def main() -> int:
         help="default: the offline MiniLM-L6",
     )
     parser.add_argument("--more", type=int, default=20, help="labels added before the second run")
+    parser.add_argument(
+        "--distributed",
+        metavar="REDIS_URL",
+        help="run the jobs on a warm `takemeter worker` through this Redis (an empty "
+        "database, emptied again at the end) instead of a runner process a click starts",
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "train_to_serve.json"
@@ -79,7 +107,9 @@ def main() -> int:
         "TRAIN_AFTER_ANNOTATIONS": "100000",  # no automatic run: only the clicks
         "HOLDOUT_PERCENT": str(holdout),
     }
-    with stack.running() as processes:
+    if args.distributed:
+        tuned.update(REDIS_URL=args.distributed, BROKER_URL=args.distributed)
+    with empty_redis(args.distributed), stack.running() as processes:
         started = time.monotonic()
         processes.append(
             stack.start_label_studio(
@@ -94,19 +124,16 @@ def main() -> int:
         processes.append(stack.start_local_llm(port=llm_port, log_path=work / "llm.log"))
         port = stack.free_port()
         backend_url = f"http://127.0.0.1:{port}"
-        processes.append(
-            stack.start_backend(
-                env={
-                    "MODEL_DIR": str(work / "model"),
-                    "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
-                    "LABEL_STUDIO_URL": login.url,
-                    "LABEL_STUDIO_API_KEY": login.token,
-                    **tuned,
-                },
-                port=port,
-                log_path=work / "backend.log",
-            )
-        )
+        env = {
+            "MODEL_DIR": str(work / "model"),
+            "LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+            "LABEL_STUDIO_URL": login.url,
+            "LABEL_STUDIO_API_KEY": login.token,
+            **tuned,
+        }
+        processes.append(stack.start_backend(env=env, port=port, log_path=work / "backend.log"))
+        if args.distributed:
+            processes.append(stack.start_worker(env=env, log_path=work / "worker.log"))
 
         from label_studio_sdk import LabelStudio
 
