@@ -26,6 +26,7 @@ from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import for_backend as card_for_backend
 from backend.workflows.prelabel import PrelabelFailures, prelabel_project
 from backend.workflows.training import Runner
+from backend.workflows.triggers import CLICKED
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,13 @@ def work(
 
 def settle_time(state: JobStore, project: int, debounce: float) -> float:
     """How long to wait for a burst of annotations to settle: until `debounce` seconds
-    after the latest request. A click's runner usually needs longer than that to start, so
-    it waits no more; a skewed clock on another host makes it wait at most `debounce`."""
-    requested = state.status(project, Lane.TRAINING).get("requested_at")
+    after the latest request (a runner that took that long to start waits no more; a skewed
+    clock on another host makes it wait at most `debounce`). A click is no burst: the run
+    starts at once."""
+    status = state.status(project, Lane.TRAINING)
+    if status.get("requested_by") == CLICKED:
+        return 0.0
+    requested = status.get("requested_at")
     if not isinstance(requested, (int, float)):
         return debounce
     return min(debounce, max(0.0, debounce - (time.time() - requested)))

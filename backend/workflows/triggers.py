@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from backend.domain.jobs import AnnotationCounter, Lane, RunState, StatusStore
 
+CLICKED = "Start Training"  # the reason a click's request carries
+
 
 def training_due(
     counter: AnnotationCounter, project: int, *, clicked: bool, every: int
@@ -13,7 +15,7 @@ def training_due(
     """Why a training run should start now, or None: "Start Training" always does; an
     annotation event is counted, and every `every` (TRAIN_AFTER_ANNOTATIONS) of them do."""
     if clicked:
-        return "Start Training"
+        return CLICKED
     if counter.count_annotation(project, every):
         return f"{every} annotations"
     return None

@@ -17,6 +17,7 @@ from backend.jobs.state import (
     LeaseLost,
     RedisJobState,
 )
+from backend.workflows.triggers import CLICKED
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -52,7 +53,7 @@ def test_requests_coalesce_into_one_pending_run(state):
 
 def test_a_run_waits_for_a_burst_to_settle_counted_from_the_latest_request(state):
     assert settle_time(state, 3, 3.0) == 3.0  # no request recorded: the whole wait
-    state.request(3, "Start Training")
+    state.request(3, "20 annotations")
     assert 2.5 < settle_time(state, 3, 3.0) <= 3.0
     # A runner that took longer than that to start waits no more.
     state.set_status(3, "training", requested_at=time.time() - 5)
@@ -62,6 +63,9 @@ def test_a_run_waits_for_a_burst_to_settle_counted_from_the_latest_request(state
     # A clock ahead on the requesting host: never more than the debounce.
     state.set_status(3, "training", requested_at=time.time() + 60)
     assert settle_time(state, 3, 3.0) == 3.0
+    # "Start Training" is no burst: the run starts at once.
+    state.request(3, CLICKED)
+    assert settle_time(state, 3, 3.0) == 0.0
 
 
 def test_lanes_run_independently(state):
