@@ -39,9 +39,10 @@ test: install
 bench: install
 	$(VENV)/bin/python -m benchmarks.simulate_promotion
 	$(VENV)/bin/python -m benchmarks.bench_train_to_serve --annotations 200
+	$(VENV)/bin/python -m benchmarks.bench_train_to_serve --annotations 200 --distributed redis://127.0.0.1:6379/9 --json benchmarks/results/train_to_serve_distributed.json
 	$(VENV)/bin/python benchmarks/bench_training.py --examples 200 --epochs 1 --json benchmarks/results/training_200.json
 	$(VENV)/bin/python benchmarks/bench_training.py --examples 2000 --epochs 1 --json benchmarks/results/training_2000.json
-	$(VENV)/bin/python benchmarks/bench_predict.py --tasks 1000
+	$(VENV)/bin/python -m benchmarks.bench_predict --tasks 1000
 	$(VENV)/bin/python benchmarks/bench_load.py
 	$(VENV)/bin/python -m benchmarks.bench_prelabel --posts 20000
 	$(VENV)/bin/python benchmarks/bench_llm_answer.py
