@@ -47,13 +47,11 @@ class Classifier:
     ) -> np.ndarray:
         """Class probabilities, rows in input order, columns in `self.labels` order.
         `judging`: from the weights that never learned from a judge post (a head's judged
-        twin; a fine-tune never trains on them). `store`: where a head finds the posts
-        already embedded and keeps the others (used only if it holds this encoder's)."""
+        twin; a fine-tune never trains on them). `store`: the project's store of this
+        head's encoder (Predictor.store_for), where it finds the posts already embedded and
+        keeps the others."""
         if self.kind == "head":
-            if store is not None and (store.base_model, store.max_length) == (
-                self.base_model,
-                self.max_length,
-            ):
+            if store is not None:
                 rows, _ = store.rows(texts)
             else:
                 rows = embeddings.encoder(self.base_model).embed(

@@ -110,7 +110,7 @@ def _write_shard(folder: Path, rows: dict[bytes, np.ndarray]) -> Path:
             handle,
             # Raw bytes, not numpy's "S16": that strips a key's trailing zero bytes.
             keys=np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), KEY_BYTES),
-            vectors=np.stack(list(rows.values())).astype(np.float32),
+            vectors=np.stack(list(rows.values())),  # float32, as Encoder.embed makes them
         )
     return path
 
@@ -144,7 +144,7 @@ class EmbeddingStore:
                 self._merge_if_many()
             if not keys:
                 return np.zeros((0, 0), np.float32), 0
-            return np.stack([self._rows[key] for key in keys]).astype(np.float32), len(missing)
+            return np.stack([self._rows[key] for key in keys]), len(missing)  # float32 rows
 
     def __len__(self) -> int:
         with self._lock:

@@ -295,30 +295,19 @@ def test_the_card_of_this_backend_gets_the_status_after_the_users_title():
     clock.now += 1
     assert card.show(project, {"state": "running", "phase": "validating"})
     assert not card.show(project, {"state": "running", "phase": "validating"})  # unchanged
-    assert card.show(
-        project,
-        {
-            "state": "finished",
-            "promoted": True,
-            "version": "v1 90% (n=4)",
-            "reason": "no serving version yet",
-        },
-    )
+    outcome = {
+        "state": "finished",
+        "promoted": True,
+        "version": "v1 90% (n=4)",
+        "reason": "no serving version yet",
+    }
+    assert card.show(project, outcome)
     final = {b.id: b for b in fake.project(project).ml_backends}[mine]
     assert final.title == "Diabetes model · promoted v1 90% (n=4): no serving version yet"
     assert len(fake.called("ml.update")) == 4
     # What the run adds to its outcome a moment later is not throttled away.
     clock.now += 1
-    assert card.show(
-        project,
-        {
-            "state": "finished",
-            "promoted": True,
-            "version": "v1 90% (n=4)",
-            "reason": "no serving version yet",
-            "prelabels": "pre-labels accepted 50% (1 of 2)",
-        },
-    )
+    assert card.show(project, {**outcome, "prelabels": "pre-labels accepted 50% (1 of 2)"})
     final = {b.id: b for b in fake.project(project).ml_backends}[mine]
     assert final.title.endswith(" · pre-labels accepted 50% (1 of 2)")
 

@@ -593,15 +593,21 @@ def test_a_promotion_by_hand_rescores_without_training(world, always_personal):
 # ---------------------------------------------------------------------- a real run
 
 
+def posts_of_each_label(n: int) -> dict[str, str]:
+    """n posts of each label, post -> label, worded so that the labels are easy to learn."""
+    texts = {}
+    for i in range(n):
+        texts[f"has anyone else had lows after run {i}? any tips?"] = SS
+        texts[f"cinnamon lowers a1c for everyone, fact {i}"] = HC
+        texts[f"my numbers were fine after dinner {i}"] = PE
+    return texts
+
+
 def test_a_training_run_on_a_tiny_model_is_judged_published_and_served(world):
     """fit for real (a 1-layer DistilBERT): the head first, promoted as nothing serves; then
     the fine-tune (a few steps), judged against the head as a challenger."""
     fake, project = world.fake, world.project
-    texts = {}
-    for i in range(5):
-        texts[f"has anyone else had lows after run {i}? any tips?"] = SS
-        texts[f"cinnamon lowers a1c for everyone, fact {i}"] = HC
-        texts[f"my numbers were fine after dinner {i}"] = PE
+    texts = posts_of_each_label(5)
     ids = [
         fake.add_task(project, text, label=label, split="train") for text, label in texts.items()
     ]
@@ -649,11 +655,7 @@ def test_pre_labeling_embeds_the_posts_so_the_first_head_embeds_none(world):
     from backend.workflows.prelabel import prelabel_project
 
     fake, project = world.fake, world.project
-    texts = {}
-    for i in range(4):
-        texts[f"any tips for lows after a swim {i}?"] = SS
-        texts[f"okra water cures diabetes, claim {i}"] = HC
-        texts[f"my sugar was steady after lunch {i}"] = PE
+    texts = posts_of_each_label(4)
     ids = {fake.add_task(project, text, split="train"): label for text, label in texts.items()}
     # Labeled before any pre-label: the job asks nothing for it, and embeds it all the same.
     fake.add_task(project, "is a low after a run normal?", label=SS, split="train")
