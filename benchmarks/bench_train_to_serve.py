@@ -8,8 +8,9 @@ The project holds BBC News posts (5 topics, a label config of its own: the backe
 no change for it), imported bare and pre-labeled by the LLM, then annotated through the
 SDK as annotators would (so, as in real use, the LLM's answers for the judge posts are in
 the cache when the run asks for them). For each run the clock starts at `ml.train` and
-reads when `/versions` first lists the run's head (committed, judged and, if so judged,
-promoted before the fine-tune starts), when the serving version changes, when the run
+reads when the run begins its work (its status's `started`), when `/versions` first lists
+the run's head (committed, judged and, if so judged, promoted before the fine-tune starts),
+when the serving version changes, when the run
 finishes (after the fine-tune, from TRAIN_FINETUNE_FROM annotations on) and when Label
 Studio's project model_version is the version then serving. Each candidate's own times
 (the head's embedding, how many posts it embedded, its fit and its whole build; the
@@ -176,7 +177,7 @@ def main() -> int:
             """Click "Start Training", and read the clock as the run goes."""
             before = versions()
             known = set(before["versions"])
-            clock = time.monotonic()
+            clock, clicked = time.monotonic(), time.time()
             client.ml.train(id=ml_id)
             head_at = serving_at = None
             status: dict = {}
@@ -203,6 +204,9 @@ def main() -> int:
             made = [d for d in listed["details"] if d["version"] not in known]
             return {
                 "training_annotations": made[0]["data"]["n_examples"],
+                # When the run began its work (its status's `started`, same host's clock):
+                # what a runner process's start costs, or a worker's pick-up.
+                "seconds_to_run_start": round(status["started"] - clicked, 1),
                 "seconds_to_head_version": round(head_at or finished, 1),
                 "seconds_to_new_serving": None if serving_at is None else round(serving_at, 1),
                 "seconds_to_run_finished": round(finished, 1),
