@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -42,6 +42,10 @@ class Taxonomy:
     instructions: str  # Header text shown above the post, if any
     multiple: bool = False  # choice="multiple": any number of labels, none included
     required: bool = False  # Label Studio makes annotators answer it
+    # Every question of the config, where it asks several or a multiple-choice one: the
+    # LLM answers them all in one request (backend.llm.questions). () for a config whose
+    # only question is single-choice (asked with the one-question prompt).
+    form: tuple[Taxonomy, ...] = field(default=(), repr=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -138,6 +142,47 @@ def parse_questions(config: object) -> tuple[Taxonomy, ...]:
     return _parse(config)
 
 
+@dataclass(frozen=True)
+class Form:
+    """Every question a label config asks about one post, in config order. The primary
+    one (the first single-choice question) is the one a model is trained for; the LLM
+    pre-labels them all."""
+
+    questions: tuple[Taxonomy, ...]
+
+    @classmethod
+    def of(cls, question: Taxonomy) -> Form:
+        """The form `question` was parsed from."""
+        if not question.form:
+            return cls((question,))
+        return cls(tuple(replace(q, form=question.form) for q in question.form))
+
+    @property
+    def primary(self) -> Taxonomy | None:
+        return next((q for q in self.questions if not q.multiple), None)
+
+    @property
+    def others(self) -> tuple[Taxonomy, ...]:
+        primary = self.primary
+        return tuple(
+            q for q in self.questions if primary is None or q.from_name != primary.from_name
+        )
+
+    @property
+    def text_field(self) -> str:
+        return self.questions[0].text_field
+
+
+def parse_form(config: object) -> Form:
+    """The config's questions; raises TaxonomyError when there is none."""
+    questions = parse_questions(config)
+    if not questions:
+        raise TaxonomyError(
+            'the label config needs a <Choices> whose toName is a <Text> object with value="$field"'
+        )
+    return Form(questions)
+
+
 def parse_taxonomy(config: object) -> Taxonomy:
     """The config's first single-choice question (the one the backend pre-labels, trains
     and evaluates)."""
@@ -180,6 +225,16 @@ def _parse(config: str) -> tuple[Taxonomy, ...]:
         if control.tag != "Choices":
             continue
         questions.append(_question(interface, control, _headers(config)))
+    fields = sorted({q.text_field for q in questions})
+    if len(fields) > 1:
+        # One request answers every question about one post.
+        raise TaxonomyError(
+            f"the label config's questions are about different task fields ({fields}); "
+            f"all of its <Choices> must label the same text"
+        )
+    if len(questions) > 1 or any(q.multiple for q in questions):
+        form = tuple(questions)
+        return tuple(replace(q, form=form) for q in form)
     return tuple(questions)
 
 

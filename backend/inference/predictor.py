@@ -1,5 +1,11 @@
 """Predictions for a batch of tasks: the LLM's and the serving model's opinions, combined
-by the pre-label policy into Label Studio results."""
+by the pre-label policy into Label Studio results.
+
+A label config may ask several questions (a Form). The primary one (its first
+single-choice question) gets both opinions, as a one-question config does; the others get
+the LLM's answer from the same request. A task's prediction holds a region per question
+answered, scored with the least sure answer's P(right): a task is worth a look when any of
+its answers is."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from dataclasses import dataclass
 from backend.config import Settings
 from backend.domain import calibration, policy, roles
 from backend.domain.dataset import task_text
-from backend.domain.taxonomy import Taxonomy
+from backend.domain.taxonomy import Form, Taxonomy
 from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
 from backend.model import embeddings
 from backend.model.classifier import Classifier, ServingModels
@@ -27,6 +33,45 @@ class Opinions:
     llm: LLMOpinion | None
     model: policy.ModelOpinion | None
     decision: policy.Decision | None
+
+
+@dataclass(frozen=True)
+class OtherAnswers:
+    """The LLM's pre-labels of one post for a form's other questions (all but the
+    primary one)."""
+
+    result: list[dict]  # a region per question answered
+    # The least sure answer's P(right), by the prior: its stated confidence (a list's:
+    # the LLM's probability of the whole list), LLM_UNKNOWN where none is known.
+    score: float
+
+
+def other_answers(form: Form, opinions: Sequence[Sequence[LLMOpinion | None]]) -> list:
+    """Each post's OtherAnswers (None where the LLM answered none of them), from
+    `opinions[q][i]`: the LLM's opinion on form.others[q] for post i."""
+    out: list[OtherAnswers | None] = []
+    for answers in zip(*opinions, strict=True):
+        result: list[dict] = []
+        scores: list[float] = []
+        for question, opinion in zip(form.others, answers, strict=True):
+            if opinion is None:
+                continue
+            if opinion.chosen is not None:
+                result += question.result_of_set(sorted(opinion.chosen))
+                stated = opinion.confidence
+                low, high = calibration.PRIOR_RANGE  # the prior never claims certainty
+                scores.append(
+                    calibration.LLM_UNKNOWN if stated is None else min(high, max(low, stated))
+                )
+            elif opinion.label is not None:
+                decision = policy.decide(
+                    opinion.label, opinion.confidence, None, prefer_model=False
+                )
+                assert decision is not None  # there is an opinion
+                result += question.result(opinion.label)
+                scores.append(decision.score)
+        out.append(OtherAnswers(result, min(scores)) if result else None)
+    return out
 
 
 class Predictor:
@@ -141,6 +186,13 @@ class Predictor:
             out.append(Opinions(opinion, model, decision))
         return version, out
 
+    def others(self, form: Form, texts: list[str]) -> list[OtherAnswers | None]:
+        """The form's other questions' pre-labels from the answers cached (the primary
+        question's request asked them all)."""
+        if not form.others:
+            return [None] * len(texts)
+        return other_answers(form, [self.labeler.cached(q, texts) for q in form.others])
+
     def is_blind(self, task: dict) -> bool:
         """Labeled with no pre-label in view (domain.roles), unless BLIND_LABELS is off."""
         return self.settings.blind_labels and roles.is_blind(
@@ -149,74 +201,90 @@ class Predictor:
 
     def label_studio_predictions(
         self,
-        taxonomy: Taxonomy,
+        taxonomy: Taxonomy | None,
         version: str,
         tasks: Sequence[dict],
         decisions: Sequence[policy.Decision | None],
+        others: Sequence[OtherAnswers | None] | None = None,
     ) -> list[dict | None]:
-        """One Label Studio prediction per task, None where there is no decision: the
-        pre-label scored with P(right), or for a blind task an empty result placed at
-        random in the queue (roles.queue_scores) among this batch's shown pre-labels."""
+        """One Label Studio prediction per task, None where there is nothing to show: the
+        pre-label of `taxonomy` (the primary question) and the `others`, scored with the
+        least P(right) among them; for a blind task an empty result placed at random in
+        the queue (roles.queue_scores) among this batch's shown pre-labels."""
+        others = others if others is not None else [None] * len(tasks)
+        made: list[tuple[list[dict], float] | None] = []
+        for decision, other in zip(decisions, others, strict=True):
+            result = taxonomy.result(decision.label) if decision and taxonomy else []
+            scores = ([decision.score] if decision else []) + ([other.score] if other else [])
+            made.append((result + (other.result if other else []), min(scores)) if scores else None)
         blind = [self.is_blind(task) for task in tasks]
-        shown = [d.score for d, b in zip(decisions, blind, strict=True) if d and not b]
+        shown = [m[1] for m, b in zip(made, blind, strict=True) if m and not b]
         hidden = [task.get("id") for task, b in zip(tasks, blind, strict=True) if b]
         places = dict(zip(hidden, roles.queue_scores(hidden, shown), strict=True))
         out: list[dict | None] = []
-        for task, decision, is_blind in zip(tasks, decisions, blind, strict=True):
-            if decision is None:
+        for task, pre_label, is_blind in zip(tasks, made, blind, strict=True):
+            if pre_label is None:
                 out.append(None)
             elif is_blind:
                 out.append(
                     {"result": [], "score": places[task.get("id")], "model_version": version}
                 )
             else:
-                out.append(
-                    {
-                        "result": taxonomy.result(decision.label),
-                        "score": decision.score,
-                        "model_version": version,
-                    }
-                )
+                result, score = pre_label
+                out.append({"result": result, "score": score, "model_version": version})
         return out
 
     def predict(
-        self, project: int | None, taxonomy: Taxonomy, tasks: list, *, ask_llm: bool = True
+        self, project: int | None, form: Form, tasks: list, *, ask_llm: bool = True
     ) -> tuple[str, list, int]:
         """Label Studio `results`: one entry per task, `[]` for a task with no pre-label
         (Label Studio then stores nothing for it and asks again on the next retrieval),
         and how many tasks wait for an LLM answer. With `ask_llm` False only cached
         answers are used: the caller queues the rest for the background job."""
         started = time.monotonic()
-        texts = [task_text(task, taxonomy.text_field) for task in tasks]
+        texts = [task_text(task, form.text_field) for task in tasks]
         usable = [i for i, text in enumerate(texts) if text is not None]
         if len(usable) < len(tasks):
             log.warning(
                 "%d of %d tasks have no text in data[%r]; they get no pre-label",
                 len(tasks) - len(usable),
                 len(tasks),
-                taxonomy.text_field,
+                form.text_field,
             )
-        version, opinions = self.opinions(
-            project,
-            taxonomy,
-            [text for text in texts if text is not None],
-            deadline=started + self.settings.predict_deadline,
-            llm_only_cached=not ask_llm,
-        )
+        asked = [text for text in texts if text is not None]
+        deadline = started + self.settings.predict_deadline
+        decisions: list[policy.Decision | None] = [None] * len(asked)
+        llm: Sequence[LLMOpinion | None]
+        if form.primary is not None:
+            version, opinions = self.opinions(
+                project, form.primary, asked, deadline=deadline, llm_only_cached=not ask_llm
+            )
+            llm = [o.llm for o in opinions]
+            decisions = [o.decision for o in opinions]
+        else:  # only multiple-choice questions: the LLM's answers, no model yet
+            version = self.llm_version()
+            first = form.questions[0]
+            if ask_llm:
+                llm = self.labeler.label_many(first, asked, deadline=deadline, group=project)
+            else:
+                llm = self.labeler.cached(first, asked)
+        others = self.others(form, asked)
         results: list = [[] for _ in tasks]
-        missing = sum(1 for o in opinions if o.llm is not None and o.llm.error == NOT_CACHED)
+        waiting = [o is None or o.error == NOT_CACHED for o in llm]
+        missing = sum(waiting)
         answered = [
-            (index, item.decision)
-            for index, item in zip(usable, opinions, strict=True)
-            if not (item.llm is not None and item.llm.error == NOT_CACHED)
+            (index, decision, other)
+            for index, decision, other, wait in zip(usable, decisions, others, waiting, strict=True)
+            if not wait
         ]
         made = self.label_studio_predictions(
-            taxonomy,
+            form.primary,
             version,
-            [tasks[index] for index, _ in answered],
-            [decision for _, decision in answered],
+            [tasks[index] for index, _, _ in answered],
+            [decision for _, decision, _ in answered],
+            [other for _, _, other in answered],
         )
-        for (index, _), prediction in zip(answered, made, strict=True):
+        for (index, _, _), prediction in zip(answered, made, strict=True):
             if prediction is not None:
                 results[index] = prediction
         labeled = sum(1 for r in results if r)

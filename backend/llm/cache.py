@@ -38,7 +38,9 @@ COUNTERS = (
 
 @dataclass(frozen=True)
 class CachedAnswer:
-    label: str | None  # None: the LLM answered something outside the label set
+    # None: the LLM answered something outside the label set. A form's answer (a config
+    # of several questions) keeps every question's answer here (llm.questions.encode).
+    label: str | None
     confidence: float | None  # None: the endpoint gave no logprobs
     raw: str
     # What the answer cost, as the endpoint counted it (0: stored before they were kept).

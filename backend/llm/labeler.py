@@ -24,7 +24,7 @@ import openai
 from backend.config import Settings
 from backend.connections import redis_client
 from backend.domain.taxonomy import Taxonomy
-from backend.llm import prompt
+from backend.llm import prompt, questions
 from backend.llm.breaker import CircuitBreaker
 from backend.llm.cache import AnswerCache, Cache, CachedAnswer, RedisAnswerCache
 
@@ -40,6 +40,9 @@ class LLMOpinion:
     cached: bool = False
     error: str | None = None
     tokens: int = 0  # prompt + completion tokens this answer cost (0 from the cache)
+    # A multiple-choice question's answer (label is then None; confidence, when known,
+    # the probability of the whole list as the LLM wrote it).
+    chosen: frozenset[str] | None = None
 
     @property
     def off_list(self) -> bool:
@@ -117,6 +120,10 @@ class ZeroShotLabeler:
         self.claim_seconds = timeout * (max_retries + 1) + 10
 
     def key(self, taxonomy: Taxonomy, text: str) -> str:
+        """The answer's cache key; the same for every question of a form (one request
+        answers them all)."""
+        if taxonomy.form:
+            return questions.cache_key(self.model, taxonomy.form, text, max_chars=self.max_chars)
         return prompt.cache_key(
             self.model,
             taxonomy,
@@ -138,7 +145,25 @@ class ZeroShotLabeler:
                 exc,
             )
             found = {}
-        return [LLMOpinion.from_cache(found[k]) if k in found else None for k in keys]
+        return [
+            self._answer_to(taxonomy, LLMOpinion.from_cache(found[k])) if k in found else None
+            for k in keys
+        ]
+
+    def _answer_to(self, taxonomy: Taxonomy, opinion: LLMOpinion) -> LLMOpinion:
+        """The opinion on `taxonomy` in an answer (a form's answer holds every question's,
+        questions.encode)."""
+        if not taxonomy.form or opinion.label is None:
+            return opinion
+        found = questions.decode(opinion.label, taxonomy.form)[taxonomy.from_name]
+        cached, tokens = opinion.cached, opinion.tokens
+        if found.answer is None:
+            return LLMOpinion(None, None, cached=cached, error=OFF_LIST, tokens=tokens)
+        if isinstance(found.answer, frozenset):
+            return LLMOpinion(
+                None, found.confidence, cached=cached, tokens=tokens, chosen=found.answer
+            )
+        return LLMOpinion(found.answer, found.confidence, cached=cached, tokens=tokens)
 
     def spent(self, taxonomy: Taxonomy, texts: Iterable[str]) -> Spent:
         """What the cached answers for these posts cost, each distinct post once."""
@@ -191,7 +216,7 @@ class ZeroShotLabeler:
             if not done:
                 break
             for future in done:
-                opinion = future.result()
+                opinion = self._answer_to(taxonomy, future.result())
                 if opinion.error:
                     errors[opinion.error] += 1
                 for index in futures[future]:
@@ -289,7 +314,7 @@ class ZeroShotLabeler:
                     continue
                 return
             future = answered.get()
-            yield in_flight.pop(future), future.result()
+            yield in_flight.pop(future), self._answer_to(taxonomy, future.result())
 
     def _ask_once(self, taxonomy: Taxonomy, text: str, key: str) -> LLMOpinion:
         """Ask unless another process (worker, replica, host) asks for the same post now:
@@ -330,10 +355,14 @@ class ZeroShotLabeler:
                 error="the LLM endpoint is failing; not asked "
                 "during the circuit breaker's cool-down",
             )
-        fmt = prompt.answer_format_for(taxonomy, self.answer_format)
-        messages = prompt.build_messages(
-            taxonomy, text, max_chars=self.max_chars, answer_format=fmt
-        )
+        if taxonomy.form:
+            fmt = "json"
+            messages = questions.messages(taxonomy.form, text, max_chars=self.max_chars)
+        else:
+            fmt = prompt.answer_format_for(taxonomy, self.answer_format)
+            messages = prompt.build_messages(
+                taxonomy, text, max_chars=self.max_chars, answer_format=fmt
+            )
         try:
             response = self._complete(taxonomy, messages, fmt)
             prompt_tokens, completion_tokens = self._count(response)
@@ -405,6 +434,11 @@ class ZeroShotLabeler:
                 )
                 for t in choice["logprobs"].get("content") or []
             ]
+        if taxonomy.form:
+            # Every question's answer, kept whole (not calibrated against a prior: the
+            # prior is asked per single question).
+            answers = questions.read_answers(content, taxonomy.form, logprobs or [])
+            return _Reading(questions.encode(answers), None, None, content)
         names = taxonomy.names
         if fmt == "code":
             probs = prompt.code_distribution(logprobs[0], len(names)) if logprobs else None
@@ -470,12 +504,16 @@ class ZeroShotLabeler:
             "model": self.model,
             "messages": messages,
             "temperature": 0,
-            "max_tokens": 1 if fmt == "code" else 40,
+            "max_tokens": 1 if fmt == "code" else _max_tokens(taxonomy),
         }
         if self._logprobs_supported:
             options.update(logprobs=True, top_logprobs=20 if fmt == "code" else 10)
         if self._schema_supported and fmt == "json":
-            options["response_format"] = prompt.response_format(taxonomy)
+            options["response_format"] = (
+                questions.response_format(taxonomy.form)
+                if taxonomy.form
+                else prompt.response_format(taxonomy)
+            )
         try:
             # A bulk run at full concurrency is bound by the client's CPU a call. The body
             # is plain JSON already, and the answer is read as JSON: create() would walk
@@ -523,6 +561,13 @@ class _Reading:
         probs = prompt.calibrate(self.probs, prior)
         best = max(range(len(names)), key=probs.__getitem__)
         return _Reading(names[best], probs[best], probs, self.content)
+
+
+def _max_tokens(taxonomy: Taxonomy) -> int:
+    """Room for a JSON answer: 40 tokens a question, 12 more for each label a
+    multiple-choice question may list."""
+    asked = taxonomy.form or (taxonomy,)
+    return sum(40 + (12 * len(q.labels) if q.multiple else 0) for q in asked)
 
 
 def _describe(exc: Exception) -> str:

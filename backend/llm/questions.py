@@ -11,15 +11,16 @@ answers stay valid.
 Confidence: a single-choice answer gets the chain-rule share of its label among the
 question's labels, read from the logprobs of the tokens that spell it
 (prompt.label_confidence, from the answer's place in the object). A multiple-choice answer
-gets none: at each of its tokens the model chooses among the labels not listed yet and the
-end of the list, which no one label's share sums up; its score comes from the calibrator's
-prior.
+gets the probability of the whole list as written: the product of its tokens' probabilities
+from "[" through "]" (at each token the model chooses among the labels not listed yet and
+the end of the list, so no one label's share sums it up).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -144,10 +145,70 @@ def read_answers(
     for name, answer in parse_answers(content, questions).items():
         question = next(q for q in questions if q.from_name == name)
         confidence = None
-        if isinstance(answer, str) and isinstance(content, str):
-            key = content.find(json.dumps(name))
-            if key >= 0:
-                at = key + len(json.dumps(name))
+        key = content.find(json.dumps(name)) if isinstance(content, str) else -1
+        if answer is not None and isinstance(content, str) and key >= 0:
+            at = key + len(json.dumps(name))
+            if isinstance(answer, str):
                 confidence = label_confidence(content, answer, question.names, tokens, at=at)
+            else:
+                confidence = list_confidence(content, tokens, at=at)
         out[name] = QuestionAnswer(answer, confidence)
+    return out
+
+
+def list_confidence(content: str, tokens: list[TokenLogprob], *, at: int) -> float | None:
+    """The probability of the list written after `at`, as the model wrote it: the product
+    of its tokens' probabilities from "[" through "]". None when the tokens do not spell
+    the content (nothing to align them with)."""
+    start = content.find("[", at)
+    end = content.find("]", start) if start >= 0 else -1
+    if end < 0 or not tokens or "".join(t.token for t in tokens) != content:
+        return None
+    offset, logprob = 0, 0.0
+    for token in tokens:
+        if offset + len(token.token) > start and offset <= end:
+            logprob += token.logprob
+        offset += len(token.token)
+    return math.exp(logprob)
+
+
+def encode(answers: dict[str, QuestionAnswer]) -> str | None:
+    """Every question's answer as one string, what the answer cache keeps as a
+    multi-question answer's label (None when no question got a usable answer)."""
+    if all(a.answer is None for a in answers.values()):
+        return None
+    return json.dumps(
+        {
+            name: {
+                "answer": sorted(a.answer) if isinstance(a.answer, frozenset) else a.answer,
+                "confidence": a.confidence,
+            }
+            for name, a in answers.items()
+        },
+        sort_keys=True,
+    )
+
+
+def decode(label: str | None, questions: Sequence[Taxonomy]) -> dict[str, QuestionAnswer]:
+    """The answers `encode` kept, checked against the questions as they are now (a label
+    renamed since is no answer)."""
+    out = {q.from_name: QuestionAnswer(None, None) for q in questions}
+    try:
+        found = json.loads(label) if label else None
+    except ValueError:
+        return out
+    if not isinstance(found, dict):
+        return out
+    for question in questions:
+        entry = found.get(question.from_name)
+        if not isinstance(entry, dict):
+            continue
+        answer, confidence = entry.get("answer"), entry.get("confidence")
+        if not isinstance(confidence, (int, float)) or isinstance(confidence, bool):
+            confidence = None
+        if question.multiple:
+            if isinstance(answer, list) and all(a in question.names for a in answer):
+                out[question.from_name] = QuestionAnswer(frozenset(answer), confidence)
+        elif isinstance(answer, str) and answer in question.names:
+            out[question.from_name] = QuestionAnswer(answer, confidence)
     return out

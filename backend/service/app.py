@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from backend.config import Settings, load_settings
 from backend.domain import queue
 from backend.domain.jobs import Kind, Lane
-from backend.domain.taxonomy import TaxonomyError, parse_taxonomy
+from backend.domain.taxonomy import Form, TaxonomyError, parse_form
 from backend.inference.predictor import Predictor
 from backend.jobs.compose import Parts
 from backend.jobs.state import JobStore
@@ -45,9 +45,9 @@ from backend.workflows.triggers import training_due
 log = logging.getLogger(__name__)
 
 
-def _taxonomy(config: object):
+def _form(config: object) -> Form:
     try:
-        return parse_taxonomy(config)
+        return parse_form(config)
     except TaxonomyError as exc:
         raise ProtocolError(400, f"unsupported label config: {exc}") from None
 
@@ -158,7 +158,7 @@ def create_app(
     @app.post("/setup")
     def setup():
         data = body()
-        _taxonomy(data.get("schema"))
+        _form(data.get("schema"))
         project = protocol.project_id(data.get("project"))
         if project is not None:
             sync.soon(project, settings.backend_url or request.url_root)
@@ -168,12 +168,10 @@ def create_app(
     def predict():
         data = body()
         tasks = protocol.predict_tasks(data, limit=settings.max_predict_tasks)
-        taxonomy = _taxonomy(data.get("label_config"))
+        form = _form(data.get("label_config"))
         project = protocol.project_id(data.get("project"))
         queue_rest = pushes and project is not None
-        version, results, missing = predictor.predict(
-            project, taxonomy, tasks, ask_llm=not queue_rest
-        )
+        version, results, missing = predictor.predict(project, form, tasks, ask_llm=not queue_rest)
         if queue_rest and missing:
             try:
                 request_job(

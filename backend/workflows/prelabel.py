@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from backend.config import Settings
 from backend.domain import dataset
 from backend.domain.jobs import RunState
-from backend.domain.taxonomy import parse_taxonomy
+from backend.domain.taxonomy import parse_form
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import LLMOpinion
@@ -65,7 +65,10 @@ def prelabel_project(
     lists the next."""
     started = time.monotonic()
     details = client.projects.get(id=project)
-    taxonomy = parse_taxonomy(details.label_config)
+    form = parse_form(details.label_config)
+    # The question asked for (one request answers every question of the form); the
+    # others' answers are read from the cache as each batch is pushed.
+    asked = form.primary or form.questions[0]
     version = predictor.model_version(project)
     counts: dict[str, float] = {
         "tasks": 0,
@@ -103,15 +106,19 @@ def prelabel_project(
             store = None
 
     def push(items: list[tuple[dict, str, LLMOpinion]]) -> None:
-        _, opinions = predictor.combine(
-            project,
-            taxonomy,
-            [text for _, text, _ in items],
-            [opinion for _, _, opinion in items],
-            kept=True,
-        )
+        posts = [text for _, text, _ in items]
+        decisions: list = [None] * len(items)
+        if form.primary is not None:
+            _, opinions = predictor.combine(
+                project, form.primary, posts, [opinion for _, _, opinion in items], kept=True
+            )
+            decisions = [o.decision for o in opinions]
         made = predictor.label_studio_predictions(
-            taxonomy, version, [task for task, _, _ in items], [o.decision for o in opinions]
+            form.primary,
+            version,
+            [task for task, _, _ in items],
+            decisions,
+            predictor.others(form, posts),
         )
         predictions = [
             {"task": task["id"], **prediction}
@@ -120,8 +127,8 @@ def prelabel_project(
         ]
         ls_client.import_predictions(client, project, predictions)
         counts["done"] += len(predictions)
-        for (_, _, opinion), item in zip(items, opinions, strict=True):
-            if item.decision is None:
+        for (_, _, opinion), prediction in zip(items, made, strict=True):
+            if prediction is None:
                 # An error is worth asking again; an answer off the label list is not.
                 counts["failed" if opinion.error and not opinion.off_list else "unusable"] += 1
         counts["batches"] += 1
@@ -151,14 +158,14 @@ def prelabel_project(
 
     def chunks() -> Iterator[list[str]]:
         for page in fetched_ahead(ls_client.task_pages(client, project)):
-            found = tasks_to_label(page, taxonomy.text_field, version)
+            found = tasks_to_label(page, form.text_field, version)
             counts["tasks"] += len(page)
             counts["to_label"] += len(found)
             todo.extend(found)
-            texts.extend(dataset.task_text(t, taxonomy.text_field) or "" for t in found)
+            texts.extend(dataset.task_text(t, form.text_field) or "" for t in found)
             # Every post of the page, labeled or pre-labeled before included: the next run
             # trains on the labeled ones and re-scores the others.
-            listed = (dataset.task_text(t, taxonomy.text_field) for t in page)
+            listed = (dataset.task_text(t, form.text_field) for t in page)
             embedder.submit(embed, [text for text in listed if text])
             yield texts[len(texts) - len(found) :]
 
@@ -168,7 +175,7 @@ def prelabel_project(
         ThreadPoolExecutor(1, thread_name_prefix="embed") as embedder,
         ThreadPoolExecutor(1, thread_name_prefix="push") as pusher,
     ):
-        for indexes, opinion in predictor.labeler.label_stream(taxonomy, chunks(), group=project):
+        for indexes, opinion in predictor.labeler.label_stream(asked, chunks(), group=project):
             batch.extend((todo[i], texts[i], opinion) for i in indexes)
             while pushes and pushes[0].done():
                 pushes.pop(0).result()  # a refusing Label Studio stops the run early

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from backend.domain import calibration, dataset, policy, queue, roles
+from backend.domain.taxonomy import Form
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.llm.labeler import LLMOpinion
@@ -80,7 +81,11 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
     llm_version = predictor.llm_version()
     existing = ls_client.prediction_versions(client, project)
     made = predictor.label_studio_predictions(
-        taxonomy, version, targets, [item.decision for item in opinions]
+        taxonomy,
+        version,
+        targets,
+        [item.decision for item in opinions],
+        predictor.others(Form.of(taxonomy), texts),
     )
     predictions = []
     for task, item, prediction in zip(targets, opinions, made, strict=True):

@@ -84,9 +84,10 @@ def test_the_parser_takes_exact_labels_only(content, expected):
     assert questions.parse_answers(content, QUESTIONS) == expected
 
 
-def test_a_single_choice_answer_has_its_confidence_read_where_it_stands():
+def test_each_answer_has_its_confidence_read_where_it_stands():
     """Two questions answered in one object: the sentiment label's tokens are found after
-    its key, and its share is 0.6 / (0.6 + 0.3 + 0.1)."""
+    its key, and its share is 0.6 / (0.6 + 0.3 + 0.1); the topics list's is the product
+    of its tokens' probabilities."""
     content = '{"sentiment": "Negative", "topics": ["Politics"]}'
     sure = math.log(0.99)
     alternatives = {"Negative": math.log(0.6), "Positive": math.log(0.3), "Neutral": math.log(0.1)}
@@ -107,10 +108,13 @@ def test_a_single_choice_answer_has_its_confidence_read_where_it_stands():
     assert "".join(pieces) == content
     tokens = [TokenLogprob(p, sure, {p: sure}) for p in pieces]
     tokens[4] = TokenLogprob("Negative", alternatives["Negative"], alternatives)
+    tokens[10] = TokenLogprob("Politics", math.log(0.7), {"Politics": math.log(0.7)})
     read = questions.read_answers(content, QUESTIONS, tokens)
     assert read["sentiment"].answer == "Negative"
     assert read["sentiment"].confidence == pytest.approx(0.6)
-    assert read["topics"] == questions.QuestionAnswer(frozenset({"Politics"}), None)
+    # The list's probability: its tokens from ' ["' through '"]}', 0.99 * 0.7 * 0.99.
+    assert read["topics"].answer == frozenset({"Politics"})
+    assert read["topics"].confidence == pytest.approx(0.99 * 0.7 * 0.99)
     # No logprobs from the endpoint: the answers stand, with no confidence.
     bare = questions.read_answers(content, QUESTIONS, [])
     assert bare["sentiment"] == questions.QuestionAnswer("Negative", None)

@@ -261,9 +261,11 @@ def test_setup_refuses_a_bad_schema(shared, schema):
     ("schema", "named"),
     [
         (
-            '<View><Text name="text" value="$text"/><Choices name="topics" toName="text" '
-            'choice="multiple"><Choice value="a"/><Choice value="b"/></Choices></View>',
-            "multiple-choice questions (<Choices name='topics'>) are not trained on yet",
+            '<View><Text name="title" value="$title"/><Text name="text" value="$text"/>'
+            '<Choices name="topic" toName="title"><Choice value="a"/><Choice value="b"/>'
+            '</Choices><Choices name="tone" toName="text"><Choice value="a"/>'
+            '<Choice value="b"/></Choices></View>',
+            "questions are about different task fields (['text', 'title'])",
         ),
         (
             '<View><Text name="text" value="$text"/><Choices name="span" toName="text" '
@@ -271,7 +273,7 @@ def test_setup_refuses_a_bad_schema(shared, schema):
             "<Choices name='span'> is per region",
         ),
     ],
-    ids=["multi-label template", "per-region choices"],
+    ids=["questions about two texts", "per-region choices"],
 )
 def test_setup_names_what_a_config_asks_that_is_not_supported(shared, schema, named):
     response = shared.post("/setup", json={"project": PROJECT, "schema": schema})

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from backend.domain.taxonomy import (
+    Form,
     Label,
     Taxonomy,
     TaxonomyError,
+    parse_form,
     parse_questions,
     parse_taxonomy,
 )
@@ -140,6 +143,29 @@ def test_every_question_of_a_config_in_order_single_or_multiple():
     # The single-question view the backend serves today: the first single choice.
     assert parse_taxonomy(MULTI_LABEL) == sentiment
     assert parse_questions(LABEL_CONFIG.read_text()) == (parse_taxonomy(LABEL_CONFIG.read_text()),)
+
+
+def test_a_form_of_several_questions_is_asked_in_one_request():
+    """Every question of a multi-question config carries the whole form (the LLM answers
+    them in one request); a one-question single-choice config carries none, so it keeps
+    its one-question prompt and cache keys."""
+    form = parse_form(MULTI_LABEL)
+    sentiment, topics = form.questions
+    assert sentiment.form == topics.form and [q.from_name for q in sentiment.form] == [
+        "sentiment",
+        "topics",
+    ]
+    assert form.primary == sentiment and form.others == (topics,)
+    assert Form.of(sentiment) == form  # a run that holds the primary finds the rest
+    only = parse_form(LABEL_CONFIG.read_text())
+    assert only.questions[0].form == () and only.others == () and Form.of(only.primary) == only
+    multi_label = parse_form(MULTI_LABEL.replace('choice="single"', 'choice="multiple"'))
+    assert multi_label.primary is None and len(multi_label.others) == 2
+    (alone,) = parse_form(
+        '<View><Text name="text" value="$text"/><Choices name="tags" toName="text" '
+        'choice="multiple"><Choice value="a"/><Choice value="b"/></Choices></View>'
+    ).questions
+    assert alone.form == (replace(alone, form=()),)  # asked as a form: it answers a list
 
 
 def test_a_multiple_choice_answer_round_trips_through_aliases():

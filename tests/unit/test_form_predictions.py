@@ -1,0 +1,116 @@
+"""Unit tests for a form's pre-labels (backend.inference.predictor): the other questions'
+regions beside the primary one's, scored with the least sure answer's P(right)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.config import load_settings
+from backend.domain import calibration, policy
+from backend.domain.taxonomy import parse_form
+from backend.inference.predictor import OtherAnswers, Predictor, other_answers
+from backend.llm import questions
+from backend.llm.labeler import LLMOpinion
+from backend.llm.labeler import from_settings as labeler_from_settings
+
+CONFIG = """
+<View>
+  <Text name="text" value="$text"/>
+  <Choices name="sentiment" toName="text"><Choice value="Positive"/><Choice value="Negative"/>
+  </Choices>
+  <Choices name="topics" toName="text" choice="multiple">
+    <Choice value="Politics" alias="pol"/><Choice value="Sports"/><Choice value="Business"/>
+  </Choices>
+  <Choices name="urgent" toName="text"><Choice value="yes"/><Choice value="no"/></Choices>
+</View>
+"""
+FORM = parse_form(CONFIG)
+SENTIMENT, TOPICS, URGENT = FORM.questions
+
+
+def test_the_other_questions_answers_become_regions_scored_by_the_least_sure():
+    """Post 0: a list at 0.7 and a label at 0.9, scored 0.7. Post 1: a list with no stated
+    confidence (LLM_UNKNOWN) and a label off the list (no region). Post 2: nothing."""
+    topics = [
+        LLMOpinion(None, 0.7, chosen=frozenset({"Sports", "Politics"})),
+        LLMOpinion(None, None, chosen=frozenset()),
+        None,
+    ]
+    urgent = [
+        LLMOpinion("no", 0.9),
+        LLMOpinion(None, None, error="answer outside the label set"),
+        LLMOpinion(None, None, error="pending"),
+    ]
+    made = other_answers(FORM, [topics, urgent])
+    assert made[0] == OtherAnswers(
+        [*TOPICS.result_of_set(["Politics", "Sports"]), *URGENT.result("no")], 0.7
+    )
+    assert made[0].result[0]["value"] == {"choices": ["pol", "Sports"]}  # alias, config order
+    assert made[1] == OtherAnswers(TOPICS.result_of_set([]), calibration.LLM_UNKNOWN)
+    assert made[2] is None
+    # A certain list is clipped as the prior clips every stated confidence.
+    sure = other_answers(FORM, [[LLMOpinion(None, 1.0, chosen=frozenset())], [None]])
+    assert sure[0] is not None and sure[0].score == calibration.PRIOR_RANGE[1]
+
+
+@pytest.fixture
+def predictor(tmp_path):
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "BLIND_LABELS": "false",
+        }
+    )
+    made = Predictor(settings, labeler_from_settings(settings))
+    yield made
+    made.labeler.close()
+
+
+def test_a_prediction_holds_every_question_answered(predictor):
+    decisions = [
+        policy.Decision("Positive", 0.95, "llm", disagree=False),
+        None,
+        policy.Decision("Negative", 0.4, "llm", disagree=False),
+        None,
+    ]
+    others = [
+        OtherAnswers(URGENT.result("yes"), 0.8),
+        OtherAnswers(TOPICS.result_of_set(["Business"]), 0.6),
+        None,
+        None,
+    ]
+    tasks = [{"id": i, "data": {"text": f"post {i}"}} for i in range(4)]
+    made = predictor.label_studio_predictions(SENTIMENT, "v", tasks, decisions, others)
+    assert made[0] == {
+        "result": SENTIMENT.result("Positive") + URGENT.result("yes"),
+        "score": 0.8,
+        "model_version": "v",
+    }
+    assert made[1] == {
+        "result": TOPICS.result_of_set(["Business"]),
+        "score": 0.6,
+        "model_version": "v",
+    }
+    assert made[2] == {"result": SENTIMENT.result("Negative"), "score": 0.4, "model_version": "v"}
+    assert made[3] is None
+    # A one-question config's predictions are what they were: no others given.
+    assert predictor.label_studio_predictions(SENTIMENT, "v", tasks[:1], decisions[:1]) == [
+        {"result": SENTIMENT.result("Positive"), "score": 0.95, "model_version": "v"}
+    ]
+
+
+def test_answers_kept_for_a_form_read_back_per_question():
+    answers = {
+        "sentiment": questions.QuestionAnswer("Negative", 0.8),
+        "topics": questions.QuestionAnswer(frozenset({"Sports"}), 0.5),
+        "urgent": questions.QuestionAnswer(None, None),
+    }
+    kept = questions.encode(answers)
+    assert questions.decode(kept, FORM.questions) == answers
+    # Nothing usable: nothing kept (an answer off the list, asked no more).
+    assert questions.encode({"sentiment": questions.QuestionAnswer(None, None)}) is None
+    # A label renamed in the config since: no answer to that question.
+    renamed = parse_form(CONFIG.replace('"Sports"', '"Football"')).questions
+    assert questions.decode(kept, renamed)["topics"] == questions.QuestionAnswer(None, None)
+    assert questions.decode("not json", FORM.questions)["sentiment"].answer is None
