@@ -90,7 +90,11 @@ def response_format(questions: Sequence[Taxonomy]) -> dict:
     for question in questions:
         one = {"type": "string", "enum": list(question.names)}
         properties[question.from_name] = (
-            {"type": "array", "items": one, "uniqueItems": True} if question.multiple else one
+            # maxItems bounds the list where a grammar ignores uniqueItems (llama.cpp): a
+            # small model otherwise repeats a label until it runs out of tokens.
+            {"type": "array", "items": one, "uniqueItems": True, "maxItems": len(question.names)}
+            if question.multiple
+            else one
         )
     return {
         "type": "json_schema",
@@ -158,15 +162,18 @@ def read_answers(
 
 def list_confidence(content: str, tokens: list[TokenLogprob], *, at: int) -> float | None:
     """The probability of the list written after `at`, as the model wrote it: the product
-    of its tokens' probabilities from "[" through "]". None when the tokens do not spell
-    the content (nothing to align them with)."""
+    of the probabilities of its tokens from "[" through "]" that carry a choice (a label's
+    letters, a "," for one more, the "]" that ends it); tokens of only whitespace and
+    quotes are layout, not an answer. None when the tokens do not spell the content
+    (nothing to align them with)."""
     start = content.find("[", at)
     end = content.find("]", start) if start >= 0 else -1
     if end < 0 or not tokens or "".join(t.token for t in tokens) != content:
         return None
     offset, logprob = 0, 0.0
     for token in tokens:
-        if offset + len(token.token) > start and offset <= end:
+        inside = offset + len(token.token) > start and offset <= end
+        if inside and token.token.strip().strip('"'):
             logprob += token.logprob
         offset += len(token.token)
     return math.exp(logprob)

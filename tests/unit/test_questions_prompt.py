@@ -44,6 +44,7 @@ def test_the_schema_confines_each_answer_to_its_labels():
     }
     topics = schema["properties"]["topics"]
     assert topics["type"] == "array" and topics["uniqueItems"] is True
+    assert topics["maxItems"] == 3  # bounded where a grammar ignores uniqueItems
     assert topics["items"]["enum"] == ["Politics", "Sports", "Business"]
 
 
@@ -114,6 +115,12 @@ def test_each_answer_has_its_confidence_read_where_it_stands():
     assert read["sentiment"].confidence == pytest.approx(0.6)
     # The list's probability: its tokens from ' ["' through '"]}', 0.99 * 0.7 * 0.99.
     assert read["topics"].answer == frozenset({"Politics"})
+    assert read["topics"].confidence == pytest.approx(0.99 * 0.7 * 0.99)
+    # Layout is no answer: a token of only whitespace and quotes is not counted.
+    layout = [TokenLogprob(t, math.log(0.5), {}) for t in ("\n  ", '"')]
+    spaced = [*tokens[:9], TokenLogprob(" [", sure, {}), *layout, *tokens[10:]]
+    spaced_content = "".join(t.token for t in spaced)
+    read = questions.read_answers(spaced_content, QUESTIONS, spaced)
     assert read["topics"].confidence == pytest.approx(0.99 * 0.7 * 0.99)
     # No logprobs from the endpoint: the answers stand, with no confidence.
     bare = questions.read_answers(content, QUESTIONS, [])
