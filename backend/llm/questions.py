@@ -124,21 +124,28 @@ def parse_answers(content: str | None, questions: Sequence[Taxonomy]) -> dict[st
     """Each question's answer, by its name: a label exactly as the config names it, or for
     a multiple-choice question a list of such labels (repeats ignored). Anything else, or a
     question missing from the object, is no answer to it; no case folding, no guessing."""
-    answers: dict[str, Answer | None] = {q.from_name: None for q in questions}
+    found = _object(content.strip() if isinstance(content, str) else None)
+    return {q.from_name: _answer(q, found.get(q.from_name)) for q in questions}
+
+
+def _object(text: str | None) -> dict:
+    """The JSON object `text` holds; {} for anything else."""
     try:
-        found = json.loads(content.strip()) if isinstance(content, str) else None
+        found = json.loads(text) if text else None
     except ValueError:
-        return answers
-    if not isinstance(found, dict):
-        return answers
-    for question in questions:
-        value = found.get(question.from_name)
-        if question.multiple:
-            if isinstance(value, list) and all(v in question.names for v in value):
-                answers[question.from_name] = frozenset(value)
-        elif isinstance(value, str) and value in question.names:
-            answers[question.from_name] = value
-    return answers
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _answer(question: Taxonomy, value: object) -> Answer | None:
+    """`value` as an answer to `question`: exactly one of its labels, or for a
+    multiple-choice question a list of them; None for anything else."""
+    if question.multiple:
+        if isinstance(value, list) and all(v in question.names for v in value):
+            return frozenset(value)
+    elif isinstance(value, str) and value in question.names:
+        return value
+    return None
 
 
 def read_answers(
@@ -199,23 +206,13 @@ def encode(answers: dict[str, QuestionAnswer]) -> str | None:
 def decode(label: str | None, questions: Sequence[Taxonomy]) -> dict[str, QuestionAnswer]:
     """The answers `encode` kept, checked against the questions as they are now (a label
     renamed since is no answer)."""
-    out = {q.from_name: QuestionAnswer(None, None) for q in questions}
-    try:
-        found = json.loads(label) if label else None
-    except ValueError:
-        return out
-    if not isinstance(found, dict):
-        return out
+    found = _object(label)
+    out = {}
     for question in questions:
         entry = found.get(question.from_name)
-        if not isinstance(entry, dict):
-            continue
-        answer, confidence = entry.get("answer"), entry.get("confidence")
-        if not isinstance(confidence, (int, float)) or isinstance(confidence, bool):
-            confidence = None
-        if question.multiple:
-            if isinstance(answer, list) and all(a in question.names for a in answer):
-                out[question.from_name] = QuestionAnswer(frozenset(answer), confidence)
-        elif isinstance(answer, str) and answer in question.names:
-            out[question.from_name] = QuestionAnswer(answer, confidence)
+        entry = entry if isinstance(entry, dict) else {}
+        answer, confidence = _answer(question, entry.get("answer")), entry.get("confidence")
+        if answer is None or isinstance(confidence, bool) or not isinstance(confidence, float):
+            confidence = None  # (json gives every stated confidence as a float)
+        out[question.from_name] = QuestionAnswer(answer, confidence)
     return out

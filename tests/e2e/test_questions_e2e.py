@@ -41,15 +41,6 @@ def by_task(ls, project: int) -> dict[int, list]:
     return found
 
 
-@pytest.fixture(scope="module")
-def manual_backend(start_backend, label_studio):
-    return start_backend(
-        LABEL_STUDIO_URL=label_studio.url,
-        LABEL_STUDIO_API_KEY=label_studio.token,
-        TRAIN_AFTER_ANNOTATIONS="100000",
-    )
-
-
 def test_two_questions_are_pre_labeled_annotated_and_trained(
     ls, manual_backend, posts, label_config
 ):
