@@ -21,6 +21,12 @@ against the human label, with the Brier score, the expected calibration error (1
 equal-width bins) and a reliability diagram (reliability.png); the prior is measured
 beside a fitted calibrator. The calibrator is never fitted on held-out posts.
 
+A label config of several questions: the report above is its first single-choice
+question's (the one a model is trained for); each other question gets a section of its
+own, the LLM's answers (from the same one request a post) against the held-out
+annotations that answer it: per label precision, recall and F1 with intervals, and for a
+multiple-choice question subset accuracy, Hamming loss, micro- and macro-F1.
+
 Writes the terminal report to stdout, and report.md, report.json, one confusion-matrix
 PNG per system and reliability.png to --out. Without any model version the LLM is
 evaluated alone (with a note), unless --require-model.
@@ -38,8 +44,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from backend.config import Settings
 from backend.domain import calibration
-from backend.domain.dataset import latest_per_annotator
-from backend.domain.taxonomy import Taxonomy
+from backend.domain.dataset import (
+    chosen_set,
+    is_held_out,
+    latest_annotation,
+    latest_per_annotator,
+    task_text,
+)
+from backend.domain.taxonomy import Form, Taxonomy
 from backend.model.registry import Registry
 from takemeter import common
 
@@ -162,6 +174,70 @@ def llm_predictions(
             f"check LLM_BASE_URL"
         )
     return opinions
+
+
+def other_questions(
+    settings: Settings,
+    source: common.Source,
+    *,
+    seed: int,
+    n_resamples: int,
+    notes: list[str],
+) -> list[dict]:
+    """A section per question of the config but the first single-choice one: the LLM's
+    answers against the held-out annotations that answer it."""
+    form = Form.of(source.taxonomy)
+    if not form.others:
+        return []
+    from backend.llm.labeler import from_settings
+    from takemeter import evaluation
+
+    sections = []
+    labeler = from_settings(settings)
+    try:
+        for question in form.others:
+            held: list[tuple[str, str | frozenset[str]]] = []
+            for task in source.tasks:
+                text = task_text(task, question.text_field)
+                if text is None or not is_held_out(task, percent=settings.holdout_percent):
+                    continue
+                human: str | frozenset[str] | None
+                if question.multiple:
+                    human = chosen_set(task, question)
+                else:
+                    annotation = latest_annotation(task)
+                    human = question.label_of(annotation["result"]) if annotation else None
+                if human is not None:
+                    held.append((text, human))
+            if not held:
+                notes.append(f"question {question.from_name!r}: no held-out annotation answers it")
+                continue
+            texts = [text for text, _ in held]
+            truth = [human for _, human in held]  # sets for a multiple-choice question
+            opinions = labeler.label_many(question, texts)
+            if question.multiple:
+                report = evaluation.compare_sets(
+                    [h for h in truth if isinstance(h, frozenset)],
+                    {LLM: [o.chosen for o in opinions]},
+                    labels=list(question.names),
+                    seed=seed,
+                    n_resamples=n_resamples,
+                )
+            else:
+                report = evaluation.compare_systems(
+                    [h for h in truth if isinstance(h, str)],
+                    {LLM: [o.label for o in opinions]},
+                    labels=list(question.names),
+                    texts=texts,
+                    seed=seed,
+                    n_resamples=n_resamples,
+                )
+            sections.append(
+                {"question": question.from_name, "multiple": question.multiple, "report": report}
+            )
+    finally:
+        labeler.close()
+    return sections
 
 
 def score_calibration(
@@ -308,9 +384,22 @@ def main(argv: list[str] | None = None) -> int:
         for i, e in enumerate(examples)
     ]
     report["calibration"] = score_calibration(settings, source.project, y_true, llm, model)
+    questions = (
+        []
+        if args.no_llm
+        else other_questions(
+            settings, source, seed=args.seed, n_resamples=args.resamples, notes=notes
+        )
+    )
+    report["questions"] = questions
     title = f"Held-out evaluation: {source.description}"
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = evaluation.render_markdown(report, out_dir=args.out, title=title)
+    sections = [evaluation.render_question(section) for section in questions]
+    if sections:
+        with markdown.open("a") as md:
+            for lines in sections:
+                md.write(f"\n## {lines[0]}\n\n" + "\n".join(lines[2:]) + "\n")
     evaluation.write_json(report, args.out / "report.json")
 
     described = {MODEL: f"model {version}", LLM: f"LLM {settings.llm_model}"}
@@ -319,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         *(f"note: {note}" for note in notes),
         "",
         evaluation.render_terminal(report).rstrip("\n"),
+        *("\n" + "\n".join(lines) for lines in sections),
         f"\nwrote {markdown}, {args.out / 'report.json'}, confusion-matrix PNGs"
         + (f" and {evaluation.RELIABILITY_PNG}" if report["calibration"] else ""),
     ]

@@ -96,6 +96,44 @@ def text_and_label(task: dict, taxonomy: Taxonomy) -> tuple[str, str] | None:
     return (text, label) if label is not None else None
 
 
+def chosen_set(task: dict, question: Taxonomy) -> frozenset[str] | None:
+    """The labels the latest kept annotation chose for a multiple-choice question; None
+    without a kept annotation or text. Label Studio stores no region for a multiple-choice
+    question left unticked, so an annotation without one chose none of its labels (a
+    `required` question cannot be left so)."""
+    annotation = latest_annotation(task)
+    if annotation is None or task_text(task, question.text_field) is None:
+        return None
+    result = annotation.get("result") or []
+    if not any(isinstance(r, dict) and r.get("from_name") == question.from_name for r in result):
+        return frozenset()
+    return question.labels_of(result)
+
+
+@dataclass(frozen=True)
+class SetExample:
+    """A post annotated for a multiple-choice question: the set of labels chosen."""
+
+    task_id: int
+    text: str
+    labels: frozenset[str]
+
+
+def labeled_sets(
+    tasks: list[dict], question: Taxonomy, *, holdout_percent: int, held_out: bool = False
+) -> list[SetExample]:
+    """labeled_examples for a multiple-choice question (chosen_set of each task)."""
+    examples = []
+    for task in tasks:
+        if is_held_out(task, percent=holdout_percent) != held_out:
+            continue
+        chosen = chosen_set(task, question)
+        text = task_text(task, question.text_field)
+        if chosen is not None and text is not None:
+            examples.append(SetExample(int(task["id"]), text, chosen))
+    return examples
+
+
 def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> str | None:
     """Why there are not enough examples to train, or None when there are."""
     counts = Counter(e.label for e in examples)
@@ -106,4 +144,22 @@ def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> s
     return (
         f"needs at least {minimum} training annotations per label; have {listed} "
         f"({len(examples)} training annotations in all)"
+    )
+
+
+def too_few_sets(examples: list[SetExample], labels: tuple[str, ...], minimum: int) -> str | None:
+    """too_few for a multiple-choice question: each label needs `minimum` posts that have
+    it and `minimum` that do not (its sigmoid learns from both)."""
+    has = Counter(label for e in examples for label in e.labels)
+    short = {
+        name: has.get(name, 0)
+        for name in labels
+        if not minimum <= has.get(name, 0) <= len(examples) - minimum
+    }
+    if not short:
+        return None
+    listed = ", ".join(f"{name}: {n} of {len(examples)}" for name, n in short.items())
+    return (
+        f"needs at least {minimum} training annotations with and {minimum} without each "
+        f"label; have {listed}"
     )

@@ -23,7 +23,14 @@ from takemeter.evaluation.statistics import (
     PAIRED_BCA,
 )
 
-__all__ = ["RELIABILITY_PNG", "render_markdown", "render_terminal", "write_json"]
+__all__ = [
+    "RELIABILITY_PNG",
+    "render_markdown",
+    "render_question",
+    "render_sets",
+    "render_terminal",
+    "write_json",
+]
 
 RELIABILITY_PNG = "reliability.png"
 
@@ -372,6 +379,64 @@ def render_markdown(
     path = out_dir / "report.md"
     write_text_atomic(path, "\n".join(md).rstrip() + "\n")
     return path
+
+
+# ------------------------------------------------------------ the other questions
+
+
+def _estimate_cell(found: Mapping[str, Any] | None) -> str:
+    if found is None:
+        return "n/a"
+    return f"{found['value']:.3f} [{found['ci_low']:.3f}, {found['ci_high']:.3f}]"
+
+
+def render_sets(report: Mapping[str, Any]) -> list[str]:
+    """A :func:`compare_sets` report as a pipe table (read as is in a terminal, and as a
+    table in markdown), then its paired comparisons."""
+    names = list(report["systems"])
+    rows: list[tuple[str, list[str]]] = [
+        (title, [_estimate_cell(report["systems"][n][metric]) for n in names])
+        for title, metric in (
+            ("subset accuracy", "subset_accuracy"),
+            ("Hamming loss", "hamming_loss"),
+            ("micro-F1", "micro_f1"),
+            ("macro-F1", "macro_f1"),
+        )
+    ]
+    rows.append(("coverage", [f"{report['systems'][n]['coverage']:.0%}" for n in names]))
+    for label in report["labels"]:
+        for metric in ("precision", "recall", "f1"):
+            cells = [
+                _estimate_cell(report["systems"][n]["per_label"][label][metric]) for n in names
+            ]
+            rows.append((f"{label}: {metric}", cells))
+        support = report["systems"][names[0]]["per_label"][label]["support"]
+        said = [str(report["systems"][n]["per_label"][label]["predicted"]) for n in names]
+        rows.append((f"{label}: human {support}, predicted", said))
+    lines = [
+        f"{_posts(report['n'])}; 95% intervals (subset accuracy, precision, recall: "
+        f"Clopper-Pearson; the rest: BCa bootstrap over posts)",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *(f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows),
+    ]
+    for pair, test in report["pairs"].items():
+        lines.append(
+            f"{pair}: exactly right where the other is not: {test['b']} vs {test['c']} "
+            f"posts, McNemar p = {test['p_value']:.3g} ({test['method']})"
+        )
+    return lines
+
+
+def render_question(section: Mapping[str, Any]) -> list[str]:
+    """One other question's section: its heading, then its report (a multiple-choice
+    question's as render_sets, a single-choice one's as render_terminal)."""
+    kind = "multiple choice" if section["multiple"] else "single choice"
+    lines = [f"Question {section['question']!r} ({kind})", ""]
+    if section["multiple"]:
+        return lines + render_sets(section["report"])
+    return lines + render_terminal(section["report"]).rstrip("\n").split("\n")
 
 
 # ----------------------------------------------------------------------------- json

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from backend.domain import calibration
+from takemeter.evaluation import multilabel
 from takemeter.evaluation.statistics import (
     WILSON,
     Interval,
@@ -49,6 +50,7 @@ __all__ = [
     "SMALL_N",
     "SMALL_SUPPORT",
     "calibration_summary",
+    "compare_sets",
     "compare_systems",
     "evaluate_system",
 ]
@@ -364,3 +366,76 @@ def calibration_summary(
             for name, values in scores.items()
         },
     }
+
+
+# ------------------------------------------------------------- multiple-choice questions
+
+
+def _estimate(found: multilabel.Estimate | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    value, interval = found
+    return {
+        "value": value,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "ci_method": interval.method,
+    }
+
+
+def _share(hits: int, trials: int, confidence: float) -> dict[str, Any] | None:
+    """A share with its Clopper-Pearson interval; None where nothing was counted (0/0)."""
+    if not trials:
+        return None
+    interval = proportion_ci(hits, trials, confidence=confidence)
+    return _estimate((hits / trials, interval))
+
+
+def compare_sets(
+    truth: Sequence[multilabel.LabelSet],
+    systems: Mapping[str, Sequence[multilabel.Answer]],
+    *,
+    labels: Sequence[str],
+    seed: int = 0,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """A multiple-choice question's report: per system subset accuracy, Hamming loss,
+    micro- and macro-F1 with intervals (multilabel.intervals), and per label precision
+    and recall (Clopper-Pearson: shares of the predicted and of the human sets) and F1;
+    each pair of systems compared on subset correctness (McNemar) on the same posts."""
+    if not systems:
+        raise ValueError("need at least one system")
+    resampling = Resampling(confidence, n_resamples, seed)
+    report: dict[str, Any] = {"n": len(truth), "labels": list(labels), "systems": {}}
+    for name, predicted in systems.items():
+        found = multilabel.intervals(truth, predicted, labels, resampling=resampling)
+        human = multilabel.indicator(truth, labels)
+        said = multilabel.indicator(predicted, labels)
+        per_label = {}
+        for j, label in enumerate(labels):
+            hits, support, count = (
+                int((human[:, j] & said[:, j]).sum()),
+                int(human[:, j].sum()),
+                int(said[:, j].sum()),
+            )
+            per_label[label] = {
+                "support": support,
+                "predicted": count,
+                "precision": _share(hits, count, confidence),
+                "recall": _share(hits, support, confidence),
+                "f1": _estimate(found["per_label_f1"][label]),
+            }
+        report["systems"][name] = {
+            "coverage": sum(p is not None for p in predicted) / len(predicted),
+            **{
+                metric: _estimate(found[metric])
+                for metric in ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1")
+            },
+            "per_label": per_label,
+        }
+    report["pairs"] = {
+        f"{a} vs {b}": multilabel.paired_subset_comparison(truth, systems[a], systems[b])
+        for a, b in itertools.combinations(systems, 2)
+    }
+    return report

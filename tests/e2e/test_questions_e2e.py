@@ -1,17 +1,20 @@
 """A label config of two questions end to end: the demo's question and a multiple-choice
 one about the same post, through a real Label Studio, the backend under gunicorn and the
 real local LLM. Pre-labels hold both answers; annotations answer both; "Start Training"
-trains the first (single-choice) question and the re-scored pre-labels keep both."""
+trains the first (single-choice) question and the re-scored pre-labels keep both;
+`takemeter evaluate` reports each question on the held-out posts."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import pytest
 
 from backend.domain.taxonomy import parse_form
 from backend.labelstudio import client as ls_client
-from tests.conftest import wait_for
+from tests.conftest import takemeter, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +44,26 @@ def by_task(ls, project: int) -> dict[int, list]:
     return found
 
 
-def test_two_questions_are_pre_labeled_annotated_and_trained(
-    ls, manual_backend, posts, label_config
+@pytest.fixture(scope="module")
+def llm_cache(tmp_path_factory):
+    """The backend's answer cache, where the evaluation finds the pre-labels' answers."""
+    return tmp_path_factory.mktemp("questions-llm-cache") / "answers.sqlite"
+
+
+@pytest.fixture(scope="module")
+def backend(start_backend, label_studio, llm_cache):
+    """Trains only on request (the button's run is the only one)."""
+    return start_backend(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        TRAIN_AFTER_ANNOTATIONS="100000",
+        LLM_CACHE=str(llm_cache),
+    )
+
+
+def test_two_questions_are_pre_labeled_annotated_trained_and_evaluated(
+    ls, backend, posts, label_config, label_studio, llm_url, llm_cache, tiny_model, tmp_path
 ):
-    backend = manual_backend
     config = label_config.replace("</View>", TOPICS)
     form = parse_form(config)
     label, topics = form.questions
@@ -52,7 +71,15 @@ def test_two_questions_are_pre_labeled_annotated_and_trained(
     project = ls_client.ensure_project(ls, title="two-questions", label_config=config)
     sample = [p for p in posts if len(p["text"]) < 300][:30]
     gold = {p["text"]: p["label"] for p in sample}
-    ls_client.import_posts(ls, project.id, [{"text": p["text"], "ref_id": p["id"]} for p in sample])
+    # The first six are held out (data.split): the evaluation's posts.
+    ls_client.import_posts(
+        ls,
+        project.id,
+        [
+            {"text": p["text"], "ref_id": p["id"], "split": "test" if i < 6 else "train"}
+            for i, p in enumerate(sample)
+        ],
+    )
     ml_id = ls_client.connect_backend(ls, project.id, url=backend.url, title="takemeter")
     backend.post("/setup", json={"project": f"{project.id}.0", "schema": config})
 
@@ -61,13 +88,14 @@ def test_two_questions_are_pre_labeled_annotated_and_trained(
         timeout=420,
         what="every task's pre-label for both questions",
     )
-    for (prediction,) in by_task(ls, project.id).values():
+    pre_labels = {task: found[0] for task, found in by_task(ls, project.id).items()}
+    for prediction in pre_labels.values():
         assert [r["from_name"] for r in prediction.result] == ["label", "topics"]
         assert label.label_of(prediction.result) in label.names
         assert topics.labels_of(prediction.result) is not None  # a set, maybe empty
         assert 0.0 < prediction.score < 1.0
 
-    tasks = ls_client.all_tasks(ls, project.id)
+    tasks = sorted(ls_client.all_tasks(ls, project.id), key=lambda task: task["id"])
     for task in tasks[:24]:
         text = task["data"]["text"]
         result = label.result(gold[text]) + topics.result_of_set(topics_of(text))
@@ -94,3 +122,33 @@ def test_two_questions_are_pre_labeled_annotated_and_trained(
     for task in unlabeled:
         (prediction,) = [p for p in by_task(ls, project.id)[task] if p.model_version == new]
         assert [r["from_name"] for r in prediction.result] == ["label", "topics"]
+
+    # The evaluation: the first question as before, and a section for the other one, the
+    # LLM's sets (the pre-labels' topics, from the cache) against the annotators' on the 6
+    # held out.
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "MODEL_DIR": str(backend.model_dir),
+        "LLM_BASE_URL": llm_url,
+        "LLM_MODEL": "smollm2-135m-instruct",
+        "LLM_CACHE": str(llm_cache),
+        "BASE_MODEL": str(tiny_model),
+        "TRAIN_MAX_LENGTH": "128",
+    }
+    out = tmp_path / "evaluation"
+    done = takemeter("evaluate", "--project", str(project.id), "--out", str(out), env=env)
+    report = json.loads((out / "report.json").read_text())
+    (section,) = report["questions"]
+    assert (section["question"], section["multiple"], section["report"]["n"]) == ("topics", True, 6)
+    held = [t for t in tasks if t["data"]["split"] == "test"]
+    right = [
+        topics.labels_of(pre_labels[t["id"]].result) == set(topics_of(t["data"]["text"]))
+        for t in held
+    ]
+    llm = section["report"]["systems"]["zero-shot"]
+    assert llm["subset_accuracy"]["value"] == pytest.approx(sum(right) / len(right))
+    assert set(llm["per_label"]) == {"food", "medication", "numbers"}
+    assert "Question 'topics' (multiple choice)" in done.stdout
+    assert "## Question 'topics' (multiple choice)" in (out / "report.md").read_text()

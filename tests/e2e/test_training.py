@@ -70,6 +70,16 @@ def test_annotations_past_the_threshold_start_a_run(ls, backend, training_projec
     assert trainable - late <= trained_on <= trainable
 
 
+@pytest.fixture(scope="module")
+def manual_backend(start_backend, label_studio):
+    """A backend that trains only on request, so the button's run is the only one."""
+    return start_backend(
+        LABEL_STUDIO_URL=label_studio.url,
+        LABEL_STUDIO_API_KEY=label_studio.token,
+        TRAIN_AFTER_ANNOTATIONS="100000",
+    )
+
+
 def test_start_training_serves_a_new_version_everywhere(ls, manual_backend, posts, label_config):
     backend = manual_backend
     taxonomy = parse_taxonomy(label_config)

@@ -9,12 +9,13 @@ import pytest
 
 from backend.domain.dataset import (
     Example,
+    chosen_set,
     is_held_out,
     labeled_examples,
     latest_annotation,
     too_few,
 )
-from backend.domain.taxonomy import parse_taxonomy
+from backend.domain.taxonomy import parse_questions, parse_taxonomy
 
 LABEL_CONFIG = Path(__file__).resolve().parents[2] / "label_config.xml"
 SS, HC, PE = "seeking_support", "health_claim", "personal_experience"
@@ -257,3 +258,24 @@ def test_too_few_none_when_enough():
         "needs at least 1 training annotations per label; have seeking_support: 0, "
         "health_claim: 0, personal_experience: 0 (0 training annotations in all)"
     )
+
+
+def test_a_multiple_choice_question_left_unticked_chose_none_of_its_labels():
+    """Label Studio stores no region for a multiple-choice question left unticked: a kept
+    annotation without one chose the empty set; a skipped one, or none, answers nothing."""
+    sentiment, topics = parse_questions(
+        '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+        '<Choice value="up"/><Choice value="down"/></Choices><Choices name="topics" '
+        'toName="text" choice="multiple"><Choice value="a"/><Choice value="b"/></Choices>'
+        "</View>"
+    )
+    task = {"id": 1, "data": {"text": "a post"}, "annotations": []}
+    assert chosen_set(task, topics) is None
+    task["annotations"] = [{"id": 1, "result": sentiment.result("up")}]
+    assert chosen_set(task, topics) == frozenset()
+    task["annotations"].append(
+        {"id": 2, "result": sentiment.result("up") + topics.result_of_set(["a", "b"])}
+    )
+    assert chosen_set(task, topics) == frozenset({"a", "b"})
+    task["annotations"].append({"id": 3, "result": [], "was_cancelled": True})
+    assert chosen_set(task, topics) == frozenset({"a", "b"})  # a skip answers nothing

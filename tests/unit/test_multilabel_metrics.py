@@ -9,6 +9,7 @@ import pytest
 from sklearn import metrics as skm
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
+from takemeter.evaluation import compare_sets, render_sets
 from takemeter.evaluation.multilabel import (
     POST_BOUND_FALLBACK,
     hamming_loss,
@@ -288,3 +289,38 @@ def test_paired_subset_comparison_counts_discordant_posts() -> None:
     assert result["p_value"] == pytest.approx(expected.pvalue)
     # Exact two-sided binomial test of 1 of 4 at p = 1/2: 2 * (1 + 4) / 16 = 0.625.
     assert math.isclose(result["p_value"], 0.625)
+
+
+def test_a_multiple_choice_report_holds_the_hand_computed_figures() -> None:
+    """4 posts, labels a and b. Human {a}, {a,b}, {}, {b}; system A {a}, {a}, {}, no
+    answer; system B exactly the human sets. A: subset accuracy 2/4, Hamming 2/8 (b missed
+    twice), micro-F1 2*2/(2*2+0+2) = 2/3, macro-F1 (1 + 0)/2; a: precision 2/2, recall 2/2;
+    b: never predicted (no precision), recall 0/2. A vs B: B alone exactly right on 2."""
+    truth = [frozenset("a"), frozenset("ab"), frozenset(), frozenset("b")]
+    systems = {"A": [frozenset("a"), frozenset("a"), frozenset(), None], "B": truth}
+    report = compare_sets(truth, systems, labels=["a", "b"], n_resamples=200)
+    a = report["systems"]["A"]
+    assert a["subset_accuracy"]["value"] == pytest.approx(0.5)
+    assert a["hamming_loss"]["value"] == pytest.approx(0.25)
+    assert a["micro_f1"]["value"] == pytest.approx(2 / 3)
+    assert a["macro_f1"]["value"] == pytest.approx(0.5)
+    assert a["coverage"] == pytest.approx(0.75)
+    assert (a["per_label"]["a"]["precision"]["value"], a["per_label"]["a"]["recall"]["value"]) == (
+        1.0,
+        1.0,
+    )
+    assert a["per_label"]["b"]["precision"] is None
+    assert a["per_label"]["b"]["recall"]["value"] == 0.0
+    assert (a["per_label"]["b"]["support"], a["per_label"]["b"]["predicted"]) == (2, 0)
+    for metric in ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"):
+        found = a[metric]
+        assert found["ci_low"] <= found["value"] <= found["ci_high"]
+    # recall 0/2: Clopper-Pearson's 95% upper bound is 1 - 0.025^(1/2).
+    assert a["per_label"]["b"]["recall"]["ci_high"] == pytest.approx(1 - 0.025**0.5)
+    assert report["systems"]["B"]["subset_accuracy"]["value"] == 1.0
+    assert (report["pairs"]["A vs B"]["b"], report["pairs"]["A vs B"]["c"]) == (0, 2)
+    lines = render_sets(report)
+    assert "| subset accuracy | 0.500 [" in "\n".join(lines)
+    assert any(
+        line.startswith("A vs B: exactly right where the other is not: 0 vs 2") for line in lines
+    )
