@@ -70,6 +70,7 @@ class StatusFields(TypedDict, total=False):
     n_examples: int
     held_out_tasks: int
     prelabels: str  # what pre-labels did so far (domain.labelings.headline)
+    questions: str  # what the run did for each other question of the config, "; "-joined
     seconds: float  # from the run's start to its version serving
     epoch: int | None  # the fine-tune's progress (backend.model.trainer's events)
     epochs: int

@@ -8,6 +8,7 @@ names of any particular labels.
 from __future__ import annotations
 
 import functools
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -119,6 +120,15 @@ class Taxonomy:
                 if name is not None:
                     return name
         return None
+
+
+def answer_key(answer: str | frozenset[str] | None) -> str | None:
+    """An answer as one string, equal exactly where the answers are (a set's labels in
+    sorted order), so that a multiple-choice question's sets are judged right or wrong as
+    a single-choice question's labels are: the whole set right, or wrong."""
+    if answer is None or isinstance(answer, str):
+        return answer
+    return json.dumps(sorted(answer))
 
 
 def _headers(config: str) -> str:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from backend.config import Settings
 from backend.domain import calibration, policy, roles
 from backend.domain.dataset import task_text
@@ -37,38 +39,82 @@ class Opinions:
 
 @dataclass(frozen=True)
 class OtherAnswers:
-    """The LLM's pre-labels of one post for a form's other questions (all but the
-    primary one)."""
+    """The pre-labels of one post for a form's other questions (all but the primary)."""
 
     result: list[dict]  # a region per question answered
-    # The least sure answer's P(right), by the prior: its stated confidence (a list's:
-    # the LLM's probability of the whole list), LLM_UNKNOWN where none is known.
+    # The least sure answer's P(right), by the prior: its stated confidence (the LLM's, or
+    # the model's; for a set the probability of the whole set), LLM_UNKNOWN where none
+    # is known.
     score: float
 
 
-def other_answers(form: Form, opinions: Sequence[Sequence[LLMOpinion | None]]) -> list:
-    """Each post's OtherAnswers (None where the LLM answered none of them), from
-    `opinions[q][i]`: the LLM's opinion on form.others[q] for post i."""
+@dataclass(frozen=True)
+class SetOpinion:
+    """A multiple-choice head's opinion on a post: its set and P(that whole set), each
+    label's sigmoid taken as independent of the others'."""
+
+    labels: frozenset[str]
+    confidence: float
+
+
+def set_opinions(labels: Sequence[str], sets: Sequence[frozenset[str]], probabilities) -> list:
+    """SetOpinions from a head's sets and its N x L probabilities."""
+    return [
+        SetOpinion(
+            chosen,
+            float(np.prod([p if n in chosen else 1 - p for n, p in zip(labels, row, strict=True)])),
+        )
+        for chosen, row in zip(sets, probabilities, strict=True)
+    ]
+
+
+def _prior(confidence: float | None) -> float:
+    """A stated confidence as the prior scores it (never certain), LLM_UNKNOWN if none."""
+    low, high = calibration.PRIOR_RANGE
+    return calibration.LLM_UNKNOWN if confidence is None else min(high, max(low, confidence))
+
+
+def other_answers(
+    form: Form,
+    opinions: Sequence[Sequence[LLMOpinion | None]],
+    models: Sequence[Sequence[policy.ModelOpinion | SetOpinion | None]] | None = None,
+    prefer_model: Sequence[bool] | None = None,
+) -> list[OtherAnswers | None]:
+    """Each post's OtherAnswers (None where nothing answered any of them), from
+    `opinions[q][i]`, the LLM's opinion on form.others[q] for post i, and `models[q][i]`,
+    the question's serving model's (None: no model). As for the first question, the
+    model's answer is shown where the LLM has none, or where `prefer_model[q]` (its
+    version beat the LLM on its judge posts)."""
+    count = len(form.others)
+    models = models if models is not None else [[None] * len(o) for o in opinions]
+    prefer_model = prefer_model if prefer_model is not None else [False] * count
     out: list[OtherAnswers | None] = []
-    for answers in zip(*opinions, strict=True):
+    for answers, model_answers in zip(
+        zip(*opinions, strict=True), zip(*models, strict=True), strict=True
+    ):
         result: list[dict] = []
         scores: list[float] = []
-        for question, opinion in zip(form.others, answers, strict=True):
-            if opinion is None:
+        for question, llm, model, prefer in zip(
+            form.others, answers, model_answers, prefer_model, strict=True
+        ):
+            if question.multiple:
+                chosen = llm.chosen if llm is not None else None
+                if isinstance(model, SetOpinion) and (prefer or chosen is None):
+                    result += question.result_of_set(sorted(model.labels))
+                    scores.append(_prior(model.confidence))
+                elif chosen is not None:
+                    assert llm is not None
+                    result += question.result_of_set(sorted(chosen))
+                    scores.append(_prior(llm.confidence))
                 continue
-            if opinion.chosen is not None:
-                result += question.result_of_set(sorted(opinion.chosen))
-                stated = opinion.confidence
-                low, high = calibration.PRIOR_RANGE  # the prior never claims certainty
-                scores.append(
-                    calibration.LLM_UNKNOWN if stated is None else min(high, max(low, stated))
-                )
-            elif opinion.label is not None:
-                decision = policy.decide(
-                    opinion.label, opinion.confidence, None, prefer_model=False
-                )
-                assert decision is not None  # there is an opinion
-                result += question.result(opinion.label)
+            decision = policy.decide(
+                llm.label if llm else None,
+                llm.confidence if llm else None,
+                model if isinstance(model, policy.ModelOpinion) else None,
+                prefer_model=prefer,
+            )
+            if decision is not None:
+                result += question.result(decision.label)
                 scores.append(decision.score)
         out.append(OtherAnswers(result, min(scores)) if result else None)
     return out
@@ -79,19 +125,20 @@ class Predictor:
         self.settings = settings
         self.labeler = labeler
         self.models = ServingModels()
-        self._registries: dict[int, Registry] = {}
+        self._registries: dict[tuple[int, str | None], Registry] = {}
 
     def llm_version(self) -> str:
         return f"zero-shot:{self.labeler.model}"
 
-    def registry(self, project: int) -> Registry:
-        """The project's registry, one per worker (its once-per-version warnings too)."""
-        registry = self._registries.get(project)
+    def registry(self, project: int, question: str | None = None) -> Registry:
+        """The project's registry (`question`: another question's, by its <Choices>
+        name), one per worker (its once-per-version warnings too)."""
+        registry = self._registries.get((project, question))
         if registry is None:
             if len(self._registries) >= 1000:  # bounded, whatever ids clients send
                 self._registries.clear()
             registry = self._registries.setdefault(
-                project, Registry(self.settings.model_dir, project)
+                (project, question), Registry(self.settings.model_dir, project, question)
             )
         return registry
 
@@ -107,7 +154,7 @@ class Predictor:
 
     def store_for(self, project: int, classifier: Classifier) -> embeddings.EmbeddingStore | None:
         """The store a head version reads its posts' embeddings from (None: a fine-tune)."""
-        if classifier.kind != "head":
+        if classifier.kind == "fine-tune":
             return None
         return self.embedding_store(project, classifier.base_model, classifier.max_length)
 
@@ -186,12 +233,54 @@ class Predictor:
             out.append(Opinions(opinion, model, decision))
         return version, out
 
-    def others(self, form: Form, texts: list[str]) -> list[OtherAnswers | None]:
-        """The form's other questions' pre-labels from the answers cached (the primary
-        question's request asked them all)."""
+    def others(
+        self, project: int | None, form: Form, texts: list[str], *, kept: bool = False
+    ) -> list[OtherAnswers | None]:
+        """The form's other questions' pre-labels: the LLM's answers from the cache (the
+        primary question's request asked them all) beside each question's serving model
+        (`kept`: as in `combine`)."""
         if not form.others:
             return [None] * len(texts)
-        return other_answers(form, [self.labeler.cached(q, texts) for q in form.others])
+        models, prefer = [], []
+        for question in form.others:
+            found = self.question_model(project, question, texts, kept=kept)
+            models.append(found[0] if found else [None] * len(texts))
+            prefer.append(found[1] if found else False)
+        llm = [self.labeler.cached(q, texts) for q in form.others]
+        return other_answers(form, llm, models, prefer)
+
+    def question_model(
+        self, project: int | None, question: Taxonomy, texts: list[str], *, kept: bool
+    ) -> tuple[list, bool] | None:
+        """Another question's serving model's opinions on `texts` and whether its version
+        beat the LLM; None without a usable one (a broken version is logged, and the LLM
+        answers)."""
+        if project is None:
+            return None
+        registry = self.registry(project, question.from_name)
+        serving = registry.serving()
+        if serving is None:
+            return None
+        try:
+            classifier = self.models.get(registry.path(serving))
+            if classifier.labels != list(question.names):
+                raise ValueError(f"trained on labels {classifier.labels}")
+            store = self.store_for(project, classifier) if kept else None
+            if classifier.multiple:
+                sets, probabilities = classifier.predict_sets(texts, store=store)
+                opinions = set_opinions(classifier.labels, sets, probabilities)
+            else:
+                probabilities = classifier.predict_proba(texts, store=store)
+                opinions = [policy.model_opinion(classifier.labels, r) for r in probabilities]
+        except Exception as exc:  # a broken version must not stop the pre-labels
+            log.error(
+                "question %s: cannot use model %s (%s); serving the LLM's answers",
+                question.from_name,
+                serving,
+                exc,
+            )
+            return None
+        return opinions, bool(classifier.meta.get("beats_llm", False))
 
     def is_blind(self, task: dict) -> bool:
         """Labeled with no pre-label in view (domain.roles), unless BLIND_LABELS is off."""
@@ -268,7 +357,7 @@ class Predictor:
                 llm = self.labeler.label_many(first, asked, deadline=deadline, group=project)
             else:
                 llm = self.labeler.cached(first, asked)
-        others = self.others(form, asked)
+        others = self.others(project, form, asked)
         results: list = [[] for _ in tasks]
         waiting = [o is None or o.error == NOT_CACHED for o in llm]
         missing = sum(waiting)

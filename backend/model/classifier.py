@@ -1,5 +1,6 @@
-"""The classifier that serves predictions: load a registry version of either kind (a
-fine-tuned model, or a linear head on the shared frozen encoder), predict."""
+"""The classifier that serves predictions: load a registry version of any kind (a
+fine-tuned model, a linear head on the shared frozen encoder, or a multiple-choice
+question's head of a sigmoid a label), predict."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from backend.model import embeddings, head
-from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, kind_of, read_meta
+from backend.model.multilabel_head import MultiLabelHead
+from backend.model.registry import (
+    HEAD_FILE,
+    JUDGE_HEAD_FILE,
+    JUDGE_MULTILABEL_HEAD_FILE,
+    MULTILABEL_HEAD_FILE,
+    kind_of,
+    read_meta,
+)
 from backend.model.runtime import clip, device
 
 
@@ -25,13 +34,20 @@ class Classifier:
         self.kind = kind_of(meta)
         self.device = device()
         self._lock = threading.Lock()  # one forward pass at a time per worker
-        if self.kind == "head":
+        self.multiple = self.kind == "multilabel-head"  # a set of labels a post
+        self.head: head.LinearHead | MultiLabelHead
+        if self.kind in ("head", "multilabel-head"):
             # The encoder loads on the first post to embed: a job finds its posts in the
             # project's store and may never need it.
             self.base_model: str = meta["base_model"]
-            self.head = head.LinearHead.load(folder / HEAD_FILE)
-            judged = folder / JUDGE_HEAD_FILE
-            self.judged_head = head.LinearHead.load(judged) if judged.is_file() else self.head
+            kind, files = (
+                (MultiLabelHead, (MULTILABEL_HEAD_FILE, JUDGE_MULTILABEL_HEAD_FILE))
+                if self.multiple
+                else (head.LinearHead, (HEAD_FILE, JUDGE_HEAD_FILE))
+            )
+            self.head = kind.load(folder / files[0])
+            judged = folder / files[1]
+            self.judged_head = kind.load(judged) if judged.is_file() else self.head
             return
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device)
@@ -45,12 +61,13 @@ class Classifier:
         judging: bool = False,
         store: embeddings.EmbeddingStore | None = None,
     ) -> np.ndarray:
-        """Class probabilities, rows in input order, columns in `self.labels` order.
+        """Class probabilities (a multiple-choice head's: each label's on its own), rows
+        in input order, columns in `self.labels` order.
         `judging`: from the weights that never learned from a judge post (a head's judged
         twin; a fine-tune never trains on them). `store`: the project's store of this
         head's encoder (Predictor.store_for), where it finds the posts already embedded and
         keeps the others."""
-        if self.kind == "head":
+        if self.kind != "fine-tune":
             if store is not None:
                 rows, _ = store.rows(texts)
             else:
@@ -76,6 +93,22 @@ class Classifier:
                 logits = self.model(**encoded).logits.float()
                 out[batch] = torch.softmax(logits, dim=-1).cpu().numpy()
         return out
+
+    def predict_sets(
+        self,
+        texts: list[str],
+        *,
+        judging: bool = False,
+        store: embeddings.EmbeddingStore | None = None,
+    ) -> tuple[list[frozenset[str]], np.ndarray]:
+        """A multiple-choice head's sets (each label whose probability reaches its
+        threshold) and the probabilities they come from."""
+        probabilities = self.predict_proba(texts, judging=judging, store=store)
+        chosen = self.judged_head if judging else self.head
+        assert isinstance(chosen, MultiLabelHead), "a multiple-choice head's version"
+        picked = probabilities >= chosen.thresholds
+        sets = [frozenset(np.array(self.labels)[row].tolist()) for row in picked]
+        return sets, probabilities
 
 
 class ServingModels:

@@ -12,11 +12,17 @@ label while the thresholds needed held-apart posts to be chosen at all.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
+from backend.domain.roles import split_roles
+from backend.domain.taxonomy import answer_key
+from backend.model.embeddings import EmbeddingStore
 from backend.model.head import HEAD_C, fit_head
+from backend.model.registry import JUDGE_MULTILABEL_HEAD_FILE, MULTILABEL_HEAD_FILE
+from backend.model.trainer import TrainConfig, TrainResult
 
 DEFAULT_THRESHOLD = 0.5  # the balanced regression's own boundary
 
@@ -130,3 +136,66 @@ def fit_multilabel_head(
         "head_c": HEAD_C,
     }
     return served, chosen
+
+
+def train_multilabel_head(
+    texts: list[str],
+    sets: list[frozenset[str]],
+    *,
+    label_names: list[str],
+    store: EmbeddingStore,
+    out_dir: Path,
+    keys: list[str],
+    seed: int = 0,
+) -> TrainResult:
+    """A multiple-choice question's version, as backend.model.head.train_head makes a
+    single-choice one: posts split by role (training, validation, judge); the judged head
+    fit without the judge posts (thresholds on the validation ones), the served head on
+    every post (thresholds on the validation ones, by a head fit without them); both saved
+    to out_dir. The judge sets are given as answer_key strings, so the judge compares
+    whole sets."""
+    started = time.monotonic()
+    index = {name: j for j, name in enumerate(label_names)}
+    y = np.zeros((len(sets), len(label_names)), dtype=np.int64)
+    for i, labels in enumerate(sets):
+        y[i, [index[name] for name in labels]] = 1
+    train_idx, val_idx, judge_idx = split_roles(
+        keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
+    )
+    fit_idx = sorted(train_idx + val_idx)
+    rows, embedded = store.rows(texts)
+    place = {row: at for at, row in enumerate(fit_idx)}
+    validation_in_fit = [place[i] for i in val_idx]
+    judged, _ = fit_multilabel_head(
+        rows[fit_idx], y[fit_idx], validation=validation_in_fit, seed=seed
+    )
+    judged.save(out_dir / JUDGE_MULTILABEL_HEAD_FILE)
+    served, chosen = fit_multilabel_head(rows, y, validation=val_idx, seed=seed)
+    served.save(out_dir / MULTILABEL_HEAD_FILE)
+    picked = judged.predict(rows[judge_idx]) if judge_idx else np.zeros((0, len(label_names)))
+    predicted = [
+        answer_key(frozenset(name for name, on in zip(label_names, row, strict=True) if on))
+        for row in picked
+    ]
+    metrics = {
+        "kind": "multilabel-head",
+        "n_train": len(fit_idx),
+        "n_served_fit": len(texts),
+        "n_validation": len(val_idx),
+        "n_judge": len(judge_idx),
+        "thresholds": dict(zip(label_names, chosen["thresholds"], strict=True)),
+        "validation_f1": dict(zip(label_names, chosen["validation_f1"], strict=True)),
+        "embedded_now": embedded,
+        "train_seconds": round(time.monotonic() - started, 3),
+        "head_c": HEAD_C,
+    }
+    return TrainResult(
+        metrics,
+        [],
+        [],
+        [],
+        [texts[i] for i in judge_idx],
+        [answer_key(sets[i]) or "" for i in judge_idx],
+        [p or "" for p in predicted],
+        trained_on=[keys[i] for i in fit_idx],
+    )

@@ -8,6 +8,8 @@ knows the layout of a project's folder:
     MODEL_DIR/projects/<id>/calibration.json      the score calibrator (domain.calibration)
     MODEL_DIR/projects/<id>/embeddings/<hash>/    post embeddings, a store per encoder
     MODEL_DIR/projects/<id>/*.lock                cross-process locks (training, sync)
+    MODEL_DIR/projects/<id>/questions/<name>/     the same (versions, serving, ...) for each
+                                                  other question of a multi-question config
 
 A version is written into a hidden temporary folder and renamed into `versions/` only
 when complete, and `serving` is replaced with os.replace, so a run killed at any moment
@@ -37,8 +39,12 @@ log = logging.getLogger(__name__)
 META = "meta.json"
 HEAD_FILE = "head.npz"  # a linear head's weights (backend.model.head), fit on every label
 JUDGE_HEAD_FILE = "judge-head.npz"  # the same head fit without the judge posts
-# A version's kind: a head on the frozen encoder, or the whole encoder fine-tuned.
-KINDS = {"head": HEAD_FILE, "fine-tune": "config.json"}
+# A multiple-choice question's head (backend.model.multilabel_head), and its judged twin.
+MULTILABEL_HEAD_FILE = "multilabel-head.npz"
+JUDGE_MULTILABEL_HEAD_FILE = "judge-multilabel-head.npz"
+# A version's kind: a head on the frozen encoder, the whole encoder fine-tuned, or a
+# multiple-choice question's head of a sigmoid a label.
+KINDS = {"head": HEAD_FILE, "fine-tune": "config.json", "multilabel-head": MULTILABEL_HEAD_FILE}
 # v<number>.<suffix> (new_version_name uses a UTC timestamp): no separator, no dot-dot.
 VERSION_NAME = re.compile(r"v\d{1,9}\.[0-9A-Za-z_-]{1,64}")
 MAX_PROJECT_ID = 2**31 - 1  # Label Studio's ids are 32-bit integers
@@ -60,7 +66,9 @@ def check_version_name(name: object) -> str:
 # versions longer than 15 characters to their first 8 and last 6, so the judge size is
 # left out where it would not fit. Names of older versions ("v3 84% (n=25)") still parse.
 SHOWN_NAME = re.compile(r"v(\d{1,9}) [0-9a-z%()=/ -]{1,40}")
-SHORT_KIND = {"head": "head", "fine-tune": "tune"}
+SHORT_KIND = {"head": "head", "fine-tune": "tune", "multilabel-head": "head"}
+# A question's folder: its <Choices> name where it is a plain one, else a digest of it.
+QUESTION_FOLDER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SHOWN_LIMIT = 15
 
 
@@ -115,9 +123,16 @@ def write_meta(folder: Path, meta: dict) -> None:
 
 
 class Registry:
-    def __init__(self, model_dir: Path, project: int) -> None:
+    def __init__(self, model_dir: Path, project: int, question: str | None = None) -> None:
+        """The registry of a project's first single-choice question, or (`question`: its
+        <Choices> name) of another question of its config."""
         self.project = check_project_id(project)
-        self.root = model_dir / "projects" / str(project)
+        self.project_root = model_dir / "projects" / str(project)
+        self.root = self.project_root
+        if question is not None:
+            folder = question if QUESTION_FOLDER.fullmatch(question) else None
+            folder = folder or "q-" + hashlib.sha256(question.encode()).hexdigest()[:16]
+            self.root = self.project_root / "questions" / folder
         self.versions_dir = self.root / "versions"
         self._warned: set[str] = set()
 
@@ -134,7 +149,7 @@ class Registry:
         """Where this project's post embeddings by one encoder are stored (see
         backend.model.embeddings); the name hashes the encoder and max_length."""
         digest = hashlib.sha256(f"{base_model}\n{max_length}".encode()).hexdigest()[:16]
-        return self.root / "embeddings" / digest
+        return self.project_root / "embeddings" / digest  # shared by every question
 
     def write_queue(self, summary: dict) -> None:
         write_json_atomic(self.root / "queue.json", summary)

@@ -118,7 +118,7 @@ def prelabel_project(
             version,
             [task for task, _, _ in items],
             decisions,
-            predictor.others(form, posts),
+            predictor.others(project, form, posts, kept=True),
         )
         predictions = [
             {"task": task["id"], **prediction}

@@ -85,7 +85,7 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
         version,
         targets,
         [item.decision for item in opinions],
-        predictor.others(Form.of(taxonomy), texts),
+        predictor.others(project, Form.of(taxonomy), texts, kept=True),
     )
     predictions = []
     for task, item, prediction in zip(targets, opinions, made, strict=True):

@@ -25,13 +25,14 @@ from typing import Any, Unpack
 from backend.config import Settings
 from backend.domain import dataset, labelings, policy
 from backend.domain.jobs import JobStatus, Lane, RunState, StatusFields, StatusStore
-from backend.domain.taxonomy import Taxonomy, parse_taxonomy
+from backend.domain.taxonomy import Form, Taxonomy, answer_key, parse_taxonomy
 from backend.inference.predictor import Predictor
 from backend.labelstudio import client as ls_client
 from backend.labelstudio.card import Card
 from backend.labelstudio.card import for_backend as card_for_backend
 from backend.model.embeddings import EmbeddingStore
 from backend.model.head import train_head
+from backend.model.multilabel_head import train_multilabel_head
 from backend.model.trainer import TrainConfig, TrainResult, fine_tune
 from backend.workflows.context import ProjectRun
 from backend.workflows.rescore import refit_calibration, refresh_label_studio
@@ -56,9 +57,39 @@ class Verdict:
     reason: str | None  # why it is kept and not promoted
 
 
-def data_hash(examples: list[dataset.Example]) -> str:
-    payload = json.dumps(sorted((e.task_id, e.text, e.label) for e in examples))
+def data_hash(keyed: Sequence[tuple[int, str, str]]) -> str:
+    """A digest of (task id, text, answer) for each example a version learned from."""
+    payload = json.dumps(sorted(keyed))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def version_meta(
+    kind: str,
+    question: Taxonomy,
+    settings: Settings,
+    result: TrainResult,
+    verdict: Verdict,
+    keyed: Sequence[tuple[int, str, str]],
+) -> dict:
+    """What a version's meta.json records: how it was made, on what, and its verdict."""
+    return {
+        "created": time.time(),
+        "kind": kind,
+        "question": question.from_name,
+        "labels": list(question.names),
+        "base_model": settings.base_model,
+        "max_length": settings.train_max_length,
+        "metrics": result.metrics,
+        "data": {
+            "hash": data_hash(keyed),
+            "n_examples": len(keyed),
+            "trained_on": result.trained_on,
+        },
+        "validation": verdict.validation,
+        "beats_llm": verdict.beats_llm,
+        "timings": {"train_seconds": result.metrics["train_seconds"]},
+        "promoted": verdict.promote,
+    }
 
 
 def collect(client, project: int, settings: Settings) -> Collected:
@@ -138,7 +169,7 @@ def judge(result: TrainResult, run: ProjectRun, predictor: Predictor) -> Verdict
     names = list(taxonomy.names)
 
     def macro_f1(predicted: Sequence[str | None]) -> float | None:
-        if not truth:
+        if not truth or taxonomy.multiple:  # sets are judged whole (answer_key)
             return None
         return float(
             f1_score(
@@ -147,7 +178,10 @@ def judge(result: TrainResult, run: ProjectRun, predictor: Predictor) -> Verdict
         )
 
     new = result.judge_predictions
-    llm = [o.label for o in predictor.labeler.label_many(taxonomy, texts, group=project)]
+    llm = [
+        answer_key(o.chosen) if taxonomy.multiple else o.label
+        for o in predictor.labeler.label_many(taxonomy, texts, group=project)
+    ]
     serving = run.serving()
     successor = is_successor(result.trained_on, registry.meta(serving) if serving else None)
     old: list[str | None] | None = None
@@ -156,16 +190,15 @@ def judge(result: TrainResult, run: ProjectRun, predictor: Predictor) -> Verdict
             classifier = predictor.models.get(registry.path(serving))
             if classifier.labels != names:
                 raise ValueError(f"trained on labels {classifier.labels}, not {names}")
-            old = (
-                [
-                    classifier.labels[i]
-                    for i in classifier.predict_proba(
-                        texts, judging=True, store=predictor.store_for(project, classifier)
-                    ).argmax(1)
-                ]
-                if texts
-                else []
-            )
+            store = predictor.store_for(project, classifier)
+            if not texts:
+                old = []
+            elif classifier.multiple:
+                sets, _ = classifier.predict_sets(texts, judging=True, store=store)
+                old = [answer_key(chosen) for chosen in sets]
+            else:
+                probabilities = classifier.predict_proba(texts, judging=True, store=store)
+                old = [classifier.labels[i] for i in probabilities.argmax(1)]
         except Exception as exc:  # a broken serving version is no reason to keep it
             log.error(
                 "project %d: cannot score the serving version %s (%s); judged as "
@@ -273,6 +306,13 @@ class Runner:
         run = ProjectRun.of(self.predictor, project, collected.taxonomy)
         # Scores follow the annotations even when the run is skipped (logs a failure).
         refit_calibration(self.predictor, run, collected.tasks)
+        # The other questions first: their heads take a moment, and the first question's
+        # promotion re-scores the tasks with every question's serving model.
+        others = Form.of(collected.taxonomy).others
+        if others:
+            self.report(project, phase="training the other questions")
+            done = [self.train_question(project, q, collected.tasks) for q in others]
+            self.report(project, questions="; ".join(done))
         if collected.too_few:
             self.report(
                 project,
@@ -292,6 +332,68 @@ class Runner:
             self.train_one(run, kind, collected, started, last=kind == kinds[-1])
         # After the run, so that it costs the click-to-serving time nothing.
         self.report(project, prelabels=self.prelabel_headline(project, collected))
+
+    def train_question(self, project: int, question: Taxonomy, tasks: list[dict]) -> str:
+        """A head for another question of the config, from the annotations that answer
+        it, judged and published by the first question's rules into its own registry;
+        what became of it, in a few words. Never fails the run: a failure is logged and
+        said."""
+        settings, name = self.settings, question.from_name
+        percent, minimum = settings.holdout_percent, settings.train_min_per_label
+        keyed: list[tuple[int, str, str]]  # (task, text, answer_key), for the data hash
+        try:
+            if question.multiple:
+                sets = dataset.labeled_sets(tasks, question, holdout_percent=percent)
+                short = dataset.too_few_sets(sets, question.names, minimum)
+                keyed = [(e.task_id, e.text, answer_key(e.labels) or "") for e in sets]
+            else:
+                examples = dataset.labeled_examples(tasks, question, holdout_percent=percent)
+                short = dataset.too_few(examples, question.names, minimum)
+                keyed = [(e.task_id, e.text, e.label) for e in examples]
+            if short:
+                return f"{name}: not trained ({short})"
+            run = ProjectRun(project, question, self.predictor.registry(project, name))
+            run.registry.clean_staging()
+            staging, version = run.registry.staging_dir(), run.registry.new_version_name()
+            store = self.predictor.embedding_store(project)
+            texts, keys = [t for _, t, _ in keyed], [str(k) for k, _, _ in keyed]
+            try:
+                if question.multiple:
+                    result = train_multilabel_head(
+                        texts,
+                        [e.labels for e in sets],
+                        label_names=list(question.names),
+                        store=store,
+                        out_dir=staging,
+                        keys=keys,
+                        seed=settings.train_seed,
+                    )
+                else:
+                    result = train_head(
+                        texts,
+                        [e.label for e in examples],
+                        label_names=list(question.names),
+                        store=store,
+                        out_dir=staging,
+                        keys=keys,
+                        seed=settings.train_seed,
+                    )
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            verdict = judge(result, run, self.predictor)
+            kind = "multilabel-head" if question.multiple else "head"
+            meta = version_meta(kind, question, settings, result, verdict, keyed)
+            run.registry.commit(staging, version, meta)
+            shown = run.registry.name(version)
+            if verdict.promote:
+                run.registry.promote(version)
+            said = "serves" if verdict.promote else "kept, not promoted"
+            log.info("project %d: question %s: %s %s (%s)", project, name, shown, said, meta)
+            return f"{name}: {shown} {said}; {verdict.validation['against_llm']}"
+        except Exception as exc:
+            log.exception("project %d: question %s was not trained", project, name)
+            return f"{name}: not trained ({type(exc).__name__}: {exc})"
 
     def prelabel_headline(self, project: int, collected: Collected) -> str:
         """What pre-labels did so far, for the model card (domain.labelings.headline),
@@ -348,27 +450,10 @@ class Runner:
             raise
         self.report(project, phase=f"validating ({kind})")
         verdict = judge(result, run, self.predictor)
-        meta = {
-            "created": time.time(),
-            "kind": kind,
-            "labels": list(collected.taxonomy.names),
-            "base_model": settings.base_model,
-            "max_length": settings.train_max_length,
-            "metrics": result.metrics,
-            "data": {
-                "hash": data_hash(collected.examples),
-                "n_examples": len(collected.examples),
-                "held_out_tasks": collected.held_out_tasks,
-                "trained_on": result.trained_on,
-            },
-            "validation": verdict.validation,
-            "beats_llm": verdict.beats_llm,
-            "timings": {
-                "train_seconds": result.metrics["train_seconds"],
-                "run_seconds": round(time.time() - started, 2),
-            },
-            "promoted": verdict.promote,
-        }
+        keyed = [(e.task_id, e.text, e.label) for e in collected.examples]
+        meta = version_meta(kind, collected.taxonomy, settings, result, verdict, keyed)
+        meta["data"]["held_out_tasks"] = collected.held_out_tasks
+        meta["timings"]["run_seconds"] = round(time.time() - started, 2)
         self.publish(run, collected, staging, name, meta, verdict, started, last=last)
 
     def publish(

@@ -106,8 +106,17 @@ class FakeLabelStudio:
             self.annotate(project, task_id, label, cancelled=cancelled)
         return task_id
 
-    def annotate(self, project: int, task: int, label: str, *, cancelled: bool = False) -> None:
-        """An annotator labels `task` with `label`."""
+    def annotate(
+        self,
+        project: int,
+        task: int,
+        label: str | None,
+        *,
+        cancelled: bool = False,
+        result: list[dict] | None = None,
+    ) -> None:
+        """An annotator labels `task` with `label` (or gives the whole `result`, for a
+        config of several questions)."""
         state = self.project(project)
         stamp = datetime.now(UTC).isoformat()
         next(t for t in state.tasks if t["id"] == task)["annotations"].append(
@@ -117,7 +126,9 @@ class FakeLabelStudio:
                 "was_cancelled": cancelled,
                 "created_at": stamp,
                 "updated_at": stamp,
-                "result": [
+                "result": result
+                if result is not None
+                else [
                     {
                         "from_name": state.from_name,
                         "to_name": state.to_name,

@@ -13,6 +13,7 @@ from backend.model import embeddings
 from backend.model.classifier import Classifier
 from backend.model.embeddings import EmbeddingStore, store
 from backend.model.head import fit_head, train_head
+from backend.model.multilabel_head import train_multilabel_head
 from backend.model.registry import HEAD_FILE, JUDGE_HEAD_FILE, Registry
 from takemeter.offline_models import minilm_path
 
@@ -168,3 +169,58 @@ def test_a_process_keeps_the_stores_it_used_last_in_memory(tmp_path: Path):
     assert store(tmp_path / str(embeddings.STORES_IN_MEMORY), model, 64) is store(
         tmp_path / str(embeddings.STORES_IN_MEMORY), model, 64
     )
+
+
+def test_a_multiple_choice_question_gets_a_head_of_its_own_that_serves_sets(tmp_path: Path):
+    """Posts about food, exercise, both or neither: a multilabel head learns the sets on
+    real MiniLM embeddings, is committed to the question's own registry (the project's
+    store shared), and the Classifier serves sets with their probabilities."""
+    foods, sports = ["pasta", "rice", "bread", "cake"], ["running", "cycling", "swimming", "yoga"]
+    texts, sets = [], []
+    for i in range(12):
+        food, sport = foods[i % 4], sports[(i * 3) % 4]
+        for labels, text in (
+            ({"food"}, f"I ate {food} for dinner tonight"),
+            ({"exercise"}, f"went {sport} this morning for an hour"),
+            ({"food", "exercise"}, f"ate {food} right after {sport} today"),
+            (set(), f"my meter broke again, day {i}"),
+        ):
+            texts.append(text)
+            sets.append(frozenset(labels))
+    project = Registry(tmp_path, 4)
+    registry = Registry(tmp_path, 4, "topics")
+    assert registry.root == project.root / "questions" / "topics"
+    assert registry.embeddings_folder("m", 64) == project.embeddings_folder("m", 64)
+    assert Registry(tmp_path, 4, "a/../b").root.name.startswith("q-")  # no path from a name
+    model = str(minilm_path())
+    staging = registry.staging_dir()
+    result = train_multilabel_head(
+        texts,
+        sets,
+        label_names=["food", "exercise"],
+        store=store(registry.embeddings_folder(model, 64), model, 64),
+        out_dir=staging,
+        keys=[str(i) for i in range(len(texts))],
+    )
+    assert result.metrics["kind"] == "multilabel-head" and result.judge_texts
+    right = sum(p == t for p, t in zip(result.judge_predictions, result.judge_labels, strict=True))
+    assert right / len(result.judge_labels) >= 0.75  # whole sets, on posts it never saw
+    name = registry.new_version_name()
+    registry.commit(
+        staging,
+        name,
+        {
+            "kind": "multilabel-head",
+            "labels": ["food", "exercise"],
+            "base_model": model,
+            "max_length": 64,
+            "validation": {"model_accuracy": right / len(result.judge_labels), "judge_posts": 4},
+        },
+    )
+    classifier = Classifier(registry.path(name))
+    assert classifier.multiple
+    found, probabilities = classifier.predict_sets(
+        ["ate rice after swimming today", "my meter broke again, day 40"]
+    )
+    assert found == [frozenset({"food", "exercise"}), frozenset()]
+    assert probabilities.shape == (2, 2)

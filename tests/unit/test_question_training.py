@@ -1,0 +1,117 @@
+"""A training run on a config of two questions, against an in-process Label Studio
+(tests/doubles/label_studio.py) and real MiniLM embeddings: the other (multiple-choice)
+question gets a head of its own, from every annotation that answers it, judged and
+promoted by the first question's rules, and its sets reach the re-scored pre-labels.
+The LLM endpoint is a closed port: no LLM answer, so each question's model answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.config import load_settings
+from backend.domain.taxonomy import parse_form
+from backend.inference.predictor import Predictor
+from backend.jobs.state import JobState
+from backend.llm.labeler import from_settings as labeler_from_settings
+from backend.model.classifier import Classifier
+from backend.model.registry import Registry, read_meta
+from backend.workflows.training import Runner
+from takemeter.offline_models import minilm_path
+from tests.conftest import ROOT
+from tests.doubles.label_studio import FakeLabelStudio
+
+CONFIG = (
+    (ROOT / "label_config.xml")
+    .read_text()
+    .replace(
+        "</View>",
+        '<Choices name="topics" toName="text" choice="multiple">'
+        '<Choice value="food"/><Choice value="exercise"/></Choices></View>',
+    )
+)
+FORM = parse_form(CONFIG)
+LABEL, TOPICS = FORM.questions
+TEMPLATES = {
+    "seeking_support": "has anyone had lows after {}? any advice?",
+    "health_claim": "{} cures diabetes for everyone, trust me",
+    "personal_experience": "my numbers were steady after {} this week",
+}
+THINGS = {  # what a post is about, and its topics
+    "pasta": {"food"},
+    "rice": {"food"},
+    "running": {"exercise"},
+    "cycling": {"exercise"},
+    "a pasta dinner after running": {"food", "exercise"},
+    "a rice bowl after cycling": {"food", "exercise"},
+    "a nap": set(),
+    "work": set(),
+}
+
+
+@pytest.fixture
+def world(tmp_path):
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_TIMEOUT": "0.5",
+            "LLM_MAX_RETRIES": "0",
+            "BASE_MODEL": str(minilm_path()),
+            "TRAIN_MAX_LENGTH": "64",
+            "TRAIN_MIN_PER_LABEL": "2",
+            "BLIND_LABELS": "false",
+        }
+    )
+    fake = FakeLabelStudio()
+    predictor = Predictor(settings, labeler_from_settings(settings))
+    yield settings, fake, predictor
+    predictor.labeler.close()
+
+
+def test_the_other_question_trains_serves_and_is_re_scored(world):
+    settings, fake, predictor = world
+    project = fake.add_project(CONFIG)
+    for thing, topics in THINGS.items():
+        for label, template in TEMPLATES.items():
+            task = fake.add_task(project, template.format(thing), split="train")
+            result = LABEL.result(label) + TOPICS.result_of_set(sorted(topics))
+            fake.annotate(project, task, None, result=result)
+    # Annotated for the topics only: they train the topics head, not the first question's.
+    for i, thing in enumerate(["pasta again", "a long run"]):
+        task = fake.add_task(project, f"day {i}: {thing}", split="train")
+        chosen = ["food"] if "pasta" in thing else ["exercise"]
+        fake.annotate(project, task, None, result=TOPICS.result_of_set(chosen))
+    unlabeled = {
+        fake.add_task(project, text, split="train"): text
+        for text in ("my numbers were steady after rice this week", "a nap, again")
+    }
+
+    Runner(settings, JobState(settings.model_dir), client=fake, predictor=predictor).train(project)
+
+    status = JobState(settings.model_dir).status(project, "training")
+    assert status["state"] == "finished", status
+    assert status["questions"].startswith("topics: v1 head ") and " serves; " in status["questions"]
+    registry = Registry(settings.model_dir, project, "topics")
+    serving = registry.serving()
+    assert serving is not None
+    meta = read_meta(registry.path(serving))
+    assert (meta["kind"], meta["question"], meta["labels"]) == (
+        "multilabel-head",
+        "topics",
+        ["food", "exercise"],
+    )
+    first = read_meta(Registry(settings.model_dir, project).path(status["version"]))
+    assert meta["data"]["n_examples"] == first["data"]["n_examples"] + 2
+    assert meta["validation"]["judge_posts"] > 0 and meta["promoted"] is True
+
+    # The re-score: each unlabeled task's prediction holds the topics head's set.
+    sets, _ = Classifier(registry.path(serving)).predict_sets(list(unlabeled.values()))
+    pushed = {
+        p.task: p.result
+        for p in fake.predictions_of(project)
+        if p.task in unlabeled and p.model_version == status["version"]
+    }
+    assert sorted(pushed) == sorted(unlabeled)
+    for (task, text), expected in zip(unlabeled.items(), sets, strict=True):
+        assert TOPICS.labels_of(pushed[task]) == expected, text
+        assert LABEL.label_of(pushed[task]) in LABEL.names
