@@ -215,29 +215,57 @@ def other_questions(
             texts = [text for text, _ in held]
             truth = [human for _, human in held]  # sets for a multiple-choice question
             opinions = labeler.label_many(question, texts)
+            version, model = question_model(settings, source.project, question, texts)
             if question.multiple:
+                sets: dict[str, list] = {LLM: [o.chosen for o in opinions]}
                 report = evaluation.compare_sets(
                     [h for h in truth if isinstance(h, frozenset)],
-                    {LLM: [o.chosen for o in opinions]},
+                    {MODEL: model, **sets} if model is not None else sets,
                     labels=list(question.names),
                     seed=seed,
                     n_resamples=n_resamples,
                 )
             else:
+                labels: dict[str, list] = {LLM: [o.label for o in opinions]}
                 report = evaluation.compare_systems(
                     [h for h in truth if isinstance(h, str)],
-                    {LLM: [o.label for o in opinions]},
+                    {MODEL: model, **labels} if model is not None else labels,
                     labels=list(question.names),
                     texts=texts,
                     seed=seed,
                     n_resamples=n_resamples,
                 )
             sections.append(
-                {"question": question.from_name, "multiple": question.multiple, "report": report}
+                {
+                    "question": question.from_name,
+                    "multiple": question.multiple,
+                    "model_version": version,
+                    "report": report,
+                }
             )
     finally:
         labeler.close()
     return sections
+
+
+def question_model(
+    settings: Settings, project: int | None, question: Taxonomy, texts: list[str]
+) -> tuple[str | None, list | None]:
+    """Another question's serving version and its answers on `texts` (sets for a
+    multiple-choice question); (None, None) without one."""
+    if project is None:
+        return None, None
+    registry = Registry(settings.model_dir, project, question.from_name)
+    version = registry.serving()
+    if version is None:
+        return None, None
+    from backend.model.classifier import Classifier  # torch: imported only when needed
+
+    classifier = Classifier(registry.path(version))
+    if classifier.multiple:
+        return version, classifier.predict_sets(texts)[0]
+    probabilities = classifier.predict_proba(texts)
+    return version, [classifier.labels[int(row.argmax())] for row in probabilities]
 
 
 def score_calibration(

@@ -433,7 +433,9 @@ def render_question(section: Mapping[str, Any]) -> list[str]:
     """One other question's section: its heading, then its report (a multiple-choice
     question's as render_sets, a single-choice one's as render_terminal)."""
     kind = "multiple choice" if section["multiple"] else "single choice"
-    lines = [f"Question {section['question']!r} ({kind})", ""]
+    version = section.get("model_version")
+    served = f"; fine-tuned = its model {version}" if version else "; no model of its own yet"
+    lines = [f"Question {section['question']!r} ({kind}{served})", ""]
     if section["multiple"]:
         return lines + render_sets(section["report"])
     return lines + render_terminal(section["report"]).rstrip("\n").split("\n")

@@ -14,6 +14,7 @@ import pytest
 
 from backend.domain.taxonomy import parse_form
 from backend.labelstudio import client as ls_client
+from backend.model.registry import Registry
 from tests.conftest import takemeter, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -104,8 +105,14 @@ def test_two_questions_are_pre_labeled_annotated_trained_and_evaluated(
     ls.ml.train(id=ml_id)  # what the "Start Training" button calls
     status = backend.wait_training(project.id, since=since)
     assert status["state"] == "finished", status
-    # The first question's answers train it (the held-out ones excepted).
+    # The first question's answers train it (the held-out ones excepted); the topics get a
+    # head of their own (each topic is on 4-7 of the 18 training posts), the project's
+    # first: it serves.
     assert 0 < status["n_examples"] <= 24 and status["version"], status
+    assert status["questions"].startswith("topics: v1 head "), status
+    assert " serves; " in status["questions"], status
+    topics_version = Registry(backend.model_dir, project.id, "topics").serving()
+    assert topics_version is not None
     # The project's first version serves (nothing to be worse than), and the re-score
     # under it keeps the other question's answer.
     assert status["promoted"] is True, status
@@ -142,6 +149,9 @@ def test_two_questions_are_pre_labeled_annotated_trained_and_evaluated(
     report = json.loads((out / "report.json").read_text())
     (section,) = report["questions"]
     assert (section["question"], section["multiple"], section["report"]["n"]) == ("topics", True, 6)
+    assert section["model_version"] == topics_version
+    assert set(section["report"]["systems"]) == {"fine-tuned", "zero-shot"}
+    assert list(section["report"]["pairs"]) == ["fine-tuned vs zero-shot"]
     held = [t for t in tasks if t["data"]["split"] == "test"]
     right = [
         topics.labels_of(pre_labels[t["id"]].result) == set(topics_of(t["data"]["text"]))
@@ -150,5 +160,6 @@ def test_two_questions_are_pre_labeled_annotated_trained_and_evaluated(
     llm = section["report"]["systems"]["zero-shot"]
     assert llm["subset_accuracy"]["value"] == pytest.approx(sum(right) / len(right))
     assert set(llm["per_label"]) == {"food", "medication", "numbers"}
-    assert "Question 'topics' (multiple choice)" in done.stdout
-    assert "## Question 'topics' (multiple choice)" in (out / "report.md").read_text()
+    heading = f"Question 'topics' (multiple choice; fine-tuned = its model {topics_version})"
+    assert heading in done.stdout
+    assert f"## {heading}" in (out / "report.md").read_text()

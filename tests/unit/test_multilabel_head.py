@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.model.multilabel_head import MultiLabelHead, best_threshold, fit_multilabel_head
+from backend.model.multilabel_head import (
+    DEFAULT_THRESHOLD,
+    MIN_VALIDATION_POSITIVES,
+    MultiLabelHead,
+    best_threshold,
+    fit_multilabel_head,
+)
 
 LABELS = 3
 WIDTH = 8
@@ -117,3 +123,22 @@ def test_shapes_and_dtypes() -> None:
     assert not np.allclose(proba.sum(axis=1), 1.0)  # independent, not a softmax
     predicted = head.predict(x[:7])
     assert predicted.shape == (7, LABELS) and predicted.dtype == np.bool_
+
+
+def test_a_threshold_moves_only_on_enough_validation_posts_with_the_label() -> None:
+    """Below MIN_VALIDATION_POSITIVES posts with the label among the validation rows the
+    F1-best threshold is noise: 0.5 stays. With enough, it is chosen."""
+    x, y = synthetic(300, seed=5)
+    flipped = np.random.default_rng(99).random(y.shape) < 0.2  # noisy labels: no clean cut
+    y = np.where(flipped, 1 - y, y)
+    validation = np.zeros(300, dtype=bool)
+    validation[200:] = True
+    positives = y[validation].sum(0)
+    assert (positives >= MIN_VALIDATION_POSITIVES).all()
+    _, chosen = fit_multilabel_head(x, y, validation=validation, seed=0)
+    assert chosen["thresholds"] != [DEFAULT_THRESHOLD] * LABELS  # chosen, off 0.5
+    _, strict = fit_multilabel_head(
+        x, y, validation=validation, seed=0, min_positives=int(positives.max()) + 1
+    )
+    assert strict["thresholds"] == [DEFAULT_THRESHOLD] * LABELS
+    assert all(f1 is not None for f1 in strict["validation_f1"])  # F1 at 0.5, measured
