@@ -48,6 +48,8 @@ bench: install
 	$(VENV)/bin/python benchmarks/bench_llm_answer.py
 	$(VENV)/bin/python benchmarks/bench_label_issues.py
 	$(VENV)/bin/python -m benchmarks.bench_learning_curve --seeds 5 --finetune-seeds 1
+	$(VENV)/bin/python -m benchmarks.bench_multilabel --seeds 5
+	$(VENV)/bin/python -m benchmarks.bench_multilabel --seeds 5 --pool-split --counts 20,50,100,200,400,500
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .

@@ -37,12 +37,13 @@ Examples:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,10 @@ from label_studio_sdk import LabelStudio
 
 from backend.config import Settings
 from backend.domain.dataset import is_held_out, text_and_label
-from backend.domain.taxonomy import Taxonomy
+from backend.domain.taxonomy import Form, Taxonomy
 from backend.llm.labeler import LLMOpinion
-from takemeter import common
+from takemeter import common, set_issues
+from takemeter.set_issues import SetSuspect
 
 SUSPECT_TAB = "Suspect labels"
 RANK_FIELD = "suspect_rank"  # task data key holding a flagged task's rank (1 = first)
@@ -84,6 +86,9 @@ COLUMNS = [
     "llm_confidence",
     "text",
 ]
+
+
+SET_COLUMNS = [f.name for f in fields(SetSuspect)]
 
 
 @dataclass(frozen=True)
@@ -374,18 +379,23 @@ def table(suspects: Sequence[Suspect], *, width: int = 60) -> list[str]:
     return lines
 
 
-def write_rows(path: Path, suspects: Sequence[Suspect]) -> None:
-    """.csv or .jsonl, atomically."""
+def write_rows(path: Path, suspects: Sequence[Suspect] | Sequence[SetSuspect]) -> None:
+    """.csv or .jsonl, atomically (in a CSV a set's lists are JSON)."""
     rows = [asdict(s) for s in suspects]
+    columns = COLUMNS if not suspects or isinstance(suspects[0], Suspect) else SET_COLUMNS
     with common.atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         if path.suffix == ".csv":
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
-            writer.writerows(
-                {k: ("" if row[k] is None else row[k]) for k in COLUMNS} for row in rows
-            )
+            writer.writerows({k: _cell(row[k]) for k in columns} for row in rows)
         else:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
 
 
 def llm_opinions(
@@ -435,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--folds", type=int, default=FOLDS, help="cross-validation folds (default: %(default)s)"
     )
+    parser.add_argument(
+        "--question",
+        help="the <Choices> name of the question to triage, in a config of several "
+        "(default: the first single-choice one); a multiple-choice one's sets are "
+        "triaged a label at a time",
+    )
     parser.add_argument("--limit", type=int, help="list at most this many suspects")
     parser.add_argument(
         "--all",
@@ -461,8 +477,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = common.settings()
     source = common.load_source(args, settings)
-    items = annotated_tasks(source.tasks, source.taxonomy, holdout_percent=settings.holdout_percent)
-    names = [n for n in source.taxonomy.names if any(i.label == n for i in items)]
+    taxonomy = question_of(source.taxonomy, args.question)
+    if taxonomy.multiple:
+        return triage_sets(args, settings, source, taxonomy)
+    items = annotated_tasks(source.tasks, taxonomy, holdout_percent=settings.holdout_percent)
+    names = [n for n in taxonomy.names if any(i.label == n for i in items)]
     if len(items) < 2 * args.folds or len(names) < 2:
         raise common.CliError(
             f"{source.description} has {len(items)} annotated tasks with "
@@ -479,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         len(names),
         folds=args.folds,
     )
-    llm = llm_opinions(settings, source.taxonomy, texts, args.llm)
+    llm = llm_opinions(settings, taxonomy, texts, args.llm)
     kappa = weight = None
     if llm is not None:
         kappa = round(llm_agreement([i.label for i in items], llm), 4)
@@ -488,13 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     listed = ranked if args.all else [s for s in ranked if s.flagged]
     listed = listed[: args.limit] if args.limit is not None else listed
 
-    tab_id = updated = None
-    if args.tab:
-        assert source.client is not None and source.project is not None
-        updated = write_ranks(source.client, source.tasks, {s.task_id: s.rank for s in listed})
-        tab_id = ensure_suspect_tab(source.client, source.project)
-    if args.out is not None:
-        write_rows(args.out, listed)
+    tab_id, updated = publish(args, source, listed)
 
     method = STAND_IN.format(encoder=f"{folder.name}, {origin}", folds=args.folds)
     llm_answered = None if llm is None else sum(o is not None for o in llm)
@@ -540,6 +553,42 @@ def main(argv: list[str] | None = None) -> int:
             f"(--llm ask asks for them)"
         )
     lines += ["", *table(listed)] if listed else ["", "no suspect labels"]
+    common.emit(summary, lines + published(args, listed, tab_id, updated), as_json=args.json)
+    return 0
+
+
+def question_of(first: Taxonomy, name: str | None) -> Taxonomy:
+    """The question --question names (default: the config's first single-choice one)."""
+    if name is None:
+        return first
+    form = Form.of(first)
+    for question in form.questions:
+        if question.from_name == name:
+            return question
+    names = ", ".join(q.from_name for q in form.questions)
+    raise common.CliError(f"--question {name!r} is not a question of the config ({names})")
+
+
+def publish(
+    args: argparse.Namespace,
+    source: common.Source,
+    listed: Sequence[Suspect] | Sequence[SetSuspect],
+) -> tuple[int | None, int | None]:
+    """The tab (--tab) and the file (--out) of the listed suspects."""
+    tab_id = updated = None
+    if args.tab:
+        assert source.client is not None and source.project is not None
+        updated = write_ranks(source.client, source.tasks, {s.task_id: s.rank for s in listed})
+        tab_id = ensure_suspect_tab(source.client, source.project)
+    if args.out is not None:
+        write_rows(args.out, listed)
+    return tab_id, updated
+
+
+def published(
+    args: argparse.Namespace, listed: Sequence[object], tab_id: int | None, updated: int | None
+) -> list[str]:
+    lines = []
     if tab_id is not None:
         lines.append(
             f'\ntab "{SUSPECT_TAB}" (view {tab_id}): {len(listed)} tasks in rank '
@@ -547,7 +596,71 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out is not None:
         lines.append(f"wrote {len(listed)} rows to {args.out}")
-    common.emit(summary, lines, as_json=args.json)
+    return lines
+
+
+def triage_sets(
+    args: argparse.Namespace, settings: Settings, source: common.Source, question: Taxonomy
+) -> int:
+    """label-issues for a multiple-choice question (takemeter.set_issues)."""
+    items = set_issues.annotated_sets(
+        source.tasks, question, holdout_percent=settings.holdout_percent
+    )
+    if len(items) < 2 * args.folds:
+        raise common.CliError(
+            f"{source.description} has {len(items)} tasks annotated for {question.from_name!r}: "
+            f"need at least {2 * args.folds} to cross-validate"
+        )
+    names = list(question.names)
+    folder, origin = encoder_folder(settings, args.encoder)
+    texts = [i.text for i in items]
+    print(f"embedding {len(items)} annotated posts with {folder.name} ({origin})…", file=sys.stderr)
+    y = np.array([[name in i.labels for name in names] for i in items], dtype=int)
+    probs = set_issues.out_of_fold_set_probabilities(embed(texts, folder), y, folds=args.folds)
+    llm = None
+    if args.llm != "off":
+        from backend.llm.labeler import from_settings
+
+        labeler = from_settings(settings)
+        try:
+            found = (
+                labeler.label_many(question, texts)
+                if args.llm == "ask"
+                else labeler.cached(question, texts)
+            )
+        finally:
+            labeler.close()
+        llm = [o.chosen if o is not None else None for o in found]
+    ranked = set_issues.find_set_suspects(items, probs, names, llm)
+    listed = ranked if args.all else [s for s in ranked if s.flagged]
+    listed = listed[: args.limit] if args.limit is not None else listed
+    tab_id, updated = publish(args, source, listed)
+    flagged = sum(s.flagged for s in ranked)
+    doubted = {n: sum(n in s.doubted for s in ranked) for n in names}
+    summary = {
+        "source": source.description,
+        "project": source.project,
+        "question": question.from_name,
+        "annotated": len(items),
+        "flagged": flagged,
+        "listed": len(listed),
+        "labels": names,
+        "model": STAND_IN.format(encoder=f"{folder.name}, {origin}", folds=args.folds)
+        + "; one logistic regression a label",
+        "doubted_per_label": doubted,
+        "tab": tab_id,
+        "out": None if args.out is None else str(args.out),
+        "suspects": [asdict(s) for s in listed],
+    }
+    lines = [
+        f"{source.description}, question {question.from_name!r}: {flagged} of {len(items)} "
+        f"annotated sets flagged (a label in doubt: "
+        + ", ".join(f"{n} {k}" for n, k in doubted.items())
+        + ")",
+        "",
+        *(set_issues.table(listed) if listed else ["no suspect labels"]),
+    ]
+    common.emit(summary, lines + published(args, listed, tab_id, updated), as_json=args.json)
     return 0
 
 
