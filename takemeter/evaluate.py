@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backend.config import Settings
 from backend.domain import calibration
@@ -216,24 +216,19 @@ def other_questions(
             truth = [human for _, human in held]  # sets for a multiple-choice question
             opinions = labeler.label_many(question, texts)
             version, model = question_model(settings, source.project, question, texts)
+            # Sets for a multiple-choice question, labels for a single-choice one.
+            llm: list[Any] = [o.chosen if question.multiple else o.label for o in opinions]
+            systems = {LLM: llm} if model is None else {MODEL: model, LLM: llm}
+            names = list(question.names)
             if question.multiple:
-                sets: dict[str, list] = {LLM: [o.chosen for o in opinions]}
+                sets = [h for h in truth if isinstance(h, frozenset)]
                 report = evaluation.compare_sets(
-                    [h for h in truth if isinstance(h, frozenset)],
-                    {MODEL: model, **sets} if model is not None else sets,
-                    labels=list(question.names),
-                    seed=seed,
-                    n_resamples=n_resamples,
+                    sets, systems, labels=names, seed=seed, n_resamples=n_resamples
                 )
             else:
-                labels: dict[str, list] = {LLM: [o.label for o in opinions]}
+                labels = [h for h in truth if isinstance(h, str)]
                 report = evaluation.compare_systems(
-                    [h for h in truth if isinstance(h, str)],
-                    {MODEL: model, **labels} if model is not None else labels,
-                    labels=list(question.names),
-                    texts=texts,
-                    seed=seed,
-                    n_resamples=n_resamples,
+                    labels, systems, labels=names, texts=texts, seed=seed, n_resamples=n_resamples
                 )
             sections.append(
                 {

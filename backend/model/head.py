@@ -86,6 +86,15 @@ def fit_head(
     return LinearHead(weights, biases), time.monotonic() - started
 
 
+def head_roles(keys: list[str]) -> tuple[list[int], list[int], list[int]]:
+    """The posts a head's judged fit learns from (training and validation sides, in
+    order), the validation posts and the judge posts, by the trainer's role split."""
+    train_idx, val_idx, judge_idx = split_roles(
+        keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
+    )
+    return sorted(train_idx + val_idx), val_idx, judge_idx
+
+
 def train_head(
     texts: list[str],
     labels: list[str],
@@ -102,10 +111,7 @@ def train_head(
     started = time.monotonic()
     label_id = {name: i for i, name in enumerate(label_names)}
     y = [label_id[label] for label in labels]
-    train_idx, val_idx, judge_idx = split_roles(
-        keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
-    )
-    fit_idx = sorted(train_idx + val_idx)
+    fit_idx, _, judge_idx = head_roles(keys)
     embeddings, embedded = store.rows(texts)
     embed_seconds = time.monotonic() - started
     fitted, fit_seconds = fit_head(

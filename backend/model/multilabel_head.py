@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.domain.roles import split_roles
 from backend.domain.taxonomy import answer_key
 from backend.model.embeddings import EmbeddingStore
-from backend.model.head import HEAD_C, fit_head
+from backend.model.head import HEAD_C, fit_head, head_roles
 from backend.model.registry import JUDGE_MULTILABEL_HEAD_FILE, MULTILABEL_HEAD_FILE
-from backend.model.trainer import TrainConfig, TrainResult
+from backend.model.trainer import TrainResult
 
 DEFAULT_THRESHOLD = 0.5  # the balanced regression's own boundary
 # A label's threshold moves from DEFAULT_THRESHOLD only where the validation posts hold at
@@ -166,10 +165,7 @@ def train_multilabel_head(
     y = np.zeros((len(sets), len(label_names)), dtype=np.int64)
     for i, labels in enumerate(sets):
         y[i, [index[name] for name in labels]] = 1
-    train_idx, val_idx, judge_idx = split_roles(
-        keys, validation_share=TrainConfig.validation_share, judge_share=TrainConfig.judge_share
-    )
-    fit_idx = sorted(train_idx + val_idx)
+    fit_idx, val_idx, judge_idx = head_roles(keys)
     rows, embedded = store.rows(texts)
     place = {row: at for at, row in enumerate(fit_idx)}
     validation_in_fit = [place[i] for i in val_idx]

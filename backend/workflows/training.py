@@ -357,27 +357,20 @@ class Runner:
             staging, version = run.registry.staging_dir(), run.registry.new_version_name()
             store = self.predictor.embedding_store(project)
             texts, keys = [t for _, t, _ in keyed], [str(k) for k, _, _ in keyed]
+            trainer: Callable[..., TrainResult] = (
+                train_multilabel_head if question.multiple else train_head
+            )
+            answers = [e.labels for e in sets] if question.multiple else [e.label for e in examples]
             try:
-                if question.multiple:
-                    result = train_multilabel_head(
-                        texts,
-                        [e.labels for e in sets],
-                        label_names=list(question.names),
-                        store=store,
-                        out_dir=staging,
-                        keys=keys,
-                        seed=settings.train_seed,
-                    )
-                else:
-                    result = train_head(
-                        texts,
-                        [e.label for e in examples],
-                        label_names=list(question.names),
-                        store=store,
-                        out_dir=staging,
-                        keys=keys,
-                        seed=settings.train_seed,
-                    )
+                result = trainer(
+                    texts,
+                    answers,
+                    label_names=list(question.names),
+                    store=store,
+                    out_dir=staging,
+                    keys=keys,
+                    seed=settings.train_seed,
+                )
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
