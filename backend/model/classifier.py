@@ -1,9 +1,10 @@
 """The classifier that serves predictions: load a registry version of any kind (a
 fine-tuned model, a linear head on the shared frozen encoder, or a multiple-choice
-question's head of a sigmoid a label), predict."""
+question's head or fine-tune of a sigmoid a label), predict."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from backend.model.registry import (
     read_meta,
 )
 from backend.model.runtime import clip, device
+from backend.model.trainer import THRESHOLDS_FILE
 
 
 class Classifier:
@@ -52,6 +54,10 @@ class Classifier:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device)
         self.model.eval()
+        # A multiple-choice question's fine-tune: a sigmoid a label, and its thresholds.
+        self.multiple = self.model.config.problem_type == "multi_label_classification"
+        if self.multiple:
+            self.thresholds = np.array(json.loads((folder / THRESHOLDS_FILE).read_text()))
 
     def predict_proba(
         self,
@@ -91,7 +97,8 @@ class Classifier:
                     return_tensors="pt",
                 ).to(self.device)
                 logits = self.model(**encoded).logits.float()
-                out[batch] = torch.softmax(logits, dim=-1).cpu().numpy()
+                scores = torch.sigmoid(logits) if self.multiple else torch.softmax(logits, dim=-1)
+                out[batch] = scores.cpu().numpy()
         return out
 
     def predict_sets(
@@ -103,10 +110,15 @@ class Classifier:
     ) -> tuple[list[frozenset[str]], np.ndarray]:
         """A multiple-choice head's sets (each label whose probability reaches its
         threshold) and the probabilities they come from."""
+        assert self.multiple, "a multiple-choice question's version"
         probabilities = self.predict_proba(texts, judging=judging, store=store)
-        chosen = self.judged_head if judging else self.head
-        assert isinstance(chosen, MultiLabelHead), "a multiple-choice head's version"
-        picked = probabilities >= chosen.thresholds
+        if self.kind == "fine-tune":
+            limits = self.thresholds
+        else:
+            chosen = self.judged_head if judging else self.head
+            assert isinstance(chosen, MultiLabelHead)
+            limits = chosen.thresholds
+        picked = probabilities >= limits
         sets = [frozenset(np.array(self.labels)[row].tolist()) for row in picked]
         return sets, probabilities
 

@@ -21,14 +21,8 @@ from backend.domain.taxonomy import answer_key
 from backend.model.embeddings import EmbeddingStore
 from backend.model.head import HEAD_C, fit_head, head_roles
 from backend.model.registry import JUDGE_MULTILABEL_HEAD_FILE, MULTILABEL_HEAD_FILE
+from backend.model.thresholds import DEFAULT_THRESHOLD, MIN_VALIDATION_POSITIVES, choose
 from backend.model.trainer import TrainResult
-
-DEFAULT_THRESHOLD = 0.5  # the balanced regression's own boundary
-# A label's threshold moves from DEFAULT_THRESHOLD only where the validation posts hold at
-# least this many with the label: on fewer, the threshold that maximises their F1 is
-# noise, and cost 2-4 points of subset accuracy at 50-100 labels (bench_multilabel's
-# derived BBC question, decided on a split of its pool, never on its held-out posts).
-MIN_VALIDATION_POSITIVES = 20
 
 
 class MultiLabelHead:
@@ -56,26 +50,6 @@ class MultiLabelHead:
     def load(cls, path: Path) -> MultiLabelHead:
         with np.load(path) as stored:
             return cls(stored["weights"], stored["biases"], stored["thresholds"])
-
-
-def _f1(predicted: np.ndarray, truth: np.ndarray) -> float:
-    tp = int(np.sum(predicted & truth))
-    wrong = int(np.sum(predicted != truth))  # false positives plus false negatives
-    return 2 * tp / (2 * tp + wrong) if tp else 0.0
-
-
-def best_threshold(proba: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """The threshold maximising F1 of `proba >= threshold` against `truth` (which holds a
-    positive), and that F1. F1 only changes at the scores, so the nearest point to 0.5 of
-    each interval of equal F1 is 0.5 itself, a score, or the float just above one; ties
-    go to the threshold closest to 0.5 (the lower one when two are equally close)."""
-    truth = truth.astype(bool)
-    scores = np.unique(proba)
-    candidates = np.unique(np.concatenate([scores, np.nextafter(scores, 2.0), [0.5]]))
-    f1 = np.array([_f1(proba >= c, truth) for c in candidates])
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-    chosen = best[np.argmin(np.abs(candidates[best] - 0.5))]
-    return float(candidates[chosen]), float(f1[chosen])
 
 
 def _fit_labels(
@@ -124,15 +98,14 @@ def fit_multilabel_head(
     validation_f1: list[float | None] = [None] * y.shape[1]
     if held.any():
         fitted = _fit_labels(embeddings[~held], y[~held], thresholds, seed)
-        proba = fitted.predict_proba(embeddings[held])
-        for k in range(y.shape[1]):
-            truth = y[held, k].astype(bool)
-            if not truth.any():
-                continue
-            if len(np.unique(y[~held, k])) == 2 and truth.sum() >= max(min_positives, 1):
-                thresholds[k], validation_f1[k] = best_threshold(proba[:, k], truth)
-            else:
-                validation_f1[k] = _f1(proba[:, k] >= DEFAULT_THRESHOLD, truth)
+        # A label with one class among the training rows has constant scores: kept at 0.5.
+        learnable = [len(np.unique(y[~held, k])) == 2 for k in range(y.shape[1])]
+        thresholds, validation_f1 = choose(
+            fitted.predict_proba(embeddings[held]),
+            y[held].astype(bool),
+            learnable=learnable,
+            min_positives=min_positives,
+        )
     served = _fit_labels(embeddings, y, thresholds, seed)
     chosen = {
         "thresholds": [float(t) for t in thresholds],

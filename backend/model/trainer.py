@@ -5,6 +5,11 @@ length-grouped batches (short posts do not pay for long ones), class weights for
 imbalanced labels, a stable validation split with early stopping on macro-F1, a fixed
 seed, and bf16/fp16 autocast on CUDA.
 
+A multiple-choice question (`multiple`) gets one sigmoid a label instead of the softmax:
+a binary cross-entropy weighted by each label's negatives over positives, early stopping
+on its macro-F1 at 0.5, and thresholds chosen on the validation posts by
+backend.model.thresholds (saved beside the weights, THRESHOLDS_FILE).
+
 Small sets need optimizer steps, not epochs: 50 posts at batch 16 are 4 steps an epoch,
 and a few epochs of those leave the head untrained. So the run lasts `epochs` epochs or
 `min_steps` steps, whichever is more; it is judged on validation about ten times over
@@ -15,11 +20,12 @@ macro-F1, keeping the best.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +35,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from backend.domain.roles import JUDGE_SHARE, VALIDATION_SHARE, split_roles
-from backend.model import runtime
+from backend.domain.taxonomy import answer_key
+from backend.model import runtime, thresholds
 from backend.model.runtime import autocast_dtype
+
+THRESHOLDS_FILE = "thresholds.json"  # a multiple-choice fine-tune's per-label thresholds
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,11 @@ def pad_batch(ids: list[list[int]], pad_id: int, device: torch.device) -> dict:
     }
 
 
-def predict_ids(
+def predict_logits(
     model, encoded: list[list[int]], pad_id: int, device: torch.device, batch_size: int
 ) -> np.ndarray:
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    out = np.zeros(len(encoded), dtype=np.int64)
+    out = np.zeros((len(encoded), model.config.num_labels), dtype=np.float32)
     dtype = autocast_dtype(device)
     model.eval()
     with (
@@ -121,28 +130,47 @@ def predict_ids(
         for start in range(0, len(order), batch_size * 2):
             batch = order[start : start + batch_size * 2]
             logits = model(**pad_batch([encoded[i] for i in batch], pad_id, device)).logits
-            out[batch] = logits.argmax(-1).cpu().numpy()
+            out[batch] = logits.float().cpu().numpy()
     return out
+
+
+def predict_ids(
+    model, encoded: list[list[int]], pad_id: int, device: torch.device, batch_size: int
+) -> np.ndarray:
+    return predict_logits(model, encoded, pad_id, device, batch_size).argmax(-1)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(logits / 2))  # without exp's overflow
 
 
 def fine_tune(
     texts: list[str],
-    labels: list[str],
+    labels: Sequence[str] | Sequence[frozenset[str]],
     *,
     label_names: list[str],
     config: TrainConfig,
     out_dir: Path,
     keys: list[str] | None = None,
     progress: Progress | None = None,
+    multiple: bool = False,
 ) -> TrainResult:
     """Train on (texts, labels), save the best epoch's model and tokenizer to out_dir.
-    `keys` (task ids) decide the validation split; the texts do when none are given."""
+    `keys` (task ids) decide the validation split; the texts do when none are given.
+    `multiple`: each label is a set (a multiple-choice question); the result's labels and
+    predictions are then answer_key strings of sets."""
     started = time.monotonic()
     report = progress or (lambda _event: None)
     seed_everything(config.seed)
     device = runtime.device()
     label_id = {name: i for i, name in enumerate(label_names)}
-    y = [label_id[label] for label in labels]
+    if multiple:
+        hot = np.zeros((len(labels), len(label_names)), dtype=np.float32)
+        for i, chosen in enumerate(labels):
+            hot[i, [label_id[name] for name in chosen]] = 1.0
+        y: list = list(hot)
+    else:
+        y = [label_id[label] for label in labels]  # type: ignore[index]
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -150,6 +178,7 @@ def fine_tune(
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id=label_id,
+        problem_type="multi_label_classification" if multiple else "single_label_classification",
         ignore_mismatched_sizes=True,
     ).to(device)
     pad_id = tokenizer.pad_token_id or 0
@@ -160,16 +189,26 @@ def fine_tune(
     train_idx, val_idx, judge_idx = split_roles(
         keys or texts, validation_share=config.validation_share, judge_share=config.judge_share
     )
-    counts = Counter(y[i] for i in train_idx)
-    # Inverse-frequency class weights: a rare label costs as much as a common one.
-    weights = torch.tensor(
-        [
-            len(train_idx) / (len(label_names) * counts[c]) if counts[c] else 0.0
-            for c in range(len(label_names))
-        ],
-        device=device,
-    )
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    loss_fn: torch.nn.Module
+    if multiple:
+        # Each label's negatives over its positives: a rare yes costs as much as the noes.
+        positives = np.sum([y[i] for i in train_idx], axis=0) if train_idx else 0
+        negatives = len(train_idx) - positives
+        pos_weight = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
+        loss_fn = torch.nn.BCEWithLogitsLoss(
+            pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=device)
+        )
+    else:
+        counts = Counter(y[i] for i in train_idx)
+        # Inverse-frequency class weights: a rare label costs as much as a common one.
+        weights = torch.tensor(
+            [
+                len(train_idx) / (len(label_names) * counts[c]) if counts[c] else 0.0
+                for c in range(len(label_names))
+            ],
+            device=device,
+        )
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     # The fused kernel: one pass over all parameters instead of a loop per tensor.
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=0.01, fused=True
@@ -200,7 +239,7 @@ def fine_tune(
         for batch in length_grouped_batches(lengths, config.batch_size, rng):
             rows = [train_idx[i] for i in batch]
             inputs = pad_batch([encoded[i] for i in rows], pad_id, device)
-            target = torch.tensor([y[i] for i in rows], device=device)
+            target = torch.tensor(np.array([y[i] for i in rows]), device=device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(**inputs).logits
             loss = loss_fn(logits.float(), target)
@@ -222,10 +261,12 @@ def fine_tune(
         judgements += 1
         entry: dict[str, float] = {"epoch": epoch, "step": steps, "loss": round(mean_loss, 4)}
         if val_idx:
-            predicted = predict_ids(
+            logits = predict_logits(
                 model, [encoded[i] for i in val_idx], pad_id, device, config.batch_size
             )
-            truth = [y[i] for i in val_idx]
+            truth = np.array([y[i] for i in val_idx]).astype(int)
+            # Sets at 0.5 (scored by subset accuracy), or the likeliest label.
+            predicted = (sigmoid(logits) >= 0.5).astype(int) if multiple else logits.argmax(-1)
             entry["val_accuracy"] = round(float(accuracy_score(truth, predicted)), 4)
             entry["val_macro_f1"] = round(
                 float(
@@ -233,7 +274,7 @@ def fine_tune(
                         truth,
                         predicted,
                         average="macro",
-                        labels=list(range(len(label_names))),
+                        labels=None if multiple else list(range(len(label_names))),
                         zero_division=0,
                     )
                 ),
@@ -252,12 +293,38 @@ def fine_tune(
         model.load_state_dict(best_state)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    chosen = np.full(len(label_names), thresholds.DEFAULT_THRESHOLD)
+    if multiple:
+        if val_idx:
+            trained = np.array([y[i] for i in train_idx])
+            proba = sigmoid(
+                predict_logits(
+                    model, [encoded[i] for i in val_idx], pad_id, device, config.batch_size
+                )
+            )
+            chosen, _ = thresholds.choose(
+                proba,
+                np.array([y[i] for i in val_idx]) > 0.5,
+                learnable=[len(np.unique(trained[:, k])) == 2 for k in range(len(label_names))],
+            )
+        (out_dir / THRESHOLDS_FILE).write_text(json.dumps([float(t) for t in chosen]))
+
+    def answer(label: str | Iterable[str]) -> str:
+        """A label, or a set's answer_key (a multiple-choice question)."""
+        return label if isinstance(label, str) else answer_key(frozenset(label)) or ""
 
     def predicted_labels(rows: list[int]) -> list[str]:
         if not rows:
             return []
-        ids = predict_ids(model, [encoded[i] for i in rows], pad_id, device, config.batch_size)
-        return [label_names[i] for i in ids]
+        logits = predict_logits(
+            model, [encoded[i] for i in rows], pad_id, device, config.batch_size
+        )
+        if multiple:
+            yes = sigmoid(logits) >= chosen
+            return [
+                answer([n for n, on in zip(label_names, row, strict=True) if on]) for row in yes
+            ]
+        return [label_names[i] for i in logits.argmax(-1)]
 
     best_entry = next((h for h in history if h["epoch"] == best_epoch), history[-1])
     metrics = {
@@ -278,13 +345,15 @@ def fine_tune(
         "device": str(device),
         "autocast": str(dtype).replace("torch.", "") if dtype else None,
     }
+    if multiple:
+        metrics["thresholds"] = dict(zip(label_names, chosen.tolist(), strict=True))
     return TrainResult(
         metrics,
         [texts[i] for i in val_idx],
-        [labels[i] for i in val_idx],
+        [answer(labels[i]) for i in val_idx],
         predicted_labels(val_idx),
         [texts[i] for i in judge_idx],
-        [labels[i] for i in judge_idx],
+        [answer(labels[i]) for i in judge_idx],
         predicted_labels(judge_idx),
         trained_on=[(keys or texts)[i] for i in train_idx],
     )

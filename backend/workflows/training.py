@@ -129,7 +129,20 @@ def fit(
             keys=[str(e.task_id) for e in examples],
             seed=settings.train_seed,
         )
-    config = TrainConfig(
+    return fine_tune(
+        [e.text for e in examples],
+        [e.label for e in examples],
+        label_names=list(collected.taxonomy.names),
+        config=train_config(settings),
+        out_dir=out_dir,
+        keys=[str(e.task_id) for e in examples],
+        progress=progress,
+    )
+
+
+def train_config(settings: Settings) -> TrainConfig:
+    """The fine-tune's recipe, from the settings."""
+    return TrainConfig(
         base_model=settings.base_model,
         epochs=settings.train_epochs,
         min_steps=settings.train_min_steps,
@@ -137,15 +150,6 @@ def fit(
         batch_size=settings.train_batch_size,
         max_length=settings.train_max_length,
         seed=settings.train_seed,
-    )
-    return fine_tune(
-        [e.text for e in examples],
-        [e.label for e in examples],
-        label_names=list(collected.taxonomy.names),
-        config=config,
-        out_dir=out_dir,
-        keys=[str(e.task_id) for e in examples],
-        progress=progress,
     )
 
 
@@ -334,59 +338,84 @@ class Runner:
         self.report(project, prelabels=self.prelabel_headline(project, collected))
 
     def train_question(self, project: int, question: Taxonomy, tasks: list[dict]) -> str:
-        """A head for another question of the config, from the annotations that answer
-        it, judged and published by the first question's rules into its own registry;
-        what became of it, in a few words. Never fails the run: a failure is logged and
-        said."""
+        """Another question of the config, trained from the annotations that answer it
+        (the head always, from TRAIN_FINETUNE_FROM of them also the fine-tune, each of a
+        sigmoid a label for a multiple-choice question), each candidate judged and
+        published by the first question's rules into the question's own registry; what
+        became of them, in a few words. Never fails the run: a failure is logged and said."""
         settings, name = self.settings, question.from_name
         percent, minimum = settings.holdout_percent, settings.train_min_per_label
         keyed: list[tuple[int, str, str]]  # (task, text, answer_key), for the data hash
+        answers: list
         try:
             if question.multiple:
                 sets = dataset.labeled_sets(tasks, question, holdout_percent=percent)
                 short = dataset.too_few_sets(sets, question.names, minimum)
                 keyed = [(e.task_id, e.text, answer_key(e.labels) or "") for e in sets]
+                answers = [e.labels for e in sets]
             else:
                 examples = dataset.labeled_examples(tasks, question, holdout_percent=percent)
                 short = dataset.too_few(examples, question.names, minimum)
                 keyed = [(e.task_id, e.text, e.label) for e in examples]
+                answers = [e.label for e in examples]
             if short:
                 return f"{name}: not trained ({short})"
             run = ProjectRun(project, question, self.predictor.registry(project, name))
             run.registry.clean_staging()
-            staging, version = run.registry.staging_dir(), run.registry.new_version_name()
-            store = self.predictor.embedding_store(project)
-            texts, keys = [t for _, t, _ in keyed], [str(k) for k, _, _ in keyed]
-            trainer: Callable[..., TrainResult] = (
-                train_multilabel_head if question.multiple else train_head
-            )
-            answers = [e.labels for e in sets] if question.multiple else [e.label for e in examples]
-            try:
+            said = []
+            for kind in candidates(len(keyed), settings):
+                said.append(self.train_question_kind(run, kind, keyed, answers))
+            return f"{name}: " + "; ".join(said)
+        except Exception as exc:
+            log.exception("project %d: question %s was not trained", project, name)
+            return f"{name}: not trained ({type(exc).__name__}: {exc})"
+
+    def train_question_kind(
+        self, run: ProjectRun, kind: str, keyed: list[tuple[int, str, str]], answers: list
+    ) -> str:
+        """One candidate of another question: fit, judge, commit, promote when judged so."""
+        settings, question = self.settings, run.taxonomy
+        staging, version = run.registry.staging_dir(), run.registry.new_version_name()
+        texts, keys = [t for _, t, _ in keyed], [str(k) for k, _, _ in keyed]
+        names = list(question.names)
+        try:
+            if kind == "fine-tune":
+                result = fine_tune(
+                    texts,
+                    answers,
+                    label_names=names,
+                    config=train_config(settings),
+                    out_dir=staging,
+                    keys=keys,
+                    multiple=question.multiple,
+                )
+            else:
+                trainer: Callable[..., TrainResult] = (
+                    train_multilabel_head if question.multiple else train_head
+                )
                 result = trainer(
                     texts,
                     answers,
-                    label_names=list(question.names),
-                    store=store,
+                    label_names=names,
+                    store=self.predictor.embedding_store(run.project),
                     out_dir=staging,
                     keys=keys,
                     seed=settings.train_seed,
                 )
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            verdict = judge(result, run, self.predictor)
-            kind = "multilabel-head" if question.multiple else "head"
-            meta = version_meta(kind, question, settings, result, verdict, keyed)
-            run.registry.commit(staging, version, meta)
-            shown = run.registry.name(version)
-            if verdict.promote:
-                run.registry.promote(version)
-            said = "serves" if verdict.promote else "kept, not promoted"
-            log.info("project %d: question %s: %s %s (%s)", project, name, shown, said, meta)
-            return f"{name}: {shown} {said}; {verdict.validation['against_llm']}"
-        except Exception as exc:
-            log.exception("project %d: question %s was not trained", project, name)
-            return f"{name}: not trained ({type(exc).__name__}: {exc})"
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        verdict = judge(result, run, self.predictor)
+        if kind == "head" and question.multiple:
+            kind = "multilabel-head"
+        meta = version_meta(kind, question, settings, result, verdict, keyed)
+        run.registry.commit(staging, version, meta)
+        shown = run.registry.name(version)
+        if verdict.promote:
+            run.registry.promote(version)
+        said = "serves" if verdict.promote else "kept, not promoted"
+        log.info("project %d: question %s: %s %s", run.project, question.from_name, shown, said)
+        return f"{shown} {said}, {verdict.validation['against_llm']}"
 
     def prelabel_headline(self, project: int, collected: Collected) -> str:
         """What pre-labels did so far, for the model card (domain.labelings.headline),

@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.model.multilabel_head import (
-    DEFAULT_THRESHOLD,
-    MIN_VALIDATION_POSITIVES,
-    MultiLabelHead,
-    best_threshold,
-    fit_multilabel_head,
-)
+from backend.model.multilabel_head import MultiLabelHead, fit_multilabel_head
+from backend.model.thresholds import DEFAULT_THRESHOLD, MIN_VALIDATION_POSITIVES, best_threshold
 
 LABELS = 3
 WIDTH = 8

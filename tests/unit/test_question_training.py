@@ -90,7 +90,7 @@ def test_the_other_question_trains_serves_and_is_re_scored(world):
 
     status = JobState(settings.model_dir).status(project, "training")
     assert status["state"] == "finished", status
-    assert status["questions"].startswith("topics: v1 head ") and " serves; " in status["questions"]
+    assert status["questions"].startswith("topics: v1 head ") and " serves, " in status["questions"]
     registry = Registry(settings.model_dir, project, "topics")
     serving = registry.serving()
     assert serving is not None
@@ -115,3 +115,53 @@ def test_the_other_question_trains_serves_and_is_re_scored(world):
     for (task, text), expected in zip(unlabeled.items(), sets, strict=True):
         assert TOPICS.labels_of(pushed[task]) == expected, text
         assert LABEL.label_of(pushed[task]) in LABEL.names
+
+
+def test_from_train_finetune_from_labels_the_other_question_is_fine_tuned_too(tmp_path, tiny_model):
+    """With TRAIN_FINETUNE_FROM reached, the topics get a fine-tune as well: a sigmoid a
+    label on the (tiny) encoder, its thresholds saved beside it, judged whole sets."""
+    settings = load_settings(
+        {
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "LLM_TIMEOUT": "0.5",
+            "LLM_MAX_RETRIES": "0",
+            "BASE_MODEL": str(tiny_model),
+            "TRAIN_MAX_LENGTH": "32",
+            "TRAIN_MIN_PER_LABEL": "2",
+            "TRAIN_FINETUNE_FROM": "10",
+            "TRAIN_EPOCHS": "1",
+            "TRAIN_MIN_STEPS": "4",
+            "TRAIN_BATCH_SIZE": "8",
+            "BLIND_LABELS": "false",
+        }
+    )
+    fake = FakeLabelStudio()
+    predictor = Predictor(settings, labeler_from_settings(settings))
+    project = fake.add_project(CONFIG)
+    for thing, topics in THINGS.items():
+        for label, template in TEMPLATES.items():
+            task = fake.add_task(project, template.format(thing), split="train")
+            result = LABEL.result(label) + TOPICS.result_of_set(sorted(topics))
+            fake.annotate(project, task, None, result=result)
+    try:
+        Runner(settings, JobState(settings.model_dir), client=fake, predictor=predictor).train(
+            project
+        )
+    finally:
+        predictor.labeler.close()
+    status = JobState(settings.model_dir).status(project, "training")
+    assert status["state"] == "finished", status
+    said = status["questions"]
+    assert said.startswith("topics: v1 head ") and "; v2 tune " in said, said
+    registry = Registry(settings.model_dir, project, "topics")
+    tuned = next(v for v in registry.versions() if v["kind"] == "fine-tune")
+    assert tuned["labels"] == ["food", "exercise"] and set(tuned["metrics"]["thresholds"]) == {
+        "food",
+        "exercise",
+    }
+    classifier = Classifier(registry.path(tuned["version"]))
+    assert classifier.multiple and classifier.kind == "fine-tune"
+    sets, probabilities = classifier.predict_sets(["ate pasta after running", "a nap"])
+    assert len(sets) == 2 and all(s <= {"food", "exercise"} for s in sets)
+    assert probabilities.shape == (2, 2) and ((probabilities >= 0) & (probabilities <= 1)).all()
