@@ -21,6 +21,10 @@ labeled and these are fitted on it, and scored on the 300:
   the validation posts however few hold it (the rule before MIN_VALIDATION_POSITIVES);
 - TF-IDF + logistic regression (one-vs-rest for "sections", thresholds 0.5);
 - most frequent answer: the commonest set (or label) among the labeled posts.
+- fine-tune (--finetune-at, on --finetune-seeds): backend.model.trainer.fine_tune as a
+  run calls it for the question, the whole encoder with one sigmoid a label
+  ("sections", multiple=True) or the softmax ("first"), the default recipe, thresholds
+  by the head's rule; on 2 CPU cores a few minutes each, so only at a few counts.
 Reported: for "sections" subset accuracy, micro-F1, macro-F1 and Hamming loss, for
 "first" accuracy and macro-F1; per count, each seed's figures and the mean over seeds.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,8 +53,10 @@ from sklearn.multiclass import OneVsRestClassifier
 from backend.domain.roles import split_roles
 from backend.model import embeddings
 from backend.model import head as head_model
+from backend.model.classifier import Classifier
 from backend.model.multilabel_head import fit_multilabel_head
-from backend.model.trainer import TrainConfig
+from backend.model.registry import write_meta
+from backend.model.trainer import TrainConfig, fine_tune
 from takemeter import offline_data
 from takemeter.evaluation import multilabel
 from takemeter.offline_models import minilm_path
@@ -145,6 +152,54 @@ def one_run(rows: list[int], seed: int, data: dict) -> dict:
     }
 
 
+def fine_tuned(rows: list[int], seed: int, data: dict, base_model: str, max_length: int) -> dict:
+    """Both questions' fine-tunes on the pool posts `rows`, scored on the held-out posts."""
+    names, test, sets, first, texts = (
+        data["names"],
+        data["test"],
+        data["sets"],
+        data["first"],
+        data["texts"],
+    )
+    config = TrainConfig(base_model=base_model, max_length=max_length, seed=seed)
+    out: dict = {}
+    for question, answers in (
+        ("sections", [sets[i] for i in rows]),
+        ("first", [first[i] for i in rows]),
+    ):
+        with tempfile.TemporaryDirectory() as folder:
+            result = fine_tune(
+                [texts[i] for i in rows],
+                answers,
+                label_names=names,
+                config=config,
+                out_dir=Path(folder),
+                keys=[str(i) for i in rows],
+                multiple=question == "sections",
+            )
+            write_meta(
+                Path(folder),
+                {
+                    "version": "v1.bench",
+                    "labels": names,
+                    "max_length": max_length,
+                    "kind": "fine-tune",
+                },
+            )
+            classifier = Classifier(Path(folder))
+            held = [texts[i] for i in test]
+            if question == "sections":
+                found, _ = classifier.predict_sets(held)
+                out["sections"] = set_scores([sets[i] for i in test], found, names)
+            else:
+                picked = classifier.predict_proba(held).argmax(1)
+                out["first"] = label_scores(
+                    [first[i] for i in test], [names[i] for i in picked], names
+                )
+            out[f"{question}_train_seconds"] = result.metrics["train_seconds"]
+    return out
+
+
 def mean_of(found: list[dict]) -> dict:
     """Each system's figures, averaged over seeds (a None where some seed has none)."""
     out: dict = {}
@@ -167,11 +222,14 @@ def main() -> None:
     parser.add_argument("--base-model", default=None, help="default: MiniLM-L6 (offline)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--finetune-at", default="200,600", help="label counts that fine-tune")
+    parser.add_argument("--finetune-seeds", type=int, default=1, help="seeds that fine-tune")
     parser.add_argument(
         "--pool-split", action="store_true", help="label 500 of the pool, score its other 200"
     )
     args = parser.parse_args()
     base_model = args.base_model or str(minilm_path())
+    finetune_at = {int(c) for c in args.finetune_at.split(",") if c.strip()}
     started = time.monotonic()
     texts, first, sets, names = derived_posts()
     order = list(range(POSTS))
@@ -193,13 +251,22 @@ def main() -> None:
     curve = []
     for count in [int(c) for c in args.counts.split(",")]:
         runs = []
+        tuned = []
         for seed in range(args.seeds):
             rows = random.Random(seed).sample(pool, count)
             runs.append({"seed": seed, **one_run(rows, seed, data)})
+            if count in finetune_at and seed < args.finetune_seeds:
+                tuned.append(
+                    {"seed": seed, **fine_tuned(rows, seed, data, base_model, args.max_length)}
+                )
+                print(f"{count} labels, seed {seed}: fine-tuned {tuned[-1]}", flush=True)
         point = {
             "labels": count,
             "sections": mean_of([r["sections"] for r in runs]),
             "first": mean_of([r["first"] for r in runs]),
+            # Beside each fine-tune, the head of the same seeds (the means above are over
+            # every seed).
+            "fine_tune": tuned,
             "runs": runs,
         }
         curve.append(point)
@@ -225,6 +292,8 @@ def main() -> None:
                 else base_model,
                 "max_length": args.max_length,
                 "head_c": head_model.HEAD_C,
+                "finetune_at": sorted(finetune_at),
+                "finetune_seeds": args.finetune_seeds,
                 "sections": names,
                 "posts_with_one_section": round(share_one, 3),
             },
