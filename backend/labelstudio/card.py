@@ -142,9 +142,18 @@ def prelabel_text(status: JobStatus) -> str:
 
 
 def card_text(training: JobStatus, prelabel: JobStatus) -> str:
-    """The card's status: the training job's, what pre-labels did so far (the last run
-    counted it), then the pre-labeling job's."""
-    others = [p for p in (_one_line(training.get("prelabels") or ""), prelabel_text(prelabel)) if p]
+    """The card's status: the training job's, its other questions' versions (a config of
+    several), what pre-labels did so far (the last run counted it), then the pre-labeling
+    job's."""
+    others = [
+        p
+        for p in (
+            _one_line(training.get("questions") or ""),
+            _one_line(training.get("prelabels") or ""),
+            prelabel_text(prelabel),
+        )
+        if p
+    ]
     # A long reason is cut, not the short parts after it.
     room = max(MAX_CHARS // 3, MAX_CHARS - sum(len(p) + len(SEPARATOR) for p in others))
     parts = [_one_line(status_text(training), limit=room), *others]

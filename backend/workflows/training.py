@@ -414,8 +414,15 @@ class Runner:
         if verdict.promote:
             run.registry.promote(version)
         said = "serves" if verdict.promote else "kept, not promoted"
-        log.info("project %d: question %s: %s %s", run.project, question.from_name, shown, said)
-        return f"{shown} {said}, {verdict.validation['against_llm']}"
+        log.info(
+            "project %d: question %s: %s %s: %s",
+            run.project,
+            question.from_name,
+            shown,
+            said,
+            verdict.validation["against_llm"],
+        )
+        return f"{shown} {said}"  # (how it compared: in its meta.json and the log)
 
     def prelabel_headline(self, project: int, collected: Collected) -> str:
         """What pre-labels did so far, for the model card (domain.labelings.headline),

@@ -187,6 +187,10 @@ def test_card_text_puts_training_first_and_leaves_out_an_empty_lane():
     assert card_text({}, prelabel) == "pre-labeling: 4 of 10 tasks"
     assert card_text(training, {"state": "idle"}) == "queued (Start Training)"
     assert card_text({}, {}) == ""
+    questions = "topics: v1 head 83%/6 serves; v2 tune 67%/6 kept, not promoted"
+    assert card_text({**training, "questions": questions}, {}) == (
+        f"queued (Start Training) · {questions}"
+    )
     headline = "pre-labels accepted 67% (2 of 3)"
     assert card_text({**training, "prelabels": headline}, prelabel) == (
         f"queued (Start Training) · {headline} · pre-labeling: 4 of 10 tasks"

@@ -90,7 +90,9 @@ def test_the_other_question_trains_serves_and_is_re_scored(world):
 
     status = JobState(settings.model_dir).status(project, "training")
     assert status["state"] == "finished", status
-    assert status["questions"].startswith("topics: v1 head ") and " serves, " in status["questions"]
+    assert status["questions"].startswith("topics: v1 head ") and status["questions"].endswith(
+        " serves"
+    )
     registry = Registry(settings.model_dir, project, "topics")
     serving = registry.serving()
     assert serving is not None
