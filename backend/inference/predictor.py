@@ -74,49 +74,43 @@ def _prior(confidence: float | None) -> float:
     return calibration.LLM_UNKNOWN if confidence is None else min(high, max(low, confidence))
 
 
-def other_answers(
-    form: Form,
-    opinions: Sequence[Sequence[LLMOpinion | None]],
-    models: Sequence[Sequence[policy.ModelOpinion | SetOpinion | None]] | None = None,
-    prefer_model: Sequence[bool] | None = None,
-) -> list[OtherAnswers | None]:
-    """Each post's OtherAnswers (None where nothing answered any of them), from
-    `opinions[q][i]`, the LLM's opinion on form.others[q] for post i, and `models[q][i]`,
-    the question's serving model's (None: no model). As for the first question, the
-    model's answer is shown where the LLM has none, or where `prefer_model[q]` (its
-    version beat the LLM on its judge posts)."""
-    count = len(form.others)
-    models = models if models is not None else [[None] * len(o) for o in opinions]
-    prefer_model = prefer_model if prefer_model is not None else [False] * count
+Answer = tuple[list[dict], float]  # one question's regions on a post, and their P(right)
+
+
+def set_answers(
+    question: Taxonomy,
+    llm: Sequence[LLMOpinion | None],
+    models: Sequence[SetOpinion | None],
+    *,
+    prefer_model: bool,
+) -> list[Answer | None]:
+    """A multiple-choice question's answers: as for a single-choice one, the model's set
+    where the LLM has none or where `prefer_model` (its version beat the LLM on its judge
+    posts), else the LLM's; scored by the prior."""
+    out: list[Answer | None] = []
+    for opinion, model in zip(llm, models, strict=True):
+        chosen = opinion.chosen if opinion is not None else None
+        if model is not None and (prefer_model or chosen is None):
+            out.append((question.result_of_set(sorted(model.labels)), _prior(model.confidence)))
+        elif chosen is not None:
+            assert opinion is not None
+            out.append((question.result_of_set(sorted(chosen)), _prior(opinion.confidence)))
+        else:
+            out.append(None)
+    return out
+
+
+def other_answers(per_question: Sequence[Sequence[Answer | None]]) -> list[OtherAnswers | None]:
+    """Each post's OtherAnswers from `per_question[q][i]`, question q's answer on post i:
+    every region in question order, scored by the least sure (None: none answered)."""
     out: list[OtherAnswers | None] = []
-    for answers, model_answers in zip(
-        zip(*opinions, strict=True), zip(*models, strict=True), strict=True
-    ):
-        result: list[dict] = []
-        scores: list[float] = []
-        for question, llm, model, prefer in zip(
-            form.others, answers, model_answers, prefer_model, strict=True
-        ):
-            if question.multiple:
-                chosen = llm.chosen if llm is not None else None
-                if isinstance(model, SetOpinion) and (prefer or chosen is None):
-                    result += question.result_of_set(sorted(model.labels))
-                    scores.append(_prior(model.confidence))
-                elif chosen is not None:
-                    assert llm is not None
-                    result += question.result_of_set(sorted(chosen))
-                    scores.append(_prior(llm.confidence))
-                continue
-            decision = policy.decide(
-                llm.label if llm else None,
-                llm.confidence if llm else None,
-                model if isinstance(model, policy.ModelOpinion) else None,
-                prefer_model=prefer,
-            )
-            if decision is not None:
-                result += question.result(decision.label)
-                scores.append(decision.score)
-        out.append(OtherAnswers(result, min(scores)) if result else None)
+    for answers in zip(*per_question, strict=True):
+        found = [answer for answer in answers if answer is not None]
+        if not found:
+            out.append(None)
+            continue
+        result = [region for regions, _ in found for region in regions]
+        out.append(OtherAnswers(result, min(score for _, score in found)))
     return out
 
 
@@ -195,12 +189,14 @@ class Predictor:
         *,
         kept: bool = False,
     ) -> tuple[str, list[Opinions]]:
-        """The serving model's opinion beside the LLM's given ones, and the decisions."""
-        version = self.model_version(project)
+        """The serving model's opinion beside the LLM's given ones, and the decisions;
+        the model and the calibrator of `taxonomy`'s own registry (registry_for)."""
+        registry = self.registry_for(project, taxonomy) if project is not None else None
+        version = (registry.serving() if registry else None) or self.llm_version()
         classifier = None
-        if project is not None and version != self.llm_version():
+        if registry is not None and version != self.llm_version():
             try:
-                classifier = self.models.get(self.registry(project).path(version))
+                classifier = self.models.get(registry.path(version))
             except Exception as exc:  # a broken version must not stop the LLM pre-labels
                 log.error("cannot load model %s (%s); serving LLM pre-labels", version, exc)
                 version = self.llm_version()
@@ -218,9 +214,7 @@ class Predictor:
                 classifier.labels,
                 list(taxonomy.names),
             )
-        calibrator = calibration.load(
-            self.registry(project).read_calibration() if project is not None else None
-        )
+        calibrator = calibration.load(registry.read_calibration() if registry else None)
         out = []
         for opinion, model in zip(llm, models, strict=True):
             decision = policy.decide(
@@ -241,20 +235,39 @@ class Predictor:
         (`kept`: as in `combine`)."""
         if not form.others:
             return [None] * len(texts)
-        models, prefer = [], []
+        per_question: list[list[Answer | None]] = []
         for question in form.others:
-            found = self.question_model(project, question, texts, kept=kept)
-            models.append(found[0] if found else [None] * len(texts))
-            prefer.append(found[1] if found else False)
-        llm = [self.labeler.cached(q, texts) for q in form.others]
-        return other_answers(form, llm, models, prefer)
+            llm = self.labeler.cached(question, texts)
+            if question.multiple:
+                found = self.set_model(project, question, texts, kept=kept)
+                models = found[0] if found else [None] * len(texts)
+                prefer = found[1] if found else False
+                per_question.append(set_answers(question, llm, models, prefer_model=prefer))
+                continue
+            opinions = [o or LLMOpinion(None, None, error=NOT_CACHED) for o in llm]
+            _, combined = self.combine(project, question, texts, opinions, kept=kept)
+            per_question.append(
+                [
+                    (question.result(o.decision.label), o.decision.score) if o.decision else None
+                    for o in combined
+                ]
+            )
+        return other_answers(per_question)
 
-    def question_model(
+    def registry_for(self, project: int, taxonomy: Taxonomy) -> Registry:
+        """The registry of `taxonomy`: the project's for its config's first single-choice
+        question, the question's own for another."""
+        primary = Form.of(taxonomy).primary
+        if primary is not None and primary.from_name == taxonomy.from_name:
+            return self.registry(project)
+        return self.registry(project, taxonomy.from_name)
+
+    def set_model(
         self, project: int | None, question: Taxonomy, texts: list[str], *, kept: bool
-    ) -> tuple[list, bool] | None:
-        """Another question's serving model's opinions on `texts` and whether its version
-        beat the LLM; None without a usable one (a broken version is logged, and the LLM
-        answers)."""
+    ) -> tuple[list[SetOpinion], bool] | None:
+        """A multiple-choice question's serving model's opinions on `texts` and whether its
+        version beat the LLM; None without a usable one (a broken version is logged, and
+        the LLM answers)."""
         if project is None:
             return None
         registry = self.registry(project, question.from_name)
@@ -266,12 +279,8 @@ class Predictor:
             if classifier.labels != list(question.names):
                 raise ValueError(f"trained on labels {classifier.labels}")
             store = self.store_for(project, classifier) if kept else None
-            if classifier.multiple:
-                sets, probabilities = classifier.predict_sets(texts, store=store)
-                opinions = set_opinions(classifier.labels, sets, probabilities)
-            else:
-                probabilities = classifier.predict_proba(texts, store=store)
-                opinions = [policy.model_opinion(classifier.labels, r) for r in probabilities]
+            sets, probabilities = classifier.predict_sets(texts, store=store)
+            opinions = set_opinions(classifier.labels, sets, probabilities)
         except Exception as exc:  # a broken version must not stop the pre-labels
             log.error(
                 "question %s: cannot use model %s (%s); serving the LLM's answers",

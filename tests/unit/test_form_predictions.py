@@ -8,8 +8,9 @@ import pytest
 from backend.config import load_settings
 from backend.domain import calibration, policy
 from backend.domain.taxonomy import parse_form
-from backend.inference.predictor import OtherAnswers, Predictor, other_answers
+from backend.inference.predictor import OtherAnswers, Predictor, SetOpinion, set_answers
 from backend.llm import questions
+from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import LLMOpinion
 from backend.llm.labeler import from_settings as labeler_from_settings
 
@@ -26,31 +27,6 @@ CONFIG = """
 """
 FORM = parse_form(CONFIG)
 SENTIMENT, TOPICS, URGENT = FORM.questions
-
-
-def test_the_other_questions_answers_become_regions_scored_by_the_least_sure():
-    """Post 0: a list at 0.7 and a label at 0.9, scored 0.7. Post 1: a list with no stated
-    confidence (LLM_UNKNOWN) and a label off the list (no region). Post 2: nothing."""
-    topics = [
-        LLMOpinion(None, 0.7, chosen=frozenset({"Sports", "Politics"})),
-        LLMOpinion(None, None, chosen=frozenset()),
-        None,
-    ]
-    urgent = [
-        LLMOpinion("no", 0.9),
-        LLMOpinion(None, None, error="answer outside the label set"),
-        LLMOpinion(None, None, error="pending"),
-    ]
-    made = other_answers(FORM, [topics, urgent])
-    assert made[0] == OtherAnswers(
-        [*TOPICS.result_of_set(["Politics", "Sports"]), *URGENT.result("no")], 0.7
-    )
-    assert made[0].result[0]["value"] == {"choices": ["pol", "Sports"]}  # alias, config order
-    assert made[1] == OtherAnswers(TOPICS.result_of_set([]), calibration.LLM_UNKNOWN)
-    assert made[2] is None
-    # A certain list is clipped as the prior clips every stated confidence.
-    sure = other_answers(FORM, [[LLMOpinion(None, 1.0, chosen=frozenset())], [None]])
-    assert sure[0] is not None and sure[0].score == calibration.PRIOR_RANGE[1]
 
 
 @pytest.fixture
@@ -114,3 +90,48 @@ def test_answers_kept_for_a_form_read_back_per_question():
     renamed = parse_form(CONFIG.replace('"Sports"', '"Football"')).questions
     assert questions.decode(kept, renamed)["topics"] == questions.QuestionAnswer(None, None)
     assert questions.decode("not json", FORM.questions)["sentiment"].answer is None
+
+
+def cache(predictor: Predictor, text: str, answers: dict[str, questions.QuestionAnswer]) -> None:
+    """The one request's answer for `text`, as the labeler keeps it for every question."""
+    labeler = predictor.labeler
+    kept = questions.encode(answers)
+    labeler.cache.put(labeler.key(SENTIMENT, text), CachedAnswer(kept, None, ""), model="m")
+
+
+def test_the_other_questions_answers_become_regions_scored_by_the_least_sure(predictor):
+    """Post 0: a list at 0.7 and a label at 0.9, scored 0.7. Post 1: a list with no stated
+    confidence (LLM_UNKNOWN) and a label off the list (no region). Post 2: not asked."""
+    answer = questions.QuestionAnswer
+    cache(
+        predictor,
+        "post 0",
+        {
+            "sentiment": answer("Positive", 0.8),
+            "topics": answer(frozenset({"Sports", "Politics"}), 0.7),
+            "urgent": answer("no", 0.9),
+        },
+    )
+    cache(
+        predictor,
+        "post 1",
+        {"sentiment": answer("Negative", None), "topics": answer(frozenset(), None)},
+    )
+    made = predictor.others(None, FORM, ["post 0", "post 1", "post 2"])
+    assert made[0] == OtherAnswers(
+        [*TOPICS.result_of_set(["Politics", "Sports"]), *URGENT.result("no")], 0.7
+    )
+    assert made[0].result[0]["value"] == {"choices": ["pol", "Sports"]}  # alias, config order
+    assert made[1] == OtherAnswers(TOPICS.result_of_set([]), calibration.LLM_UNKNOWN)
+    assert made[2] is None
+
+
+def test_a_sets_model_answers_where_it_beat_the_llm_or_the_llm_has_none():
+    llm = [LLMOpinion(None, 0.6, chosen=frozenset({"Sports"})), None]
+    model = [SetOpinion(frozenset({"Business"}), 0.8), SetOpinion(frozenset(), 1.0)]
+    kept = set_answers(TOPICS, llm, model, prefer_model=False)
+    assert kept[0] == (TOPICS.result_of_set(["Sports"]), 0.6)  # the LLM's, not preferred
+    # Where the LLM has none, the model's, clipped as the prior clips a stated confidence.
+    assert kept[1] == (TOPICS.result_of_set([]), calibration.PRIOR_RANGE[1])
+    preferred = set_answers(TOPICS, llm, model, prefer_model=True)
+    assert preferred[0] == (TOPICS.result_of_set(["Business"]), 0.8)

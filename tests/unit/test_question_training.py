@@ -167,3 +167,34 @@ def test_from_train_finetune_from_labels_the_other_question_is_fine_tuned_too(tm
     sets, probabilities = classifier.predict_sets(["ate pasta after running", "a nap"])
     assert len(sets) == 2 and all(s <= {"food", "exercise"} for s in sets)
     assert probabilities.shape == (2, 2) and ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_another_single_choice_question_gets_its_head_and_its_own_score_calibrator(world):
+    """A second single-choice question: a softmax head of its own, and a calibrator of its
+    own refitted on its annotations (scores follow each question's labels)."""
+    settings, fake, predictor = world
+    config = (
+        (ROOT / "label_config.xml")
+        .read_text()
+        .replace(
+            "</View>",
+            '<Choices name="asks" toName="text"><Choice value="yes"/><Choice value="no"/>'
+            "</Choices></View>",
+        )
+    )
+    label, asks = parse_form(config).questions
+    project = fake.add_project(config)
+    for thing in THINGS:
+        for name, template in TEMPLATES.items():
+            task = fake.add_task(project, template.format(thing), split="train")
+            answer = "yes" if name == "seeking_support" else "no"
+            fake.annotate(project, task, None, result=label.result(name) + asks.result(answer))
+    Runner(settings, JobState(settings.model_dir), client=fake, predictor=predictor).train(project)
+    status = JobState(settings.model_dir).status(project, "training")
+    assert status["questions"].startswith("asks: v1 head "), status
+    registry = Registry(settings.model_dir, project, "asks")
+    assert read_meta(registry.path(registry.serving()))["kind"] == "head"
+    assert registry.read_calibration() is not None
+    # Its pre-labels: the head's answer (the LLM gave none), scored by its calibrator.
+    (other,) = predictor.others(project, parse_form(config), ["any advice on lows after pasta?"])
+    assert other is not None and asks.label_of(other.result) == "yes"
