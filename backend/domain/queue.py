@@ -65,10 +65,22 @@ def review_tab() -> dict:
     }
 
 
-def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Scored]) -> list[dict]:
-    """One row per task that has a pre-label, lowest priority first."""
+def rows(
+    task_ids: Sequence[int],
+    texts: Sequence[str],
+    opinions: Sequence[Scored],
+    scores: Sequence[float] | None = None,
+) -> list[dict]:
+    """One row per task that has a pre-label, lowest priority first. `scores`: each task's
+    prediction score where it is not its first question's (a config of several questions:
+    the least sure answer's), so the rows are the "Review queue" tab's."""
     out: list[dict] = []
-    for task, text, item in zip(task_ids, texts, opinions, strict=True):
+    scores = (
+        scores
+        if scores is not None
+        else [o.decision.score if o.decision else 1.0 for o in opinions]
+    )
+    for task, text, item, score in zip(task_ids, texts, opinions, scores, strict=True):
         decision = item.decision
         if decision is None:
             continue
@@ -76,7 +88,7 @@ def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Score
             {
                 "task": task,
                 "text": text,
-                "priority": decision.score,
+                "priority": score,
                 "shown_label": decision.label,
                 "shown_from": decision.source,
                 "disagree": decision.disagree,
@@ -84,7 +96,7 @@ def rows(task_ids: Sequence[int], texts: Sequence[str], opinions: Sequence[Score
                 "llm_confidence": item.llm.confidence if item.llm else None,
                 "model_label": item.model.label if item.model else None,
                 "model_probabilities": item.model.probabilities if item.model else None,
-                "in_queue": decision.score < QUEUE_BELOW,
+                "in_queue": score < QUEUE_BELOW,
             }
         )
     out.sort(key=lambda r: r["priority"])

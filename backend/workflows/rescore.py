@@ -125,7 +125,10 @@ def rescore(client, predictor: Predictor, run: ProjectRun, tasks: list[dict]) ->
     # The queue's rows are the pre-labels shown: a blind task has none to review.
     shown = [i for i, p in enumerate(made) if p and p["result"]] if unlabeled else []
     rows = queue.rows(
-        [targets[i]["id"] for i in shown], [texts[i] for i in shown], [opinions[i] for i in shown]
+        [targets[i]["id"] for i in shown],
+        [texts[i] for i in shown],
+        [opinions[i] for i in shown],
+        [p["score"] for p in (made[i] for i in shown) if p],  # the tab's order
     )
     summary = queue.summary(version, rows, unlabeled=len(unlabeled))
     run.registry.write_queue(summary)

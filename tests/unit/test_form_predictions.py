@@ -6,9 +6,15 @@ from __future__ import annotations
 import pytest
 
 from backend.config import load_settings
-from backend.domain import calibration, policy
+from backend.domain import calibration, policy, queue
 from backend.domain.taxonomy import parse_form
-from backend.inference.predictor import OtherAnswers, Predictor, SetOpinion, set_answers
+from backend.inference.predictor import (
+    Opinions,
+    OtherAnswers,
+    Predictor,
+    SetOpinion,
+    set_answers,
+)
 from backend.llm import questions
 from backend.llm.cache import CachedAnswer
 from backend.llm.labeler import LLMOpinion
@@ -135,3 +141,16 @@ def test_a_sets_model_answers_where_it_beat_the_llm_or_the_llm_has_none():
     assert kept[1] == (TOPICS.result_of_set([]), calibration.PRIOR_RANGE[1])
     preferred = set_answers(TOPICS, llm, model, prefer_model=True)
     assert preferred[0] == (TOPICS.result_of_set(["Business"]), 0.8)
+
+
+def test_the_queue_rows_follow_the_least_sure_answer_of_every_question():
+    """A task whose first question is sure (0.95) but whose other answer is not (0.4) is
+    in the queue at 0.4, as Label Studio's tab orders it by the prediction's score."""
+    sure = policy.Decision("Positive", 0.95, "llm", disagree=False)
+    opinions = [Opinions(LLMOpinion("Positive", 0.95), None, sure)] * 2
+    rows = queue.rows([1, 2], ["a", "b"], opinions, [0.95, 0.4])
+    assert [(r["task"], r["priority"], r["in_queue"]) for r in rows] == [
+        (2, 0.4, True),
+        (1, 0.95, False),
+    ]
+    assert queue.rows([1], ["a"], opinions[:1])[0]["priority"] == 0.95  # one question
