@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from backend.domain.taxonomy import Taxonomy
+from backend.domain.taxonomy import Taxonomy, answer_key
 
 SPLIT_FIELD = "split"
 
@@ -86,13 +86,17 @@ def labeled_examples(
 
 
 def text_and_label(task: dict, taxonomy: Taxonomy) -> tuple[str, str] | None:
-    """The task's text and the label of its latest annotation that was not skipped; None
-    when either is missing or the annotation chose no single label of the taxonomy."""
+    """The task's text and the label of its latest annotation that was not skipped (for a
+    multiple-choice question, its chosen_set as an answer_key); None when either is
+    missing or the annotation chose no single label of the taxonomy."""
     annotation = latest_annotation(task)
     text = task_text(task, taxonomy.text_field)
     if annotation is None or text is None:
         return None
-    label = taxonomy.label_of(annotation.get("result") or [])
+    if taxonomy.multiple:
+        label = answer_key(chosen_set(task, taxonomy))
+    else:
+        label = taxonomy.label_of(annotation.get("result") or [])
     return (text, label) if label is not None else None
 
 

@@ -131,6 +131,11 @@ def answer_key(answer: str | frozenset[str] | None) -> str | None:
     return json.dumps(sorted(answer))
 
 
+def set_of_key(key: str) -> frozenset[str]:
+    """The set an answer_key string stands for."""
+    return frozenset(json.loads(key))
+
+
 def _headers(config: str) -> str:
     try:
         root = ET.fromstring(config)

@@ -9,6 +9,7 @@ its answers is."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from backend.config import Settings
 from backend.domain import calibration, policy, roles
 from backend.domain.dataset import task_text
-from backend.domain.taxonomy import Form, Taxonomy
+from backend.domain.taxonomy import Form, Taxonomy, answer_key, set_of_key
 from backend.llm.labeler import LLMOpinion, ZeroShotLabeler
 from backend.model import embeddings
 from backend.model.classifier import Classifier, ServingModels
@@ -42,62 +43,10 @@ class OtherAnswers:
     """The pre-labels of one post for a form's other questions (all but the primary)."""
 
     result: list[dict]  # a region per question answered
-    # The least sure answer's P(right), by the prior: its stated confidence (the LLM's, or
-    # the model's; for a set the probability of the whole set), LLM_UNKNOWN where none
-    # is known.
-    score: float
-
-
-@dataclass(frozen=True)
-class SetOpinion:
-    """A multiple-choice head's opinion on a post: its set and P(that whole set), each
-    label's sigmoid taken as independent of the others'."""
-
-    labels: frozenset[str]
-    confidence: float
-
-
-def set_opinions(labels: Sequence[str], sets: Sequence[frozenset[str]], probabilities) -> list:
-    """SetOpinions from a head's sets and its N x L probabilities."""
-    return [
-        SetOpinion(
-            chosen,
-            float(np.prod([p if n in chosen else 1 - p for n, p in zip(labels, row, strict=True)])),
-        )
-        for chosen, row in zip(sets, probabilities, strict=True)
-    ]
-
-
-def _prior(confidence: float | None) -> float:
-    """A stated confidence as the prior scores it (never certain), LLM_UNKNOWN if none."""
-    low, high = calibration.PRIOR_RANGE
-    return calibration.LLM_UNKNOWN if confidence is None else min(high, max(low, confidence))
+    score: float  # the least sure answer's P(right), each by its question's calibrator
 
 
 Answer = tuple[list[dict], float]  # one question's regions on a post, and their P(right)
-
-
-def set_answers(
-    question: Taxonomy,
-    llm: Sequence[LLMOpinion | None],
-    models: Sequence[SetOpinion | None],
-    *,
-    prefer_model: bool,
-) -> list[Answer | None]:
-    """A multiple-choice question's answers: as for a single-choice one, the model's set
-    where the LLM has none or where `prefer_model` (its version beat the LLM on its judge
-    posts), else the LLM's; scored by the prior."""
-    out: list[Answer | None] = []
-    for opinion, model in zip(llm, models, strict=True):
-        chosen = opinion.chosen if opinion is not None else None
-        if model is not None and (prefer_model or chosen is None):
-            out.append((question.result_of_set(sorted(model.labels)), _prior(model.confidence)))
-        elif chosen is not None:
-            assert opinion is not None
-            out.append((question.result_of_set(sorted(chosen)), _prior(opinion.confidence)))
-        else:
-            out.append(None)
-    return out
 
 
 def other_answers(per_question: Sequence[Sequence[Answer | None]]) -> list[OtherAnswers | None]:
@@ -112,6 +61,37 @@ def other_answers(per_question: Sequence[Sequence[Answer | None]]) -> list[Other
         result = [region for regions, _ in found for region in regions]
         out.append(OtherAnswers(result, min(score for _, score in found)))
     return out
+
+
+def model_opinions(
+    classifier: Classifier, texts: list[str], store: embeddings.EmbeddingStore | None
+) -> list[policy.ModelOpinion]:
+    """A version's opinion on each text: its label and every label's probability, or for a
+    multiple-choice question its set as one label (answer_key) with P(that whole set),
+    each label's sigmoid taken as independent of the others'."""
+    if not classifier.multiple:
+        probabilities = classifier.predict_proba(texts, store=store)
+        return [policy.model_opinion(classifier.labels, row) for row in probabilities]
+    sets, probabilities = classifier.predict_sets(texts, store=store)
+    out = []
+    for chosen, row in zip(sets, probabilities, strict=True):
+        key = answer_key(chosen)
+        assert key is not None
+        each = [
+            p if name in chosen else 1 - p for name, p in zip(classifier.labels, row, strict=True)
+        ]
+        out.append(policy.ModelOpinion(key, {key: float(np.prod(each))}))
+    return out
+
+
+def regions(question: Taxonomy, label: str) -> list[dict]:
+    """The Label Studio regions of a decided label (a set's answer_key for a
+    multiple-choice question)."""
+    return (
+        question.result_of_set(sorted(set_of_key(label)))
+        if question.multiple
+        else question.result(label)
+    )
 
 
 class Predictor:
@@ -200,12 +180,12 @@ class Predictor:
             except Exception as exc:  # a broken version must not stop the LLM pre-labels
                 log.error("cannot load model %s (%s); serving LLM pre-labels", version, exc)
                 version = self.llm_version()
-        models: list[policy.ModelOpinion | None] = [None] * len(texts)
+        models: Sequence[policy.ModelOpinion | None] = [None] * len(texts)
         prefer_model = False
-        if classifier is not None and classifier.labels == list(taxonomy.names):
+        fits = classifier is not None and classifier.multiple == taxonomy.multiple
+        if classifier is not None and fits and classifier.labels == list(taxonomy.names):
             store = self.store_for(project, classifier) if kept and project is not None else None
-            probabilities = classifier.predict_proba(texts, store=store)
-            models = [policy.model_opinion(classifier.labels, row) for row in probabilities]
+            models = model_opinions(classifier, texts, store)
             prefer_model = bool(classifier.meta.get("beats_llm", False))
         elif classifier is not None:
             log.warning(
@@ -217,6 +197,8 @@ class Predictor:
         calibrator = calibration.load(registry.read_calibration() if registry else None)
         out = []
         for opinion, model in zip(llm, models, strict=True):
+            if opinion.chosen is not None:  # a set, decided on as one label (answer_key)
+                opinion = dataclasses.replace(opinion, label=answer_key(opinion.chosen))
             decision = policy.decide(
                 opinion.label,
                 opinion.confidence,
@@ -237,18 +219,14 @@ class Predictor:
             return [None] * len(texts)
         per_question: list[list[Answer | None]] = []
         for question in form.others:
-            llm = self.labeler.cached(question, texts)
-            if question.multiple:
-                found = self.set_model(project, question, texts, kept=kept)
-                models = found[0] if found else [None] * len(texts)
-                prefer = found[1] if found else False
-                per_question.append(set_answers(question, llm, models, prefer_model=prefer))
-                continue
-            opinions = [o or LLMOpinion(None, None, error=NOT_CACHED) for o in llm]
-            _, combined = self.combine(project, question, texts, opinions, kept=kept)
+            llm = [
+                o or LLMOpinion(None, None, error=NOT_CACHED)
+                for o in self.labeler.cached(question, texts)
+            ]
+            _, combined = self.combine(project, question, texts, llm, kept=kept)
             per_question.append(
                 [
-                    (question.result(o.decision.label), o.decision.score) if o.decision else None
+                    (regions(question, o.decision.label), o.decision.score) if o.decision else None
                     for o in combined
                 ]
             )
@@ -261,35 +239,6 @@ class Predictor:
         if primary is not None and primary.from_name == taxonomy.from_name:
             return self.registry(project)
         return self.registry(project, taxonomy.from_name)
-
-    def set_model(
-        self, project: int | None, question: Taxonomy, texts: list[str], *, kept: bool
-    ) -> tuple[list[SetOpinion], bool] | None:
-        """A multiple-choice question's serving model's opinions on `texts` and whether its
-        version beat the LLM; None without a usable one (a broken version is logged, and
-        the LLM answers)."""
-        if project is None:
-            return None
-        registry = self.registry(project, question.from_name)
-        serving = registry.serving()
-        if serving is None:
-            return None
-        try:
-            classifier = self.models.get(registry.path(serving))
-            if classifier.labels != list(question.names):
-                raise ValueError(f"trained on labels {classifier.labels}")
-            store = self.store_for(project, classifier) if kept else None
-            sets, probabilities = classifier.predict_sets(texts, store=store)
-            opinions = set_opinions(classifier.labels, sets, probabilities)
-        except Exception as exc:  # a broken version must not stop the pre-labels
-            log.error(
-                "question %s: cannot use model %s (%s); serving the LLM's answers",
-                question.from_name,
-                serving,
-                exc,
-            )
-            return None
-        return opinions, bool(classifier.meta.get("beats_llm", False))
 
     def is_blind(self, task: dict) -> bool:
         """Labeled with no pre-label in view (domain.roles), unless BLIND_LABELS is off."""

@@ -361,10 +361,9 @@ class Runner:
             if short:
                 return f"{name}: not trained ({short})"
             run = ProjectRun(project, question, self.predictor.registry(project, name))
-            if not question.multiple:
-                # Its scores follow its annotations, as the first question's do (a set's
-                # scores keep the prior: the calibrator's features are a label's).
-                refit_calibration(self.predictor, run, tasks)
+            # Its scores follow its annotations, as the first question's do (a set is
+            # scored as one label: right when the whole set is).
+            refit_calibration(self.predictor, run, tasks)
             run.registry.clean_staging()
             said = []
             for kind in candidates(len(keyed), settings):

@@ -13,6 +13,7 @@ from backend.domain.dataset import (
     is_held_out,
     labeled_examples,
     latest_annotation,
+    text_and_label,
     too_few,
 )
 from backend.domain.taxonomy import parse_questions, parse_taxonomy
@@ -279,3 +280,5 @@ def test_a_multiple_choice_question_left_unticked_chose_none_of_its_labels():
     assert chosen_set(task, topics) == frozenset({"a", "b"})
     task["annotations"].append({"id": 3, "result": [], "was_cancelled": True})
     assert chosen_set(task, topics) == frozenset({"a", "b"})  # a skip answers nothing
+    # As a label (the calibrator's and the judge's): the set's answer_key.
+    assert text_and_label(task, topics) == ("a post", '["a", "b"]')

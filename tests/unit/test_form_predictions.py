@@ -12,8 +12,6 @@ from backend.inference.predictor import (
     Opinions,
     OtherAnswers,
     Predictor,
-    SetOpinion,
-    set_answers,
 )
 from backend.llm import questions
 from backend.llm.cache import CachedAnswer
@@ -130,17 +128,6 @@ def test_the_other_questions_answers_become_regions_scored_by_the_least_sure(pre
     assert made[0].result[0]["value"] == {"choices": ["pol", "Sports"]}  # alias, config order
     assert made[1] == OtherAnswers(TOPICS.result_of_set([]), calibration.LLM_UNKNOWN)
     assert made[2] is None
-
-
-def test_a_sets_model_answers_where_it_beat_the_llm_or_the_llm_has_none():
-    llm = [LLMOpinion(None, 0.6, chosen=frozenset({"Sports"})), None]
-    model = [SetOpinion(frozenset({"Business"}), 0.8), SetOpinion(frozenset(), 1.0)]
-    kept = set_answers(TOPICS, llm, model, prefer_model=False)
-    assert kept[0] == (TOPICS.result_of_set(["Sports"]), 0.6)  # the LLM's, not preferred
-    # Where the LLM has none, the model's, clipped as the prior clips a stated confidence.
-    assert kept[1] == (TOPICS.result_of_set([]), calibration.PRIOR_RANGE[1])
-    preferred = set_answers(TOPICS, llm, model, prefer_model=True)
-    assert preferred[0] == (TOPICS.result_of_set(["Business"]), 0.8)
 
 
 def test_the_queue_rows_follow_the_least_sure_answer_of_every_question():

@@ -102,6 +102,7 @@ def test_the_other_question_trains_serves_and_is_re_scored(world):
         "topics",
         ["food", "exercise"],
     )
+    assert registry.read_calibration() is not None  # its scores' own calibrator
     first = read_meta(Registry(settings.model_dir, project).path(status["version"]))
     assert meta["data"]["n_examples"] == first["data"]["n_examples"] + 2
     assert meta["validation"]["judge_posts"] > 0 and meta["promoted"] is True
