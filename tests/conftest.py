@@ -26,6 +26,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BACKEND_AUTH = ("takemeter", "backend-secret")
 
 
+# The demo's config with a second question about the same post, a multiple-choice one.
+TOPICS_CONFIG = (
+    (ROOT / "label_config.xml")
+    .read_text()
+    .replace(
+        "</View>",
+        '<Choices name="topics" toName="text" choice="multiple">'
+        '<Choice value="food"/><Choice value="exercise"/></Choices></View>',
+    )
+)
+
+
 def load_posts() -> list[dict]:
     lines = (ROOT / "data" / "demo_posts.jsonl").read_text().splitlines()
     return [row for row in map(json.loads, lines) if "text" in row]

@@ -17,18 +17,10 @@ from backend.model.classifier import Classifier
 from backend.model.registry import Registry, read_meta
 from backend.workflows.training import Runner
 from takemeter.offline_models import minilm_path
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOPICS_CONFIG
 from tests.doubles.label_studio import FakeLabelStudio
 
-CONFIG = (
-    (ROOT / "label_config.xml")
-    .read_text()
-    .replace(
-        "</View>",
-        '<Choices name="topics" toName="text" choice="multiple">'
-        '<Choice value="food"/><Choice value="exercise"/></Choices></View>',
-    )
-)
+CONFIG = TOPICS_CONFIG
 FORM = parse_form(CONFIG)
 LABEL, TOPICS = FORM.questions
 TEMPLATES = {

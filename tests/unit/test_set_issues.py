@@ -11,7 +11,7 @@ import pytest
 from backend.domain.taxonomy import parse_form
 from takemeter import common, label_issues, set_issues
 from takemeter.offline_models import minilm_path
-from tests.conftest import ROOT
+from tests.conftest import TOPICS_CONFIG
 
 NAMES = ["food", "exercise", "numbers"]
 
@@ -55,15 +55,7 @@ def test_label_issues_triages_a_multiple_choice_question_from_an_export(tmp_path
     """`label-issues --question topics` on an export: the post annotated without its
     obvious topic is flagged, with that topic in doubt; a name not in the config is
     refused clearly."""
-    config = (
-        (ROOT / "label_config.xml")
-        .read_text()
-        .replace(
-            "</View>",
-            '<Choices name="topics" toName="text" choice="multiple">'
-            '<Choice value="food"/><Choice value="exercise"/></Choices></View>',
-        )
-    )
+    config = TOPICS_CONFIG
     (tmp_path / "config.xml").write_text(config)
     label, topics = parse_form(config).questions
     foods, sports = ["pasta", "rice", "bread", "cake", "soup"], ["running", "cycling", "yoga"]
