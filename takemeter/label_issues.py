@@ -415,7 +415,8 @@ def llm_opinions(
             answers = labeler.cached(taxonomy, texts)
     finally:
         labeler.close()
-    return [a if a is not None and a.label is not None else None for a in answers]
+    # An answer: a label, or a multiple-choice question's set (`chosen`).
+    return [a if a is not None and (a.label or a.chosen) is not None else None for a in answers]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,20 +618,8 @@ def triage_sets(
     print(f"embedding {len(items)} annotated posts with {folder.name} ({origin})…", file=sys.stderr)
     y = np.array([[name in i.labels for name in names] for i in items], dtype=int)
     probs = set_issues.out_of_fold_set_probabilities(embed(texts, folder), y, folds=args.folds)
-    llm = None
-    if args.llm != "off":
-        from backend.llm.labeler import from_settings
-
-        labeler = from_settings(settings)
-        try:
-            found = (
-                labeler.label_many(question, texts)
-                if args.llm == "ask"
-                else labeler.cached(question, texts)
-            )
-        finally:
-            labeler.close()
-        llm = [o.chosen if o is not None else None for o in found]
+    found = llm_opinions(settings, question, texts, args.llm)
+    llm = None if found is None else [o.chosen if o is not None else None for o in found]
     ranked = set_issues.find_set_suspects(items, probs, names, llm)
     listed = ranked if args.all else [s for s in ranked if s.flagged]
     listed = listed[: args.limit] if args.limit is not None else listed

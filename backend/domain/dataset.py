@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from backend.domain.taxonomy import Taxonomy, answer_key
+from backend.domain.taxonomy import Taxonomy, answer_key, set_of_key
 
 SPLIT_FIELD = "split"
 
@@ -126,16 +126,9 @@ class SetExample:
 def labeled_sets(
     tasks: list[dict], question: Taxonomy, *, holdout_percent: int, held_out: bool = False
 ) -> list[SetExample]:
-    """labeled_examples for a multiple-choice question (chosen_set of each task)."""
-    examples = []
-    for task in tasks:
-        if is_held_out(task, percent=holdout_percent) != held_out:
-            continue
-        chosen = chosen_set(task, question)
-        text = task_text(task, question.text_field)
-        if chosen is not None and text is not None:
-            examples.append(SetExample(int(task["id"]), text, chosen))
-    return examples
+    """labeled_examples for a multiple-choice question, each label back as its set."""
+    examples = labeled_examples(tasks, question, holdout_percent=holdout_percent, held_out=held_out)
+    return [SetExample(e.task_id, e.text, set_of_key(e.label)) for e in examples]
 
 
 def too_few(examples: list[Example], labels: tuple[str, ...], minimum: int) -> str | None:

@@ -218,11 +218,9 @@ class Predictor:
         if not form.others:
             return [None] * len(texts)
         per_question: list[list[Answer | None]] = []
-        for question in form.others:
-            llm = [
-                o or LLMOpinion(None, None, error=NOT_CACHED)
-                for o in self.labeler.cached(question, texts)
-            ]
+        answers = self.labeler.cached_each(form.others, texts)
+        for question, cached in zip(form.others, answers, strict=True):
+            llm = [o or LLMOpinion(None, None, error=NOT_CACHED) for o in cached]
             _, combined = self.combine(project, question, texts, llm, kept=kept)
             per_question.append(
                 [

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -135,7 +135,14 @@ class ZeroShotLabeler:
 
     def cached(self, taxonomy: Taxonomy, texts: list[str]) -> list[LLMOpinion | None]:
         """Answers already in the cache (None where a post was never asked)."""
-        keys = [self.key(taxonomy, text) for text in texts]
+        return self.cached_each((taxonomy,), texts)[0]
+
+    def cached_each(
+        self, asked: Sequence[Taxonomy], texts: list[str]
+    ) -> list[list[LLMOpinion | None]]:
+        """`cached` for each of several questions of one form, read from the cache once
+        (one request answered them all, under one key)."""
+        keys = [self.key(asked[0], text) for text in texts]
         try:
             found = self.cache.get_many(keys)
         except Exception as exc:  # a shared cache away (Redis down): answer without it
@@ -145,10 +152,8 @@ class ZeroShotLabeler:
                 exc,
             )
             found = {}
-        return [
-            self._answer_to(taxonomy, LLMOpinion.from_cache(found[k])) if k in found else None
-            for k in keys
-        ]
+        kept = [LLMOpinion.from_cache(found[k]) if k in found else None for k in keys]
+        return [[o and self._answer_to(question, o) for o in kept] for question in asked]
 
     def _answer_to(self, taxonomy: Taxonomy, opinion: LLMOpinion) -> LLMOpinion:
         """The opinion on `taxonomy` in an answer (a form's answer holds every question's,
